@@ -1,0 +1,103 @@
+//! Query layer: everything that speaks DataFusion. Above storage, below the session.
+//!
+//! * `convert`: Arrow schemas of the tables, rows <-> RecordBatch.
+//! * `pushdown`: the pure filter -> access-path analysis (unit-tested per shape).
+//! * `provider`: `RemTable`, the `TableProvider` of one table of one tenant.
+//! * `exec`: the physical nodes (`RemScanExec`, `RemDmlExec`, the insert sink).
+//!
+//! [`tenant_context`] builds the one `SessionContext` of a tenant: its catalog holds that
+//! tenant's four tables and nothing else, so no SQL it runs can name another tenant.
+//! Errors cross this boundary as [`crate::Error`] in both directions.
+
+pub mod convert;
+pub mod exec;
+pub mod provider;
+pub mod pushdown;
+
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::optimizer::Optimizer;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::storage::{Table, TenantStore};
+use provider::RemTable;
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        if let DataFusionError::External(inner) = e.find_root()
+            && let Some(err) = inner.downcast_ref::<Error>()
+        {
+            return err.clone();
+        }
+        match e.find_root() {
+            DataFusionError::ArrowError(inner, _) => {
+                if let datafusion::arrow::error::ArrowError::ExternalError(inner) = inner.as_ref()
+                    && let Some(err) = inner.downcast_ref::<Error>()
+                {
+                    return err.clone();
+                }
+                Error::Query(e.to_string())
+            }
+            _ => Error::Query(e.to_string()),
+        }
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+/// Options of a tenant's SQL session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueryOptions {
+    /// Use indexes for filters (false: every filter over a full scan, for comparisons).
+    pub use_indexes: bool,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions { use_indexes: true }
+    }
+}
+
+/// Builds the SessionContext of one tenant: its tables, the JSON functions, and a
+/// configuration for low-latency embedded queries.
+pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<SessionContext> {
+    // One partition: scans are single streams, and on small machines the repartitioning
+    // DataFusion adds for more costs more than it gains for the point and top-k queries
+    // this engine serves.
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(true)
+        .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+    // The leaf-extraction rules move `properties->>'role'` out of a filter into a
+    // projection below it: that hides the filter from our scan's pushdown (the JSON
+    // index needs it) and breaks the filters DataFusion hands to `delete_from`/`update`.
+    let rules = Optimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| {
+            !matches!(
+                r.name(),
+                "extract_leaf_expressions" | "push_down_leaf_projections"
+            )
+        })
+        .collect();
+    let mut state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rules(rules)
+        .build();
+    datafusion_functions_json::register_all(&mut state)?;
+    let ctx = SessionContext::new_with_state(state);
+    for table in Table::ALL {
+        let provider = RemTable::new(store.clone(), table, options.use_indexes);
+        ctx.register_table(table.name(), Arc::new(provider))?;
+    }
+    Ok(ctx)
+}

@@ -1,0 +1,562 @@
+//! Query layer: the physical plan nodes that read and write a tenant's tables.
+//!
+//! * [`RemScanExec`] streams the rows an access path selects; EXPLAIN prints the path.
+//! * [`RemSink`] receives `INSERT` batches and commits them in one atomic write.
+//! * [`RemDmlExec`] runs `UPDATE` and `DELETE`: it finds the rows through the same access
+//!   path as a `SELECT` with that `WHERE`, re-checks every filter, and commits all changes
+//!   in one atomic write. The work happens when the plan executes, not when it is
+//!   planned, so `EXPLAIN DELETE ...` changes nothing.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt64Array};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::sink::DataSink;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+use super::convert::{batch_to_rows, rows_to_batch, table_schema};
+use super::pushdown::describe;
+use crate::error::Error;
+use crate::storage::{AccessPath, Row, RowCursor, Table, TenantStore, WriteOp, now_micros};
+
+fn plan_properties(schema: SchemaRef, emission: EmissionType) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(1),
+        emission,
+        Boundedness::Bounded,
+    ))
+}
+
+fn external(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Reads rows of one table of one tenant through an access path.
+///
+/// Filters that reached the scan but that the path does not decide are re-checked here
+/// (`residual`): DataFusion asks `supports_filters_pushdown` again as more filters are
+/// pushed, and a filter it once heard as `Exact` is gone from the plan above, even if the
+/// final path is another index. Applying the residual in the scan keeps that safe.
+#[derive(Debug)]
+pub struct RemScanExec {
+    store: TenantStore,
+    table: Table,
+    path: AccessPath,
+    /// Columns read from storage (table-schema indexes): the output plus residual inputs.
+    read: Vec<usize>,
+    /// Positions in `read` of the output columns.
+    output: Vec<usize>,
+    residual: Option<Arc<dyn PhysicalExpr>>,
+    limit: Option<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl RemScanExec {
+    /// `residual` is evaluated over the columns `read` (in that order).
+    pub fn new(
+        store: TenantStore,
+        table: Table,
+        path: AccessPath,
+        projection: Vec<usize>,
+        read: Vec<usize>,
+        residual: Option<Arc<dyn PhysicalExpr>>,
+        limit: Option<usize>,
+    ) -> DfResult<Self> {
+        let schema = Arc::new(table_schema(table).project(&projection)?);
+        let output = projection
+            .iter()
+            .map(|c| read.iter().position(|r| r == c))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| DataFusionError::Internal("scan output column not read".into()))?;
+        let properties = plan_properties(Arc::clone(&schema), EmissionType::Incremental);
+        Ok(RemScanExec {
+            store,
+            table,
+            path,
+            read,
+            output,
+            residual,
+            limit,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    pub fn access_path(&self) -> &AccessPath {
+        &self.path
+    }
+}
+
+impl DisplayAs for RemScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "RemScanExec: table={}, access={}",
+            self.table.name(),
+            describe(self.table, &self.path)
+        )?;
+        if let Some(residual) = &self.residual {
+            write!(f, ", residual={residual}")?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        let names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(f, ", projection=[{}]", names.join(", "))
+    }
+}
+
+impl ExecutionPlan for RemScanExec {
+    fn name(&self) -> &str {
+        "RemScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let batch_size = context.session_config().batch_size().max(1);
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let index_keys: Count = MetricBuilder::new(&self.metrics).counter("index_keys", partition);
+        // With a residual the limit counts rows that pass it, so storage cannot stop early.
+        let storage_limit = if self.residual.is_some() {
+            None
+        } else {
+            self.limit
+        };
+        let cursor = self
+            .store
+            .scan(self.table, &self.path, storage_limit)
+            .map_err(external)?;
+        if let Some(n) = cursor.resolved_len() {
+            index_keys.add(n);
+        }
+        let state = ScanState {
+            cursor,
+            table: self.table,
+            read: self.read.clone(),
+            output: self.output.clone(),
+            residual: self.residual.clone(),
+            remaining: self.limit.unwrap_or(usize::MAX),
+            schema: Arc::clone(&self.schema),
+            batch_size,
+            done: false,
+        };
+        let stream = futures::stream::unfold(state, move |mut state| {
+            let baseline = baseline.clone();
+            async move {
+                if state.done {
+                    return None;
+                }
+                let timer = baseline.elapsed_compute().timer();
+                let next = state.next_batch();
+                timer.done();
+                match next {
+                    Ok(Some(batch)) => {
+                        baseline.record_output(batch.num_rows());
+                        Some((Ok(batch), state))
+                    }
+                    Ok(None) => {
+                        baseline.done();
+                        None
+                    }
+                    Err(e) => {
+                        state.done = true;
+                        Some((Err(e), state))
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}
+
+struct ScanState {
+    cursor: RowCursor,
+    table: Table,
+    read: Vec<usize>,
+    output: Vec<usize>,
+    residual: Option<Arc<dyn PhysicalExpr>>,
+    remaining: usize,
+    schema: SchemaRef,
+    batch_size: usize,
+    done: bool,
+}
+
+impl ScanState {
+    fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
+        loop {
+            if self.remaining == 0 {
+                return Ok(None);
+            }
+            let Some(batch) = self.read_batch()? else {
+                return Ok(None);
+            };
+            let batch = match &self.residual {
+                None => batch,
+                Some(residual) => {
+                    let mask = residual.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    let mask = mask.as_boolean_opt().ok_or_else(|| {
+                        DataFusionError::Internal("scan residual is not boolean".into())
+                    })?;
+                    filter_record_batch(&batch, mask)?
+                }
+            };
+            let batch = batch.project(&self.output)?;
+            if batch.num_rows() == 0 && self.residual.is_some() {
+                continue;
+            }
+            let batch = if batch.num_rows() > self.remaining {
+                batch.slice(0, self.remaining)
+            } else {
+                batch
+            };
+            self.remaining -= batch.num_rows();
+            return Ok(Some(batch));
+        }
+    }
+
+    /// The next batch of the `read` columns, straight from storage.
+    fn read_batch(&mut self) -> DfResult<Option<RecordBatch>> {
+        // No columns wanted (count(*)): an index path is counted without reading rows.
+        if self.read.is_empty() && self.cursor.resolved_len().is_some() {
+            let n = self.cursor.skip_resolved(self.batch_size);
+            if n == 0 {
+                return Ok(None);
+            }
+            let options = RecordBatchOptions::new().with_row_count(Some(n));
+            return Ok(Some(RecordBatch::try_new_with_options(
+                Arc::clone(&self.schema),
+                vec![],
+                &options,
+            )?));
+        }
+        let rows = self.cursor.next_chunk(self.batch_size).map_err(external)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let rows: Vec<Row> = rows.into_iter().map(|(_, row)| row).collect();
+        rows_to_batch(self.table, &rows, &self.read)
+            .map(Some)
+            .map_err(external)
+    }
+}
+
+/// Receives the batches of an `INSERT` and commits them in one atomic write.
+#[derive(Debug)]
+pub struct RemSink {
+    store: TenantStore,
+    table: Table,
+    schema: SchemaRef,
+}
+
+impl RemSink {
+    pub fn new(store: TenantStore, table: Table) -> Self {
+        RemSink {
+            store,
+            table,
+            schema: table_schema(table),
+        }
+    }
+}
+
+impl DisplayAs for RemSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RemSink: table={}", self.table.name())
+    }
+}
+
+#[async_trait::async_trait]
+impl DataSink for RemSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let mut ops = Vec::new();
+        while let Some(batch) = data.next().await {
+            let rows = batch_to_rows(self.table, &batch?).map_err(external)?;
+            ops.extend(rows.into_iter().map(WriteOp::Insert));
+        }
+        let n = ops.len() as u64;
+        if n > 0 {
+            self.store.apply(ops).map_err(external)?;
+        }
+        Ok(n)
+    }
+}
+
+/// What a [`RemDmlExec`] does to the rows it selects.
+#[derive(Debug, Clone)]
+pub enum DmlKind {
+    Delete,
+    /// New values by column index, as expressions over the old row.
+    Update(Vec<(usize, Arc<dyn PhysicalExpr>)>),
+}
+
+/// Runs an `UPDATE` or `DELETE` and returns one row with the `count` of rows changed.
+#[derive(Debug)]
+pub struct RemDmlExec {
+    store: TenantStore,
+    table: Table,
+    path: AccessPath,
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    kind: DmlKind,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl RemDmlExec {
+    pub fn new(
+        store: TenantStore,
+        table: Table,
+        path: AccessPath,
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        kind: DmlKind,
+    ) -> Self {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "count",
+            DataType::UInt64,
+            false,
+        )]));
+        let properties = plan_properties(Arc::clone(&schema), EmissionType::Final);
+        RemDmlExec {
+            store,
+            table,
+            path,
+            filters,
+            kind,
+            schema,
+            properties,
+        }
+    }
+
+    fn run(&self) -> DfResult<u64> {
+        let full: Vec<usize> = (0..table_schema(self.table).fields().len()).collect();
+        let mut cursor = self
+            .store
+            .scan(self.table, &self.path, None)
+            .map_err(external)?;
+        let now = now_micros();
+        let mut ops = Vec::new();
+        loop {
+            let chunk = cursor.next_chunk(8192).map_err(external)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let (ids, rows): (Vec<u64>, Vec<Row>) = chunk.into_iter().unzip();
+            let batch = rows_to_batch(self.table, &rows, &full).map_err(external)?;
+            // Every filter is evaluated again: the access path may answer only some of them.
+            let mut mask =
+                datafusion::arrow::array::BooleanArray::from(vec![true; batch.num_rows()]);
+            for filter in &self.filters {
+                let value = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let value = value
+                    .as_boolean_opt()
+                    .ok_or_else(|| DataFusionError::Plan("WHERE clause is not boolean".into()))?;
+                mask = datafusion::arrow::compute::and_kleene(&mask, value)?;
+            }
+            let selected = filter_record_batch(&batch, &mask)?;
+            let selected_ids: Vec<u64> = ids
+                .iter()
+                .zip(mask.iter())
+                .filter(|(_, m)| *m == Some(true))
+                .map(|(id, _)| *id)
+                .collect();
+            if selected.num_rows() == 0 {
+                continue;
+            }
+            match &self.kind {
+                DmlKind::Delete => {
+                    ops.extend(selected_ids.into_iter().map(|row_id| WriteOp::DeleteAt {
+                        table: self.table,
+                        row_id,
+                    }));
+                }
+                DmlKind::Update(assignments) => {
+                    let schema = table_schema(self.table);
+                    let mut columns: Vec<ArrayRef> = selected.columns().to_vec();
+                    for (index, expr) in assignments {
+                        let value = expr.evaluate(&selected)?.into_array(selected.num_rows())?;
+                        columns[*index] = cast(&value, schema.field(*index).data_type())?;
+                    }
+                    let updates_timestamp = assignments
+                        .iter()
+                        .any(|(i, _)| schema.field(*i).name() == "updated_at");
+                    let new_batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+                    let new_rows = batch_to_rows(self.table, &new_batch).map_err(external)?;
+                    for (row_id, mut row) in selected_ids.into_iter().zip(new_rows) {
+                        if !updates_timestamp {
+                            stamp_update(&mut row, now);
+                        }
+                        ops.push(WriteOp::Replace { row_id, row });
+                    }
+                }
+            }
+        }
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        let counts = self.store.apply(ops).map_err(external)?;
+        Ok(counts.iter().sum())
+    }
+}
+
+fn stamp_update(row: &mut Row, now: i64) {
+    match row {
+        Row::Resource(r) => r.updated_at = now,
+        Row::Entity(e) => e.updated_at = now,
+        Row::Edge(_) | Row::Moment(_) => {}
+    }
+}
+
+impl DisplayAs for RemDmlExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let op = match self.kind {
+            DmlKind::Delete => "delete",
+            DmlKind::Update(_) => "update",
+        };
+        write!(
+            f,
+            "RemDmlExec: op={op}, table={}, access={}",
+            self.table.name(),
+            describe(self.table, &self.path)
+        )
+    }
+}
+
+impl ExecutionPlan for RemDmlExec {
+    fn name(&self) -> &str {
+        "RemDmlExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        for expr in &self.filters {
+            if f(expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        if let DmlKind::Update(assignments) = &self.kind {
+            for (_, expr) in assignments {
+                if f(expr)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let count = self.run()?;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            vec![Arc::new(UInt64Array::from(vec![count]))],
+        )?;
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+}

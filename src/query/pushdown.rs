@@ -1,0 +1,650 @@
+//! Query layer: filter pushdown analysis, one pure function from filters to access path.
+//!
+//! [`plan_access`] looks at the conjuncts DataFusion offers a table scan, finds those an
+//! index can answer (`col = lit`, `col IN (lits)`, `col = a OR col = b`, and ranges on
+//! timestamps), picks one access path by a fixed preference (the primary key first, then
+//! the most selective kind of index), and says for every filter whether that path alone
+//! decides it. Only those are claimed `Exact`; a filter the path narrows but does not
+//! decide (a normalized name match) is `Inexact`, and the rest are left to DataFusion.
+//! The same function runs in `supports_filters_pushdown` and in `scan`, so the claim and
+//! the plan cannot disagree.
+
+use std::ops::Bound;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+
+use crate::storage::{AccessPath, IndexId, KeyPart, Table, normalize_name};
+
+/// At most this many keys are probed for one IN-list (or the product of several).
+const MAX_PROBES: usize = 1024;
+
+/// What a scan will do with its filters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessPlan {
+    pub path: AccessPath,
+    /// For each offered filter, how far the path answers it.
+    pub pushdown: Vec<TableProviderFilterPushDown>,
+}
+
+/// A fact an index can use, extracted from one filter.
+#[derive(Debug, Clone, PartialEq)]
+enum Fact {
+    /// `column` equals one of `values`.
+    In {
+        column: String,
+        values: Vec<ScalarValue>,
+    },
+    /// `column` lies within a range; `exact` is false if the bound was widened.
+    Range {
+        column: String,
+        lower: Bound<i64>,
+        upper: Bound<i64>,
+        exact: bool,
+    },
+}
+
+/// Chooses the access path for a scan of `table` with these conjunctive filters.
+pub fn plan_access(table: Table, filters: &[&Expr]) -> AccessPlan {
+    let facts: Vec<Option<Fact>> = filters.iter().map(|f| fact(f)).collect();
+    let mut pushdown = vec![TableProviderFilterPushDown::Unsupported; filters.len()];
+    let used = |i: usize, exact: bool, pushdown: &mut Vec<TableProviderFilterPushDown>| {
+        pushdown[i] = if exact {
+            TableProviderFilterPushDown::Exact
+        } else {
+            TableProviderFilterPushDown::Inexact
+        };
+    };
+
+    // The first equality (IN) fact on `column`, as key parts.
+    let eq = |column: &str| -> Option<(usize, Vec<KeyPart>)> {
+        facts.iter().enumerate().find_map(|(i, f)| match f {
+            Some(Fact::In { column: c, values }) if c == column => {
+                let parts: Option<Vec<KeyPart>> = values.iter().map(text_part).collect();
+                parts
+                    .filter(|p| !p.is_empty() && p.len() <= MAX_PROBES)
+                    .map(|p| (i, p))
+            }
+            _ => None,
+        })
+    };
+
+    // 1. The primary key (`id`, or for edges `src` [, `edge_type` [, `dst`]]).
+    if table == Table::Edges {
+        for (lead, index) in [("src", None), ("dst", Some(IndexId::EdgeDst))] {
+            let other = if lead == "src" { "dst" } else { "src" };
+            if let Some((i, leads)) = eq(lead) {
+                let mut prefixes: Vec<Vec<KeyPart>> = leads.into_iter().map(|p| vec![p]).collect();
+                used(i, true, &mut pushdown);
+                for next in ["edge_type", other] {
+                    let Some((j, parts)) = eq(next) else { break };
+                    if prefixes.len() * parts.len() > MAX_PROBES {
+                        break;
+                    }
+                    prefixes = prefixes
+                        .iter()
+                        .flat_map(|p| {
+                            parts
+                                .iter()
+                                .map(move |x| [p.clone(), vec![x.clone()]].concat())
+                        })
+                        .collect();
+                    used(j, true, &mut pushdown);
+                }
+                let path = match index {
+                    None => AccessPath::PrimaryPrefix { prefixes },
+                    Some(index) => AccessPath::IndexPrefix { index, prefixes },
+                };
+                return AccessPlan { path, pushdown };
+            }
+        }
+        return AccessPlan {
+            path: AccessPath::FullScan,
+            pushdown,
+        };
+    }
+    if let Some((i, ids)) = eq("id") {
+        used(i, true, &mut pushdown);
+        let prefixes = ids.into_iter().map(|p| vec![p]).collect();
+        return AccessPlan {
+            path: AccessPath::PrimaryPrefix { prefixes },
+            pushdown,
+        };
+    }
+
+    // 2. Secondary indexes, most selective kind first.
+    let string_index = |column: &str, index: IndexId| (column.to_string(), index);
+    let candidates: Vec<(String, IndexId)> = match table {
+        Table::Entities => vec![
+            string_index("name", IndexId::EntityName),
+            string_index("type", IndexId::EntityType),
+        ],
+        Table::Resources => vec![string_index("uri", IndexId::ResourceUri)],
+        Table::Moments => vec![string_index("type", IndexId::MomentType)],
+        Table::Edges => vec![],
+    };
+    if table == Table::Moments {
+        if let Some((i, stamps)) = eq_timestamps(&facts, "timestamp") {
+            used(i, true, &mut pushdown);
+            let prefixes = stamps.into_iter().map(|t| vec![KeyPart::I64(t)]).collect();
+            let path = AccessPath::IndexPrefix {
+                index: IndexId::MomentTimestamp,
+                prefixes,
+            };
+            return AccessPlan { path, pushdown };
+        }
+        let mut lower = Bound::Unbounded;
+        let mut upper = Bound::Unbounded;
+        let mut any = false;
+        for (i, f) in facts.iter().enumerate() {
+            if let Some(Fact::Range {
+                column,
+                lower: lo,
+                upper: hi,
+                exact,
+            }) = f
+                && column == "timestamp"
+            {
+                lower = tighter_lower(lower, *lo);
+                upper = tighter_upper(upper, *hi);
+                used(i, *exact, &mut pushdown);
+                any = true;
+            }
+        }
+        if any {
+            let wrap = |b: Bound<i64>| b.map(|t| vec![KeyPart::I64(t)]);
+            let path = AccessPath::IndexRange {
+                index: IndexId::MomentTimestamp,
+                lower: wrap(lower),
+                upper: wrap(upper),
+            };
+            return AccessPlan { path, pushdown };
+        }
+    }
+    for (column, index) in candidates {
+        if let Some((i, mut parts)) = eq(&column) {
+            // Names are indexed normalized: the index finds a superset, DataFusion re-checks.
+            let exact = index != IndexId::EntityName;
+            if !exact {
+                for p in &mut parts {
+                    if let KeyPart::Str(s) = p {
+                        *s = normalize_name(s);
+                    }
+                }
+            }
+            used(i, exact, &mut pushdown);
+            let prefixes = parts.into_iter().map(|p| vec![p]).collect();
+            return AccessPlan {
+                path: AccessPath::IndexPrefix { index, prefixes },
+                pushdown,
+            };
+        }
+    }
+    AccessPlan {
+        path: AccessPath::FullScan,
+        pushdown,
+    }
+}
+
+fn tighter_lower(a: Bound<i64>, b: Bound<i64>) -> Bound<i64> {
+    match (a, b) {
+        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x,
+        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.max(y)),
+        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.max(y)),
+        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
+            if i > e {
+                Bound::Included(i)
+            } else {
+                Bound::Excluded(e)
+            }
+        }
+    }
+}
+
+fn tighter_upper(a: Bound<i64>, b: Bound<i64>) -> Bound<i64> {
+    match (a, b) {
+        (Bound::Unbounded, x) | (x, Bound::Unbounded) => x,
+        (Bound::Included(x), Bound::Included(y)) => Bound::Included(x.min(y)),
+        (Bound::Excluded(x), Bound::Excluded(y)) => Bound::Excluded(x.min(y)),
+        (Bound::Included(i), Bound::Excluded(e)) | (Bound::Excluded(e), Bound::Included(i)) => {
+            if i < e {
+                Bound::Included(i)
+            } else {
+                Bound::Excluded(e)
+            }
+        }
+    }
+}
+
+fn eq_timestamps(facts: &[Option<Fact>], column: &str) -> Option<(usize, Vec<i64>)> {
+    facts.iter().enumerate().find_map(|(i, f)| match f {
+        Some(Fact::In { column: c, values }) if c == column && values.len() <= MAX_PROBES => {
+            let stamps: Option<Vec<i64>> = values
+                .iter()
+                .map(|v| micros(v).filter(|(_, exact)| *exact).map(|(t, _)| t))
+                .collect();
+            stamps.filter(|s| !s.is_empty()).map(|s| (i, s))
+        }
+        _ => None,
+    })
+}
+
+/// The text of a string literal as a key part.
+fn text_part(value: &ScalarValue) -> Option<KeyPart> {
+    match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(KeyPart::Str(s.clone())),
+        _ => None,
+    }
+}
+
+/// A timestamp literal in microseconds, and whether the conversion was exact.
+fn micros(value: &ScalarValue) -> Option<(i64, bool)> {
+    match value {
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Some((*v, true)),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000).map(|t| (t, true)),
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000).map(|t| (t, true)),
+        ScalarValue::TimestampNanosecond(Some(v), _) => {
+            Some((v.div_euclid(1_000), v.rem_euclid(1_000) == 0))
+        }
+        _ => None,
+    }
+}
+
+fn column_name(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Column(c) => Some(c.name.as_str()),
+        _ => None,
+    }
+}
+
+fn literal(expr: &Expr) -> Option<&ScalarValue> {
+    match expr {
+        Expr::Literal(v, _) if !v.is_null() => Some(v),
+        _ => None,
+    }
+}
+
+/// Extracts the index-usable fact of one filter, if it has one.
+fn fact(expr: &Expr) -> Option<Fact> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            if *op == Operator::Or {
+                return or_fact(left, right);
+            }
+            let (column, value, op) = match (
+                column_name(left),
+                literal(right),
+                column_name(right),
+                literal(left),
+            ) {
+                (Some(c), Some(v), _, _) => (c, v, *op),
+                (_, _, Some(c), Some(v)) => (c, v, op.swap()?),
+                _ => return None,
+            };
+            match op {
+                Operator::Eq => Some(Fact::In {
+                    column: column.to_string(),
+                    values: vec![value.clone()],
+                }),
+                Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
+                    let (t, exact) = micros(value)?;
+                    // A truncated nanosecond bound is widened so the range stays a superset.
+                    let (lower, upper) = match op {
+                        Operator::Gt if exact => (Bound::Excluded(t), Bound::Unbounded),
+                        Operator::Gt | Operator::GtEq => (Bound::Included(t), Bound::Unbounded),
+                        Operator::Lt if exact => (Bound::Unbounded, Bound::Excluded(t)),
+                        _ if exact => (Bound::Unbounded, Bound::Included(t)),
+                        _ => (Bound::Unbounded, Bound::Included(t + 1)),
+                    };
+                    Some(Fact::Range {
+                        column: column.to_string(),
+                        lower,
+                        upper,
+                        exact,
+                    })
+                }
+                _ => None,
+            }
+        }
+        Expr::InList(list) if !list.negated => {
+            let column = column_name(&list.expr)?;
+            let values: Option<Vec<ScalarValue>> =
+                list.list.iter().map(|e| literal(e).cloned()).collect();
+            Some(Fact::In {
+                column: column.to_string(),
+                values: values?,
+            })
+        }
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) => {
+            let column = column_name(expr)?;
+            let (lo, lo_exact) = micros(literal(low)?)?;
+            let (hi, hi_exact) = micros(literal(high)?)?;
+            let upper = if hi_exact { hi } else { hi + 1 };
+            Some(Fact::Range {
+                column: column.to_string(),
+                lower: Bound::Included(lo),
+                upper: Bound::Included(upper),
+                exact: lo_exact && hi_exact,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `c = a OR c = b OR c IN (...)` on one column is an IN-list.
+fn or_fact(left: &Expr, right: &Expr) -> Option<Fact> {
+    match (fact(left)?, fact(right)?) {
+        (
+            Fact::In {
+                column: a,
+                values: mut va,
+            },
+            Fact::In {
+                column: b,
+                values: vb,
+            },
+        ) if a == b => {
+            va.extend(vb);
+            Some(Fact::In {
+                column: a,
+                values: va,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Describes a path for EXPLAIN, e.g. `index entities_type = 'person'`.
+pub fn describe(table: Table, path: &AccessPath) -> String {
+    fn part(p: &KeyPart) -> String {
+        match p {
+            KeyPart::Str(s) => format!("'{}'", s.replace('\'', "''")),
+            // Integer keys are timestamps (microseconds): show them as such.
+            KeyPart::I64(v) => chrono::DateTime::from_timestamp_micros(*v)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                .unwrap_or_else(|| v.to_string()),
+        }
+    }
+    fn keys(prefixes: &[Vec<KeyPart>]) -> String {
+        let shown: Vec<String> = prefixes
+            .iter()
+            .take(5)
+            .map(|p| {
+                let parts: Vec<String> = p.iter().map(part).collect();
+                if parts.len() == 1 {
+                    parts[0].clone()
+                } else {
+                    format!("({})", parts.join(", "))
+                }
+            })
+            .collect();
+        let more = if prefixes.len() > 5 {
+            format!(", ... {} keys", prefixes.len())
+        } else {
+            String::new()
+        };
+        if prefixes.len() == 1 {
+            format!("= {}", shown[0])
+        } else {
+            format!("IN ({}{more})", shown.join(", "))
+        }
+    }
+    match path {
+        AccessPath::FullScan => "full_scan".to_string(),
+        AccessPath::PrimaryPrefix { prefixes } => {
+            let key = if table == Table::Edges {
+                "primary (src, edge_type, dst)"
+            } else {
+                "primary id"
+            };
+            format!("{key} {}", keys(prefixes))
+        }
+        AccessPath::IndexPrefix { index, prefixes } => {
+            format!("index {} {}", index.name(), keys(prefixes))
+        }
+        AccessPath::IndexRange {
+            index,
+            lower,
+            upper,
+        } => {
+            let show = |b: &Bound<Vec<KeyPart>>, incl: &str, excl: &str| match b {
+                Bound::Unbounded => None,
+                Bound::Included(v) => Some(format!(
+                    "{incl} {}",
+                    v.iter().map(part).collect::<Vec<_>>().join(",")
+                )),
+                Bound::Excluded(v) => Some(format!(
+                    "{excl} {}",
+                    v.iter().map(part).collect::<Vec<_>>().join(",")
+                )),
+            };
+            let bounds: Vec<String> = [show(lower, ">=", ">"), show(upper, "<=", "<")]
+                .into_iter()
+                .flatten()
+                .collect();
+            format!(
+                "index {} range {}",
+                index.name(),
+                if bounds.is_empty() {
+                    "all".to_string()
+                } else {
+                    bounds.join(" AND ")
+                }
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TableProviderFilterPushDown::{Exact, Inexact, Unsupported};
+    use datafusion::logical_expr::{col, lit};
+    use datafusion::prelude::in_list;
+
+    fn plan(table: Table, filters: &[Expr]) -> AccessPlan {
+        let refs: Vec<&Expr> = filters.iter().collect();
+        plan_access(table, &refs)
+    }
+
+    fn ts(v: i64) -> Expr {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn id_point_and_in_list() {
+        let p = plan(
+            Table::Entities,
+            &[col("id").eq(lit("a")), col("type").eq(lit("person"))],
+        );
+        assert_eq!(
+            p.path,
+            AccessPath::PrimaryPrefix {
+                prefixes: vec![vec!["a".into()]]
+            }
+        );
+        assert_eq!(p.pushdown, [Exact, Unsupported]);
+        let p = plan(
+            Table::Resources,
+            &[in_list(col("id"), vec![lit("a"), lit("b")], false)],
+        );
+        assert_eq!(
+            p.path,
+            AccessPath::PrimaryPrefix {
+                prefixes: vec![vec!["a".into()], vec!["b".into()]]
+            }
+        );
+        // NOT IN is not an index lookup.
+        let p = plan(
+            Table::Resources,
+            &[in_list(col("id"), vec![lit("a")], true)],
+        );
+        assert_eq!(
+            (p.path, p.pushdown),
+            (AccessPath::FullScan, vec![Unsupported])
+        );
+    }
+
+    #[test]
+    fn literal_on_either_side_and_or_chains() {
+        let p = plan(Table::Entities, &[lit("person").eq(col("type"))]);
+        assert_eq!(p.pushdown, [Exact]);
+        let p = plan(
+            Table::Entities,
+            &[col("type").eq(lit("a")).or(col("type").eq(lit("b")))],
+        );
+        assert!(
+            matches!(p.path, AccessPath::IndexPrefix { index: IndexId::EntityType, ref prefixes } if prefixes.len() == 2)
+        );
+        // An OR over two columns cannot use one index.
+        let p = plan(
+            Table::Entities,
+            &[col("type").eq(lit("a")).or(col("name").eq(lit("b")))],
+        );
+        assert_eq!(p.path, AccessPath::FullScan);
+    }
+
+    #[test]
+    fn names_are_normalized_and_inexact() {
+        let p = plan(
+            Table::Entities,
+            &[
+                col("name").eq(lit("Ada  LOVELACE")),
+                col("type").eq(lit("person")),
+            ],
+        );
+        assert_eq!(
+            p.path,
+            AccessPath::IndexPrefix {
+                index: IndexId::EntityName,
+                prefixes: vec![vec!["ada lovelace".into()]]
+            }
+        );
+        assert_eq!(p.pushdown, [Inexact, Unsupported]);
+    }
+
+    #[test]
+    fn edges_use_src_then_dst() {
+        let p = plan(
+            Table::Edges,
+            &[col("edge_type").eq(lit("knows")), col("src").eq(lit("a"))],
+        );
+        assert_eq!(
+            p.path,
+            AccessPath::PrimaryPrefix {
+                prefixes: vec![vec!["a".into(), "knows".into()]]
+            }
+        );
+        assert_eq!(p.pushdown, [Exact, Exact]);
+        let p = plan(Table::Edges, &[col("dst").eq(lit("b"))]);
+        assert_eq!(
+            p.path,
+            AccessPath::IndexPrefix {
+                index: IndexId::EdgeDst,
+                prefixes: vec![vec!["b".into()]]
+            }
+        );
+        // dst without edge_type does not extend a src prefix (the key order is src, type, dst).
+        let p = plan(
+            Table::Edges,
+            &[col("src").eq(lit("a")), col("dst").eq(lit("b"))],
+        );
+        assert_eq!(p.pushdown, [Exact, Unsupported]);
+        let p = plan(Table::Edges, &[col("edge_type").eq(lit("knows"))]);
+        assert_eq!(p.path, AccessPath::FullScan);
+    }
+
+    #[test]
+    fn timestamp_ranges_merge() {
+        let p = plan(
+            Table::Moments,
+            &[
+                col("timestamp").gt_eq(ts(10)),
+                col("timestamp").lt(ts(20)),
+                col("timestamp").gt(ts(12)),
+                col("type").eq(lit("chat")),
+            ],
+        );
+        assert_eq!(
+            p.path,
+            AccessPath::IndexRange {
+                index: IndexId::MomentTimestamp,
+                lower: Bound::Excluded(vec![KeyPart::I64(12)]),
+                upper: Bound::Excluded(vec![KeyPart::I64(20)]),
+            }
+        );
+        assert_eq!(p.pushdown, [Exact, Exact, Exact, Unsupported]);
+        let between = Expr::Between(Between::new(
+            Box::new(col("timestamp")),
+            false,
+            Box::new(ts(1)),
+            Box::new(ts(2)),
+        ));
+        assert_eq!(plan(Table::Moments, &[between]).pushdown, [Exact]);
+        // A nanosecond bound that is not a whole microsecond is widened and re-checked.
+        let ns = lit(ScalarValue::TimestampNanosecond(Some(1_500), None));
+        let p = plan(Table::Moments, &[col("timestamp").gt_eq(ns)]);
+        assert_eq!(p.pushdown, [Inexact]);
+        // Ranges on a text column are not index lookups.
+        assert_eq!(
+            plan(Table::Entities, &[col("type").gt(lit("a"))]).path,
+            AccessPath::FullScan
+        );
+    }
+
+    #[test]
+    fn type_index_when_nothing_better() {
+        let p = plan(Table::Moments, &[col("type").eq(lit("chat"))]);
+        assert_eq!(
+            p.path,
+            AccessPath::IndexPrefix {
+                index: IndexId::MomentType,
+                prefixes: vec![vec!["chat".into()]]
+            }
+        );
+        let p = plan(
+            Table::Resources,
+            &[col("uri").eq(lit("doc://1")), col("content").eq(lit("x"))],
+        );
+        assert_eq!(p.pushdown, [Exact, Unsupported]);
+        // Comparing a column with NULL or a non-text literal is left to DataFusion.
+        assert_eq!(
+            plan(
+                Table::Entities,
+                &[col("type").eq(lit(ScalarValue::Utf8(None)))]
+            )
+            .path,
+            AccessPath::FullScan
+        );
+        assert_eq!(
+            plan(Table::Entities, &[col("type").eq(lit(3))]).path,
+            AccessPath::FullScan
+        );
+    }
+
+    #[test]
+    fn describe_paths() {
+        let p = AccessPath::IndexPrefix {
+            index: IndexId::EntityType,
+            prefixes: vec![vec!["person".into()]],
+        };
+        assert_eq!(
+            describe(Table::Entities, &p),
+            "index entities_type = 'person'"
+        );
+        let p = AccessPath::PrimaryPrefix {
+            prefixes: vec![vec!["a".into()], vec!["b".into()]],
+        };
+        assert_eq!(describe(Table::Entities, &p), "primary id IN ('a', 'b')");
+    }
+}

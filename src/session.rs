@@ -1,0 +1,400 @@
+//! Session layer: [`Db`] opens a database directory; [`Tenant`] is the library API of one
+//! tenant: SQL that returns Arrow batches, and typed calls for the REM operations.
+//!
+//! A `Tenant` is cheap to clone and is built once per tenant: its DataFusion
+//! `SessionContext` is cached by the `Db`, so a point query plans in microseconds.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::query::{QueryOptions, tenant_context};
+use crate::storage::{
+    Edge, Entity, KeyPart, Moment, Resource, Row, Storage, StorageOptions, Table, TenantStore,
+    WriteOp,
+};
+
+/// Options for [`Db::open`].
+#[derive(Debug, Clone, Default)]
+pub struct DbOptions {
+    pub storage: StorageOptions,
+}
+
+/// A database directory: many tenants, one RocksDB instance.
+pub struct Db {
+    storage: Arc<Storage>,
+    sessions: Mutex<HashMap<(String, QueryOptions), Tenant>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.storage.path())
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in directory `path`.
+    pub fn open(path: impl AsRef<Path>, options: DbOptions) -> Result<Db> {
+        let storage = Storage::open(path, options.storage)?;
+        Ok(Db {
+            storage: Arc::new(storage),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Creates a tenant and returns its session.
+    pub fn create_tenant(&self, id: &str) -> Result<Tenant> {
+        self.storage.create_tenant(id)?;
+        self.tenant(id)
+    }
+
+    /// The session of an existing tenant.
+    pub fn tenant(&self, id: &str) -> Result<Tenant> {
+        self.tenant_with(id, QueryOptions::default())
+    }
+
+    /// The session of an existing tenant, with query options (e.g. indexes off).
+    pub fn tenant_with(&self, id: &str, options: QueryOptions) -> Result<Tenant> {
+        let mut sessions = self.sessions.lock();
+        let key = (id.to_string(), options);
+        if let Some(t) = sessions.get(&key) {
+            return Ok(t.clone());
+        }
+        let store = self.storage.tenant(id)?;
+        let ctx = tenant_context(&store, options)?;
+        let tenant = Tenant {
+            inner: Arc::new(TenantInner { store, ctx }),
+        };
+        sessions.insert(key, tenant.clone());
+        Ok(tenant)
+    }
+
+    pub fn has_tenant(&self, id: &str) -> bool {
+        self.storage.has_tenant(id)
+    }
+
+    /// Drops a tenant and all of its rows; its sessions stop working.
+    pub fn drop_tenant(&self, id: &str) -> Result<()> {
+        self.sessions.lock().retain(|(t, _), _| t != id);
+        self.storage.drop_tenant(id)
+    }
+
+    pub fn list_tenants(&self) -> Vec<String> {
+        self.storage.list_tenants()
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+}
+
+struct TenantInner {
+    store: TenantStore,
+    ctx: SessionContext,
+}
+
+/// The session of one tenant. Every read and write it can express stays in the tenant.
+#[derive(Clone)]
+pub struct Tenant {
+    inner: Arc<TenantInner>,
+}
+
+/// A batch of writes that land atomically: all or nothing.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<WriteOp>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch::default()
+    }
+    pub fn insert(mut self, row: impl Into<Row>) -> Self {
+        self.ops.push(WriteOp::Insert(row.into()));
+        self
+    }
+    pub fn update(mut self, row: impl Into<Row>) -> Self {
+        self.ops.push(WriteOp::Update(row.into()));
+        self
+    }
+    pub fn delete(mut self, table: Table, key: &[&str]) -> Self {
+        let key = key.iter().map(|k| KeyPart::from(*k)).collect();
+        self.ops.push(WriteOp::Delete { table, key });
+        self
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+impl From<Resource> for Row {
+    fn from(r: Resource) -> Row {
+        Row::Resource(r)
+    }
+}
+impl From<Entity> for Row {
+    fn from(e: Entity) -> Row {
+        Row::Entity(e)
+    }
+}
+impl From<Edge> for Row {
+    fn from(e: Edge) -> Row {
+        Row::Edge(e)
+    }
+}
+impl From<Moment> for Row {
+    fn from(m: Moment) -> Row {
+        Row::Moment(m)
+    }
+}
+
+/// The result of one SQL statement of a script.
+#[derive(Debug)]
+pub struct StatementResult {
+    /// The statement as parsed (normalized SQL text).
+    pub sql: String,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Tenant {
+    pub fn id(&self) -> &str {
+        self.inner.store.tenant_id()
+    }
+
+    /// The tenant's DataFusion context (its catalog holds only this tenant's tables).
+    pub fn context(&self) -> &SessionContext {
+        &self.inner.ctx
+    }
+
+    /// Runs one SQL statement and collects its result.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut statements = parse(sql)?;
+        if statements.len() != 1 {
+            return Err(Error::invalid(format!(
+                "expected one SQL statement, got {} (use sql_script for several)",
+                statements.len()
+            )));
+        }
+        let statement = statements
+            .pop()
+            .ok_or_else(|| Error::invalid("empty SQL"))?;
+        self.run(statement).await
+    }
+
+    /// Runs `;`-separated statements in order, stopping at the first error.
+    pub async fn sql_script(&self, script: &str) -> Result<Vec<StatementResult>> {
+        let mut out = Vec::new();
+        for statement in parse(script)? {
+            let sql = statement.to_string();
+            let batches = self.run(statement).await?;
+            out.push(StatementResult { sql, batches });
+        }
+        Ok(out)
+    }
+
+    async fn run(&self, statement: Statement) -> Result<Vec<RecordBatch>> {
+        let state = self.inner.ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        // DDL would create session-local tables (or read files); the tenant's schema is fixed.
+        SQLOptions::new().with_allow_ddl(false).verify_plan(&plan)?;
+        check_dml(&plan)?;
+        let frame = self.inner.ctx.execute_logical_plan(plan).await?;
+        Ok(frame.collect().await?)
+    }
+
+    /// Applies a batch of writes atomically; returns the rows each write touched.
+    pub fn write(&self, batch: Batch) -> Result<Vec<u64>> {
+        self.inner.store.apply(batch.ops)
+    }
+
+    fn insert_one(&self, row: Row) -> Result<Row> {
+        let mut row = row;
+        // Fill the generated id here so the caller learns it.
+        row.prepare(crate::storage::now_micros())?;
+        self.inner.store.apply(vec![WriteOp::Insert(row.clone())])?;
+        Ok(row)
+    }
+
+    fn get_row(&self, table: Table, key: &[&str]) -> Result<Option<Row>> {
+        let key: Vec<KeyPart> = key.iter().map(|k| KeyPart::from(*k)).collect();
+        Ok(self.inner.store.get(table, &key)?.map(|(_, row)| row))
+    }
+
+    fn delete_row(&self, table: Table, key: &[&str]) -> Result<bool> {
+        let key = key.iter().map(|k| KeyPart::from(*k)).collect();
+        let counts = self
+            .inner
+            .store
+            .apply(vec![WriteOp::Delete { table, key }])?;
+        Ok(counts.first() == Some(&1))
+    }
+
+    /// Creates a resource; returns its id (generated when empty).
+    pub fn create_resource(&self, resource: Resource) -> Result<String> {
+        match self.insert_one(Row::Resource(resource))? {
+            Row::Resource(r) => Ok(r.id),
+            _ => Err(Error::Query("row changed table".into())),
+        }
+    }
+
+    pub fn get_resource(&self, id: &str) -> Result<Option<Resource>> {
+        Ok(match self.get_row(Table::Resources, &[id])? {
+            Some(Row::Resource(r)) => Some(r),
+            _ => None,
+        })
+    }
+
+    /// Replaces the resource with the same id (created_at is kept, updated_at set).
+    pub fn update_resource(&self, resource: Resource) -> Result<()> {
+        self.write(Batch::new().update(resource)).map(|_| ())
+    }
+
+    /// Deletes a resource; false if there was none.
+    pub fn delete_resource(&self, id: &str) -> Result<bool> {
+        self.delete_row(Table::Resources, &[id])
+    }
+
+    /// Creates an entity; returns its id (generated when empty).
+    pub fn create_entity(&self, entity: Entity) -> Result<String> {
+        match self.insert_one(Row::Entity(entity))? {
+            Row::Entity(e) => Ok(e.id),
+            _ => Err(Error::Query("row changed table".into())),
+        }
+    }
+
+    pub fn get_entity(&self, id: &str) -> Result<Option<Entity>> {
+        Ok(match self.get_row(Table::Entities, &[id])? {
+            Some(Row::Entity(e)) => Some(e),
+            _ => None,
+        })
+    }
+
+    pub fn update_entity(&self, entity: Entity) -> Result<()> {
+        self.write(Batch::new().update(entity)).map(|_| ())
+    }
+
+    pub fn delete_entity(&self, id: &str) -> Result<bool> {
+        self.delete_row(Table::Entities, &[id])
+    }
+
+    /// Creates an edge; `(src, edge_type, dst)` must be new.
+    pub fn create_edge(&self, edge: Edge) -> Result<()> {
+        self.insert_one(Row::Edge(edge)).map(|_| ())
+    }
+
+    pub fn get_edge(&self, src: &str, edge_type: &str, dst: &str) -> Result<Option<Edge>> {
+        Ok(match self.get_row(Table::Edges, &[src, edge_type, dst])? {
+            Some(Row::Edge(e)) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Replaces the properties of the edge with the same `(src, edge_type, dst)`.
+    pub fn update_edge(&self, edge: Edge) -> Result<()> {
+        self.write(Batch::new().update(edge)).map(|_| ())
+    }
+
+    pub fn delete_edge(&self, src: &str, edge_type: &str, dst: &str) -> Result<bool> {
+        self.delete_row(Table::Edges, &[src, edge_type, dst])
+    }
+
+    /// Creates a moment; returns its id (generated when empty).
+    pub fn create_moment(&self, moment: Moment) -> Result<String> {
+        match self.insert_one(Row::Moment(moment))? {
+            Row::Moment(m) => Ok(m.id),
+            _ => Err(Error::Query("row changed table".into())),
+        }
+    }
+
+    pub fn get_moment(&self, id: &str) -> Result<Option<Moment>> {
+        Ok(match self.get_row(Table::Moments, &[id])? {
+            Some(Row::Moment(m)) => Some(m),
+            _ => None,
+        })
+    }
+
+    pub fn update_moment(&self, moment: Moment) -> Result<()> {
+        self.write(Batch::new().update(moment)).map(|_| ())
+    }
+
+    pub fn delete_moment(&self, id: &str) -> Result<bool> {
+        self.delete_row(Table::Moments, &[id])
+    }
+
+    /// Number of rows in a table.
+    pub fn count(&self, table: Table) -> Result<u64> {
+        self.inner.store.count(table)
+    }
+}
+
+/// Splits a script into its statements (as normalized SQL text); a parse error names
+/// the position of the problem.
+pub fn split_statements(script: &str) -> Result<Vec<String>> {
+    Ok(parse(script)?.iter().map(|s| s.to_string()).collect())
+}
+
+fn parse(sql: &str) -> Result<Vec<Statement>> {
+    let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
+    Ok(statements.into_iter().collect())
+}
+
+/// DataFusion hands a table's `delete_from`/`update` only the filters on that table: a
+/// WHERE with a subquery or a join would lose its condition and touch every row. Such
+/// statements are refused until they are supported properly.
+fn check_dml(plan: &LogicalPlan) -> Result<()> {
+    let LogicalPlan::Dml(DmlStatement {
+        op: op @ (DfWriteOp::Delete | DfWriteOp::Update),
+        input,
+        table_name,
+        ..
+    }) = plan
+    else {
+        return Ok(());
+    };
+    let mut unsupported = false;
+    input.apply(|node| {
+        let subquery = node.expressions().iter().any(|e| {
+            e.exists(|e| {
+                Ok(matches!(
+                    e,
+                    datafusion::logical_expr::Expr::ScalarSubquery(_)
+                        | datafusion::logical_expr::Expr::InSubquery(_)
+                        | datafusion::logical_expr::Expr::Exists(_)
+                ))
+            })
+            .unwrap_or(true)
+        });
+        if subquery || matches!(node, LogicalPlan::Join(_) | LogicalPlan::Subquery(_)) {
+            unsupported = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if unsupported {
+        let op = if matches!(op, DfWriteOp::Delete) {
+            "DELETE"
+        } else {
+            "UPDATE"
+        };
+        return Err(Error::invalid(format!(
+            "{op} on {table_name} with a subquery or join in its WHERE clause is not supported; \
+             select the keys first, then {op} WHERE id IN (...)"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The library API: typed round trips for every table, batches, reopen, bad input.
+
+use remdb::{Batch, Db, Edge, Entity, Error, Moment, Resource, Table};
+
+use super::{fresh, rows};
+
+fn person(id: &str, name: &str) -> Entity {
+    Entity {
+        id: id.into(),
+        entity_type: "person".into(),
+        name: name.into(),
+        properties: r#"{"role":"engineer"}"#.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn entity_round_trip() {
+    let (_dir, _db, t) = fresh("acme");
+    let id = t.create_entity(person("", "Ada")).unwrap();
+    assert_eq!(id.len(), 36, "generated ids are UUIDs: {id}");
+    let got = t.get_entity(&id).unwrap().unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.properties.as_str()),
+        ("Ada", r#"{"role":"engineer"}"#)
+    );
+    assert!(got.created_at > 0 && got.updated_at == got.created_at);
+
+    let mut changed = got.clone();
+    changed.name = "Ada Lovelace".into();
+    changed.aliases = vec!["Countess".into()];
+    t.update_entity(changed).unwrap();
+    let after = t.get_entity(&id).unwrap().unwrap();
+    assert_eq!(after.name, "Ada Lovelace");
+    assert_eq!(
+        after.created_at, got.created_at,
+        "created_at survives an update"
+    );
+    assert!(after.updated_at >= got.updated_at);
+
+    assert!(t.delete_entity(&id).unwrap());
+    assert!(!t.delete_entity(&id).unwrap());
+    assert!(t.get_entity(&id).unwrap().is_none());
+}
+
+#[test]
+fn resource_edge_moment_round_trips() {
+    let (_dir, _db, t) = fresh("acme");
+    let r = Resource {
+        id: "r1".into(),
+        uri: "doc://a".into(),
+        chunk_index: 2,
+        content: "hello".into(),
+        metadata: r#"{"language":"en"}"#.into(),
+        ..Default::default()
+    };
+    t.create_resource(r.clone()).unwrap();
+    let got = t.get_resource("r1").unwrap().unwrap();
+    assert_eq!(
+        (got.uri.as_str(), got.chunk_index, got.content.as_str()),
+        ("doc://a", 2, "hello")
+    );
+    t.update_resource(Resource {
+        content: "bye".into(),
+        ..r
+    })
+    .unwrap();
+    assert_eq!(t.get_resource("r1").unwrap().unwrap().content, "bye");
+    assert!(t.delete_resource("r1").unwrap());
+
+    let e = Edge {
+        src: "a".into(),
+        dst: "b".into(),
+        edge_type: "knows".into(),
+        properties: r#"{"since":2020}"#.into(),
+        ..Default::default()
+    };
+    t.create_edge(e.clone()).unwrap();
+    assert!(matches!(
+        t.create_edge(e.clone()),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(
+        t.get_edge("a", "knows", "b").unwrap().unwrap().properties,
+        r#"{"since":2020}"#
+    );
+    t.update_edge(Edge {
+        properties: r#"{"since":2021}"#.into(),
+        ..e
+    })
+    .unwrap();
+    assert_eq!(
+        t.get_edge("a", "knows", "b").unwrap().unwrap().properties,
+        r#"{"since":2021}"#
+    );
+    assert!(t.delete_edge("a", "knows", "b").unwrap());
+    assert!(t.get_edge("a", "knows", "b").unwrap().is_none());
+
+    let m = Moment {
+        id: "m1".into(),
+        timestamp: 1_000,
+        end_timestamp: Some(2_000),
+        moment_type: "meeting".into(),
+        classifications: vec!["work".into()],
+        resource_refs: vec!["r1".into()],
+        entity_refs: vec!["a".into(), "b".into()],
+        ..Default::default()
+    };
+    t.create_moment(m.clone()).unwrap();
+    let got = t.get_moment("m1").unwrap().unwrap();
+    assert_eq!(got.entity_refs, ["a", "b"]);
+    assert_eq!(got.end_timestamp, Some(2_000));
+    t.update_moment(Moment {
+        moment_type: "call".into(),
+        ..m
+    })
+    .unwrap();
+    assert_eq!(t.get_moment("m1").unwrap().unwrap().moment_type, "call");
+    assert!(t.delete_moment("m1").unwrap());
+}
+
+#[tokio::test]
+async fn batch_is_atomic_and_visible_to_sql() {
+    let (_dir, _db, t) = fresh("acme");
+    let mut batch = Batch::new();
+    for i in 0..3000 {
+        batch = batch.insert(person(&format!("p{i}"), &format!("Person {i}")));
+    }
+    t.write(batch).unwrap();
+    assert_eq!(rows(&t, "SELECT count(*) FROM entities").await, ["3000"]);
+
+    // One bad row fails the whole batch: nothing of it lands.
+    let bad = Batch::new()
+        .insert(person("new1", "x"))
+        .insert(person("p5", "duplicate"));
+    assert!(matches!(t.write(bad), Err(Error::AlreadyExists(m)) if m.contains("'p5'")));
+    assert!(t.get_entity("new1").unwrap().is_none());
+    let bad = Batch::new().insert(person("new2", "x")).insert(Entity {
+        properties: "{oops".into(),
+        ..person("new3", "y")
+    });
+    assert!(matches!(t.write(bad), Err(Error::InvalidArgument(m)) if m.contains("malformed JSON")));
+    assert_eq!(t.count(Table::Entities).unwrap(), 3000);
+}
+
+#[tokio::test]
+async fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path(), Default::default()).unwrap();
+        let t = db.create_tenant("acme").unwrap();
+        t.create_entity(person("e1", "Ada")).unwrap();
+        t.sql("INSERT INTO entities (id, type, name) VALUES ('e2', 'person', 'Bob')")
+            .await
+            .unwrap();
+        db.create_tenant("other").unwrap();
+    }
+    let db = Db::open(dir.path(), Default::default()).unwrap();
+    assert_eq!(db.list_tenants(), ["acme", "other"]);
+    let t = db.tenant("acme").unwrap();
+    assert_eq!(
+        rows(&t, "SELECT id FROM entities ORDER BY id").await,
+        ["e1", "e2"]
+    );
+    // Row ids continue after reopen: a new row does not collide with an old one.
+    t.create_entity(person("e3", "Cy")).unwrap();
+    assert_eq!(
+        rows(&t, "SELECT count(*) FROM entities WHERE type = 'person'").await,
+        ["3"]
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_clear_error() {
+    let (_dir, db, t) = fresh("acme");
+    t.create_entity(person("e1", "Ada")).unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("SELECT * FROM nope", "nope"),
+        ("SELECT nope FROM entities", "nope"),
+        (
+            "INSERT INTO entities (id, type, name, properties) VALUES ('x', 'person', 'X', '{bad json')",
+            "malformed JSON in entities.properties",
+        ),
+        (
+            "INSERT INTO entities (id, type, name, properties) VALUES ('x', 'person', 'X', '[1,2]')",
+            "must be a JSON object",
+        ),
+        (
+            "INSERT INTO entities (id, type, name) VALUES ('e1', 'person', 'Dup')",
+            "already exists",
+        ),
+        (
+            "INSERT INTO moments (id, timestamp, type) VALUES ('m', 'not a time', 'x')",
+            "not a time",
+        ),
+        (
+            "INSERT INTO entities (id, type, name) VALUES ('y', NULL, 'Y')",
+            "type",
+        ),
+        ("SELEC 1", "SELEC"),
+        ("CREATE TABLE t (a int)", "DDL"),
+        (
+            "DELETE FROM entities WHERE id IN (SELECT src FROM edges)",
+            "subquery or join",
+        ),
+        ("UPDATE entities SET nope = 1", "nope"),
+    ];
+    for (sql, needle) in cases {
+        let err = t.sql(sql).await.expect_err(sql).to_string();
+        assert!(
+            err.contains(needle),
+            "{sql}: error {err:?} should mention {needle:?}"
+        );
+    }
+    // Nothing was written, and the database still answers.
+    assert_eq!(rows(&t, "SELECT id, name FROM entities").await, ["e1|Ada"]);
+
+    // Tenants: unknown, hostile, duplicate.
+    assert!(matches!(db.tenant("ghost"), Err(Error::NotFound(_))));
+    for bad in ["", "../etc", "a/b", "nul\0", &"x".repeat(65)] {
+        assert!(
+            matches!(db.create_tenant(bad), Err(Error::InvalidArgument(_))),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        db.create_tenant("acme"),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(db.list_tenants(), ["acme"]);
+}
+
+#[tokio::test]
+async fn drop_tenant_removes_its_data() {
+    let (_dir, db, t) = fresh("acme");
+    t.create_entity(person("e1", "Ada")).unwrap();
+    db.drop_tenant("acme").unwrap();
+    assert!(db.tenant("acme").is_err());
+    assert!(
+        t.get_entity("e1").is_err(),
+        "a dropped tenant's old session fails instead of reading"
+    );
+    let again = db.create_tenant("acme").unwrap();
+    assert_eq!(rows(&again, "SELECT count(*) FROM entities").await, ["0"]);
+}

@@ -1,0 +1,91 @@
+//! The `remdb` binary, run as a user runs it.
+
+use std::process::Command;
+
+fn remdb() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_remdb"))
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run remdb");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sql_command_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let path = path.to_str().unwrap();
+
+    // An unknown tenant is an error unless --create is given.
+    let (ok, _, err) =
+        run(remdb().args(["sql", "--path", path, "--tenant", "acme", "-c", "SELECT 1"]));
+    assert!(!ok && err.contains("tenant 'acme' does not exist"), "{err}");
+
+    let (ok, out, err) = run(remdb().args([
+        "sql", "--path", path, "--tenant", "acme", "--create", "-c",
+        "INSERT INTO entities (id, type, name) VALUES ('e1', 'person', 'Ada'), ('e2', 'project', 'remdb'); SELECT id, name FROM entities WHERE type = 'person'",
+    ]));
+    assert!(ok, "{err}");
+    assert!(out.contains("| e1 | Ada  |"), "{out}");
+
+    let script = dir.path().join("q.sql");
+    std::fs::write(
+        &script,
+        "SELECT count(*) AS n FROM entities;\nSELECT name FROM entities WHERE id = 'e2';\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(remdb().args([
+        "sql",
+        "--path",
+        path,
+        "--tenant",
+        "acme",
+        "-f",
+        script.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    assert!(out.contains("| 2 |") && out.contains("| remdb |"), "{out}");
+
+    // A bad statement: non-zero exit, one clear line, earlier output kept.
+    let (ok, out, err) = run(remdb().args([
+        "sql",
+        "--path",
+        path,
+        "--tenant",
+        "acme",
+        "-c",
+        "SELECT 1 AS one; SELECT * FROM nope",
+    ]));
+    assert!(
+        !ok && out.contains("one") && err.starts_with("error: ") && err.contains("nope"),
+        "{out}\n{err}"
+    );
+
+    let (ok, _, err) = run(remdb().args([
+        "sql", "--path", path, "--tenant", "../x", "--create", "-c", "SELECT 1",
+    ]));
+    assert!(!ok && err.contains("tenant id"), "{err}");
+
+    let (ok, out, _) = run(remdb().args(["tenant", "list", "--path", path]));
+    assert!(ok && out.trim() == "acme", "{out}");
+}
+
+#[test]
+fn demo_shows_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo");
+    let (ok, out, err) = run(remdb().args(["demo", "--path", path.to_str().unwrap()]));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Ada Lovelace") && out.contains("engineer") && out.contains("works_on"),
+        "{out}"
+    );
+    // A second run reuses the data instead of failing on duplicates.
+    let (ok, _, err) = run(remdb().args(["demo", "--path", path.to_str().unwrap()]));
+    assert!(ok, "{err}");
+}
