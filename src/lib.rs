@@ -9,6 +9,7 @@
 //! | [`session`] | session  | `Db` -> `Tenant`: SQL returning Arrow batches, typed REM calls |
 //! | [`query`]   | query    | DataFusion glue: table providers, pushdown, exec nodes |
 //! | [`storage`] | storage  | RocksDB, one column family per tenant; no DataFusion |
+//! | [`vector`]  | vector   | usearch HNSW wrapper with atomic save/load (a leaf, used by storage) |
 //! | [`error`]   | all      | one error type, converted at the query boundary |
 //!
 //! ```no_run
@@ -25,8 +26,10 @@ pub mod error;
 pub mod query;
 pub mod session;
 pub mod storage;
+pub mod vector;
 
 pub use error::{Error, Result};
 pub use query::QueryOptions;
-pub use session::{Batch, Db, DbOptions, StatementResult, Tenant};
+pub use session::{Batch, Db, DbOptions, Param, StatementResult, Tenant};
 pub use storage::{Edge, Entity, Moment, Resource, Row, StorageOptions, Table};
+pub use vector::{Metric, Precision, VectorOptions};

@@ -4,6 +4,7 @@
 //! * `pushdown`: the pure filter -> access-path analysis (unit-tested per shape).
 //! * `provider`: `RemTable`, the `TableProvider` of one table of one tenant.
 //! * `exec`: the physical nodes (`RemScanExec`, `RemDmlExec`, the insert sink).
+//! * `vector`: `vector_similar(...)` and the `ORDER BY distance LIMIT k` rewrite.
 //!
 //! [`tenant_context`] builds the one `SessionContext` of a tenant: its catalog holds that
 //! tenant's four tables and nothing else, so no SQL it runs can name another tenant.
@@ -13,6 +14,7 @@ pub mod convert;
 pub mod exec;
 pub mod provider;
 pub mod pushdown;
+pub mod vector;
 
 use std::sync::Arc;
 
@@ -92,9 +94,14 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
         .with_config(config)
         .with_default_features()
         .with_optimizer_rules(rules)
+        .with_physical_optimizer_rule(Arc::new(vector::VectorTopKRule))
         .build();
     datafusion_functions_json::register_all(&mut state)?;
     let ctx = SessionContext::new_with_state(state);
+    ctx.register_udtf(
+        "vector_similar",
+        Arc::new(vector::VectorSimilarFunc::new(store.clone())),
+    );
     for table in Table::ALL {
         let provider = RemTable::new(store.clone(), table, options.use_indexes);
         ctx.register_table(table.name(), Arc::new(provider))?;

@@ -14,6 +14,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::ast::{Array, Expr as SqlExpr, Value, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use parking_lot::Mutex;
 
@@ -23,6 +24,7 @@ use crate::storage::{
     Edge, Entity, KeyPart, Moment, Resource, Row, Storage, StorageOptions, Table, TenantStore,
     WriteOp,
 };
+use crate::vector::VectorOptions;
 
 /// Options for [`Db::open`].
 #[derive(Debug, Clone, Default)]
@@ -252,11 +254,113 @@ impl Tenant {
         }
     }
 
+    /// The resource with this id, with its embedding.
     pub fn get_resource(&self, id: &str) -> Result<Option<Resource>> {
-        Ok(match self.get_row(Table::Resources, &[id])? {
-            Some(Row::Resource(r)) => Some(r),
-            _ => None,
+        let Some((row_id, Row::Resource(mut r))) = self
+            .inner
+            .store
+            .get(Table::Resources, &[KeyPart::from(id)])?
+        else {
+            return Ok(None);
+        };
+        r.embedding = self
+            .inner
+            .store
+            .vectors_of(Table::Resources, &[row_id])?
+            .pop()
+            .flatten();
+        Ok(Some(r))
+    }
+
+    /// Sets (or with `None` removes) the embedding of a resource.
+    pub fn set_embedding(&self, id: &str, embedding: Option<Vec<f32>>) -> Result<()> {
+        let store = &self.inner.store;
+        let Some((row_id, Row::Resource(mut r))) =
+            store.get(Table::Resources, &[KeyPart::from(id)])?
+        else {
+            return Err(Error::NotFound(format!("resource '{id}'")));
+        };
+        r.embedding = embedding;
+        store.apply(vec![WriteOp::Replace {
+            row_id,
+            row: Row::Resource(r),
+        }])?;
+        Ok(())
+    }
+
+    /// Declares how this tenant's resource vectors are indexed (metric, dimensions, M,
+    /// ef_construction, ef_search, precision). Only `ef_search` can change once vectors
+    /// exist.
+    pub fn configure_vectors(&self, options: VectorOptions) -> Result<()> {
+        self.inner.store.set_vector_options(options)
+    }
+
+    pub fn vector_options(&self) -> Result<Option<VectorOptions>> {
+        self.inner.store.vector_options()
+    }
+
+    /// The `top_k` resources most similar to `query`, best first, with their score
+    /// (cosine similarity for the cosine metric); rows under `min_score` are left out.
+    pub fn search_similar(
+        &self,
+        query: &[f32],
+        top_k: usize,
+        min_score: Option<f32>,
+    ) -> Result<Vec<(Resource, f32)>> {
+        if top_k == 0 {
+            return Err(Error::invalid("top_k must be positive"));
+        }
+        let store = &self.inner.store;
+        let Some(options) = store.vector_options()? else {
+            return Ok(vec![]);
+        };
+        let hits = store.search_vectors(query, top_k, None, None)?;
+        let mut out = Vec::with_capacity(hits.len());
+        for (row_id, distance) in hits {
+            let score = options.metric.score(distance);
+            if min_score.is_some_and(|m| score < m) {
+                continue;
+            }
+            if let Some(Row::Resource(r)) = store.get_row(Table::Resources, row_id)? {
+                out.push((r, score));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves the tenant's vector index to disk (it is also saved when the Db closes).
+    pub fn save_vectors(&self) -> Result<()> {
+        self.inner.store.save_vectors().map(|_| ())
+    }
+
+    /// Saves, then drops the tenant's vector index from memory; the next search reloads it.
+    pub fn unload_vectors(&self) -> Result<()> {
+        self.inner.store.unload_vectors()
+    }
+
+    /// Vectors held by the in-memory index and its size in bytes (0, 0 when not loaded).
+    pub fn vector_index_stats(&self) -> Result<(usize, usize)> {
+        Ok(match self.inner.store.vector_index()? {
+            Some(index) => (index.len(), index.memory_usage()),
+            None => (0, 0),
         })
+    }
+
+    /// Runs one SQL statement whose `$1`, `$2`, ... are replaced by `params` (a vector
+    /// parameter becomes an array literal, so it works inside `vector_similar`).
+    pub async fn sql_with_params(&self, sql: &str, params: &[Param]) -> Result<Vec<RecordBatch>> {
+        let mut statements = parse(sql)?;
+        if statements.len() != 1 {
+            return Err(Error::invalid(format!(
+                "expected one SQL statement, got {}",
+                statements.len()
+            )));
+        }
+        let mut statement = statements
+            .pop()
+            .ok_or_else(|| Error::invalid("empty SQL"))?;
+        bind_params(&mut statement, params)?;
+        self.run(statement).await
     }
 
     /// Replaces the resource with the same id (created_at is kept, updated_at set).
@@ -346,6 +450,78 @@ impl Tenant {
 /// the position of the problem.
 pub fn split_statements(script: &str) -> Result<Vec<String>> {
     Ok(parse(script)?.iter().map(|s| s.to_string()).collect())
+}
+
+/// A value for a `$n` placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Vector(Vec<f32>),
+}
+
+fn param_expr(param: &Param) -> Result<SqlExpr> {
+    let number = |s: String| SqlExpr::value(Value::Number(s, false));
+    Ok(match param {
+        Param::Null => SqlExpr::value(Value::Null),
+        Param::Bool(b) => SqlExpr::value(Value::Boolean(*b)),
+        Param::Int(i) => number(i.to_string()),
+        Param::Float(f) if f.is_finite() => number(format!("{f:?}")),
+        Param::Float(f) => {
+            return Err(Error::invalid(format!(
+                "parameter {f} is not a finite number"
+            )));
+        }
+        Param::Text(s) => SqlExpr::value(Value::SingleQuotedString(s.clone())),
+        Param::Vector(v) => {
+            if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+                return Err(Error::invalid(format!("vector parameter contains {x}")));
+            }
+            SqlExpr::Array(Array {
+                elem: v.iter().map(|x| number(format!("{x:?}"))).collect(),
+                named: true,
+            })
+        }
+    })
+}
+
+fn bind_params(statement: &mut Statement, params: &[Param]) -> Result<()> {
+    let Statement::Statement(inner) = statement else {
+        return Err(Error::invalid(
+            "parameters are only supported in SQL statements",
+        ));
+    };
+    let mut error = None;
+    let _ = visit_expressions_mut(inner.as_mut(), |expr| {
+        if let SqlExpr::Value(v) = expr
+            && let Value::Placeholder(name) = &v.value
+        {
+            let index = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+            match index
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| params.get(i))
+            {
+                Some(param) => match param_expr(param) {
+                    Ok(e) => *expr = e,
+                    Err(e) => error = Some(e),
+                },
+                None => {
+                    error = Some(Error::invalid(format!(
+                        "no value for parameter {name} ({} given)",
+                        params.len()
+                    )))
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn parse(sql: &str) -> Result<Vec<Statement>> {

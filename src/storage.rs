@@ -29,6 +29,7 @@ use rocksdb::{
 };
 
 use crate::error::{Error, Result};
+use crate::vector::{VectorIndex, VectorOptions, decode_vector, encode_vector};
 pub use rows::{
     Edge, Entity, IndexId, KeyPart, Micros, Moment, Resource, Row, Table, normalize_name,
     now_micros,
@@ -93,8 +94,18 @@ pub fn validate_tenant_id(id: &str) -> Result<()> {
 struct TenantState {
     id: String,
     cf_name: String,
-    /// Serializes writers; guards the row-id counter (`None` until first loaded).
-    write_lock: Mutex<Option<u64>>,
+    /// Where the tenant's HNSW index files live.
+    vector_dir: PathBuf,
+    /// Serializes writers; guards the counters (loaded from meta keys on first use).
+    write_lock: Mutex<WriterState>,
+    /// The HNSW index of `resources.embedding`, when loaded in memory.
+    vectors: RwLock<Option<Arc<VectorIndex>>>,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    next_row_id: Option<u64>,
+    next_vector_change: Option<u64>,
 }
 
 /// The RocksDB instance of one database directory and its tenants.
@@ -160,7 +171,7 @@ impl Storage {
         let tenants = existing
             .iter()
             .filter_map(|name| name.strip_prefix(TENANT_CF_PREFIX))
-            .map(|id| (id.to_string(), Arc::new(tenant_state(id))))
+            .map(|id| (id.to_string(), Arc::new(tenant_state(&path, id))))
             .collect();
         tracing::info!(path = %path.display(), "opened database");
         Ok(Storage {
@@ -185,7 +196,9 @@ impl Storage {
         if tenants.contains_key(id) {
             return Err(Error::AlreadyExists(format!("tenant '{id}'")));
         }
-        let state = tenant_state(id);
+        let state = tenant_state(&self.path, id);
+        // A leftover index directory of an earlier tenant of this name is not ours.
+        let _ = std::fs::remove_dir_all(&state.vector_dir);
         self.db.create_cf(&state.cf_name, &self.cf_options)?;
         tenants.insert(id.to_string(), Arc::new(state));
         Ok(())
@@ -202,6 +215,8 @@ impl Storage {
         let _writer = state.write_lock.lock();
         self.db.drop_cf(&state.cf_name)?;
         tenants.remove(id);
+        *state.vectors.write() = None;
+        let _ = std::fs::remove_dir_all(&state.vector_dir);
         Ok(())
     }
 
@@ -241,6 +256,20 @@ impl Storage {
         Ok((memtables, self._cache.get_usage() as u64))
     }
 
+    /// Saves every loaded vector index (so that the next open replays no log).
+    pub fn checkpoint(&self) -> Result<()> {
+        let states: Vec<Arc<TenantState>> = self.tenants.read().values().cloned().collect();
+        for state in states {
+            let store = TenantStore {
+                db: Arc::clone(&self.db),
+                state,
+                sync: self.options.sync,
+            };
+            store.save_vectors()?;
+        }
+        Ok(())
+    }
+
     /// Flushes every tenant's memtable to disk (tests and benchmarks).
     pub fn flush(&self) -> Result<()> {
         for state in self.tenants.read().values() {
@@ -252,11 +281,22 @@ impl Storage {
     }
 }
 
-fn tenant_state(id: &str) -> TenantState {
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "could not save vector indexes on close; they will be caught up on open");
+        }
+    }
+}
+
+fn tenant_state(db_path: &Path, id: &str) -> TenantState {
     TenantState {
         id: id.to_string(),
         cf_name: format!("{TENANT_CF_PREFIX}{id}"),
-        write_lock: Mutex::new(None),
+        // Tenant ids are validated (no separators, no `..`): safe as a directory name.
+        vector_dir: db_path.join("vectors").join(id),
+        write_lock: Mutex::new(WriterState::default()),
+        vectors: RwLock::new(None),
     }
 }
 
@@ -293,6 +333,12 @@ pub enum AccessPath {
         index: IndexId,
         lower: Bound<Vec<KeyPart>>,
         upper: Bound<Vec<KeyPart>>,
+    },
+    /// The `k` resources whose embeddings are nearest to `query` (HNSW), nearest first.
+    Nearest {
+        query: Vec<f32>,
+        k: usize,
+        ef: Option<usize>,
     },
 }
 
@@ -374,17 +420,13 @@ impl TenantStore {
         }
 
         let cf = self.cf()?;
-        let mut next_row_id = self.state.write_lock.lock();
-        let mut next = match *next_row_id {
+        let mut writer = self.state.write_lock.lock();
+        let mut next = match writer.next_row_id {
             Some(n) => n,
-            None => match self
-                .db
-                .get_cf(&cf, keys::meta_key(keys::META_NEXT_ROW_ID))?
-            {
-                Some(v) => decode_row_id(&v)?,
-                None => 1,
-            },
+            None => self.meta_u64(keys::META_NEXT_ROW_ID)?.unwrap_or(1),
         };
+        // Vector changes of this batch, in order: Some = upsert, None = remove.
+        let mut vector_changes: Vec<(u64, Option<Vec<f32>>)> = Vec::new();
         let first_free = next;
 
         let mut batch = WriteBatch::default();
@@ -416,6 +458,12 @@ impl TenantStore {
                     let row_id = next;
                     next += 1;
                     put_row(&mut batch, &cf, &pk, row_id, &row)?;
+                    if let Row::Resource(Resource {
+                        embedding: Some(v), ..
+                    }) = &row
+                    {
+                        vector_changes.push((row_id, Some(v.clone())));
+                    }
                     counts.push(1);
                 }
                 WriteOp::Update(mut row) => {
@@ -433,9 +481,16 @@ impl TenantStore {
                     row.carry_over(&old, now);
                     delete_index_entries(&mut batch, &cf, &old, row_id);
                     put_row(&mut batch, &cf, &pk, row_id, &row)?;
+                    // Through the API, no embedding means "keep the stored one".
+                    if let Row::Resource(Resource {
+                        embedding: Some(v), ..
+                    }) = &row
+                    {
+                        vector_changes.push((row_id, Some(v.clone())));
+                    }
                     counts.push(1);
                 }
-                WriteOp::Replace { row_id, mut row } => {
+                WriteOp::Replace { row_id, row } => {
                     let table = row.table();
                     let Some(old) = self.get_row(table, row_id)? else {
                         counts.push(0);
@@ -454,9 +509,18 @@ impl TenantStore {
                         batch.delete_cf(&cf, &old_pk);
                     }
                     self.claim(&mut touched_keys, &pk, &row)?;
-                    row.carry_over(&old, now);
                     delete_index_entries(&mut batch, &cf, &old, row_id);
                     put_row(&mut batch, &cf, &pk, row_id, &row)?;
+                    // A replacement states the whole row: no embedding means none.
+                    if let Row::Resource(r) = &row {
+                        match &r.embedding {
+                            Some(v) => vector_changes.push((row_id, Some(v.clone()))),
+                            None if self.has_vector(table, row_id)? => {
+                                vector_changes.push((row_id, None))
+                            }
+                            None => {}
+                        }
+                    }
                     counts.push(1);
                 }
                 WriteOp::Delete { table, key } => {
@@ -465,6 +529,9 @@ impl TenantStore {
                             let pk = keys::primary_key(table, &key);
                             self.claim(&mut touched_keys, &pk, &old)?;
                             delete_row(&mut batch, &cf, &old, row_id);
+                            if self.has_vector(table, row_id)? {
+                                vector_changes.push((row_id, None));
+                            }
                             1
                         }
                         None => 0,
@@ -477,6 +544,9 @@ impl TenantStore {
                             let pk = keys::primary_key(table, &old.primary_key());
                             self.claim(&mut touched_keys, &pk, &old)?;
                             delete_row(&mut batch, &cf, &old, row_id);
+                            if self.has_vector(table, row_id)? {
+                                vector_changes.push((row_id, None));
+                            }
                             1
                         }
                         None => 0,
@@ -485,6 +555,11 @@ impl TenantStore {
                 }
             }
         }
+        let next_change = if vector_changes.is_empty() {
+            None
+        } else {
+            Some(self.stage_vectors(&mut batch, &cf, &mut writer, &vector_changes)?)
+        };
         if next != first_free {
             batch.put_cf(
                 &cf,
@@ -495,8 +570,293 @@ impl TenantStore {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(self.sync);
         self.db.write_opt(batch, &write_options)?;
-        *next_row_id = Some(next);
+        writer.next_row_id = Some(next);
+        if let Some(change) = next_change {
+            writer.next_vector_change = Some(change);
+            self.apply_to_loaded_index(&vector_changes);
+        }
         Ok(counts)
+    }
+
+    fn meta_u64(&self, name: &str) -> Result<Option<u64>> {
+        match self.get_raw(&keys::meta_key(name))? {
+            Some(v) => decode_row_id(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn has_vector(&self, table: Table, row_id: u64) -> Result<bool> {
+        Ok(table == Table::Resources && self.get_raw(&keys::vector_key(table, row_id))?.is_some())
+    }
+
+    /// The vector options of the resources table, if any were declared or fixed.
+    pub fn vector_options(&self) -> Result<Option<VectorOptions>> {
+        match self.get_raw(&keys::meta_key(keys::META_VECTOR_OPTIONS))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| Error::Corruption(format!("vector options: {e}"))),
+        }
+    }
+
+    /// Declares the vector options of the resources table. Only `ef_search` may change
+    /// once vectors exist.
+    pub fn set_vector_options(&self, options: VectorOptions) -> Result<()> {
+        options.validate()?;
+        let cf = self.cf()?;
+        let _writer = self.state.write_lock.lock();
+        let prefix = keys::vector_prefix(Table::Resources);
+        let has_vectors = self
+            .range(&cf, prefix.clone(), keys::prefix_successor(&prefix))
+            .next()
+            .transpose()?
+            .is_some();
+        if let Some(current) = self.vector_options()?
+            && has_vectors
+        {
+            let same = VectorOptions {
+                ef_search: options.ef_search,
+                ..current
+            };
+            let requested = VectorOptions {
+                dimensions: options.dimensions.or(current.dimensions),
+                ..options
+            };
+            if same != requested {
+                return Err(Error::invalid(format!(
+                    "resources already has vectors with {current:?}; only ef_search can change"
+                )));
+            }
+        }
+        let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
+        self.db
+            .put_cf(&cf, keys::meta_key(keys::META_VECTOR_OPTIONS), json)?;
+        // The in-memory index is rebuilt with the new options on next use.
+        *self.state.vectors.write() = None;
+        Ok(())
+    }
+
+    /// Validates a batch's vectors, fixes the dimensions on the first one, and stages the
+    /// vector keys and log entries. Returns the next change number after the batch.
+    fn stage_vectors(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        writer: &mut WriterState,
+        changes: &[(u64, Option<Vec<f32>>)],
+    ) -> Result<u64> {
+        let mut options = self.vector_options()?.unwrap_or_default();
+        let declared = options.dimensions;
+        for v in changes.iter().filter_map(|(_, v)| v.as_ref()) {
+            if options.dimensions.is_none() {
+                options.dimensions = Some(v.len());
+            }
+            options.check("resources.embedding", v)?;
+        }
+        if options.dimensions != declared {
+            let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
+            batch.put_cf(cf, keys::meta_key(keys::META_VECTOR_OPTIONS), json);
+        }
+        let mut change = match writer.next_vector_change {
+            Some(n) => n,
+            None => self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1),
+        };
+        for (row_id, vector) in changes {
+            let key = keys::vector_key(Table::Resources, *row_id);
+            let mut entry = row_id.to_be_bytes().to_vec();
+            match vector {
+                Some(v) => {
+                    batch.put_cf(cf, key, encode_vector(v));
+                    entry.push(1);
+                }
+                None => {
+                    batch.delete_cf(cf, key);
+                    entry.push(0);
+                }
+            }
+            batch.put_cf(cf, keys::vector_log_key(Table::Resources, change), entry);
+            change += 1;
+        }
+        batch.put_cf(
+            cf,
+            keys::meta_key(keys::META_NEXT_VECTOR_CHANGE),
+            change.to_be_bytes(),
+        );
+        Ok(change)
+    }
+
+    /// Mirrors committed vector changes into the in-memory index, if it is loaded. On
+    /// failure the index is dropped: it is rebuilt from storage (the truth) on next use.
+    fn apply_to_loaded_index(&self, changes: &[(u64, Option<Vec<f32>>)]) {
+        let Some(index) = self.state.vectors.read().clone() else {
+            return;
+        };
+        for (row_id, vector) in changes {
+            let result = match vector {
+                Some(v) => index.upsert(*row_id, v),
+                None => index.remove(*row_id),
+            };
+            if let Err(e) = result {
+                tracing::warn!(tenant = %self.state.id, error = %e, "vector index update failed; it will be rebuilt");
+                *self.state.vectors.write() = None;
+                return;
+            }
+        }
+    }
+
+    /// The in-memory HNSW index of `resources.embedding`, loading it (and catching it up
+    /// from the vector log, or rebuilding it) on first use. `None` while no vector exists.
+    pub fn vector_index(&self) -> Result<Option<Arc<VectorIndex>>> {
+        if let Some(index) = self.state.vectors.read().clone() {
+            return Ok(Some(index));
+        }
+        // Writers wait while the index loads, so no change slips between file and log.
+        let writer = self.state.write_lock.lock();
+        if let Some(index) = self.state.vectors.read().clone() {
+            return Ok(Some(index));
+        }
+        let Some(options) = self.vector_options()? else {
+            return Ok(None);
+        };
+        let Some(dimensions) = options.dimensions else {
+            return Ok(None);
+        };
+        let next_change = match writer.next_vector_change {
+            Some(n) => n,
+            None => self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1),
+        };
+        let trimmed = self.meta_u64(keys::META_VECTOR_LOG_TRIMMED)?.unwrap_or(0);
+        let dir = &self.state.vector_dir;
+        let loaded = VectorIndex::load_latest(dir, "resources", options, dimensions)?;
+        let index = match loaded {
+            // Usable when the log still holds every change after the file.
+            Some((index, covered)) if covered >= trimmed && covered < next_change => {
+                let replayed = self.replay_vector_log(&index, covered + 1)?;
+                tracing::info!(tenant = %self.state.id, covered, replayed, "vector index loaded");
+                index
+            }
+            _ => self.rebuild_vector_index(options, dimensions)?,
+        };
+        let index = Arc::new(index);
+        *self.state.vectors.write() = Some(Arc::clone(&index));
+        drop(writer);
+        Ok(Some(index))
+    }
+
+    fn replay_vector_log(&self, index: &VectorIndex, from: u64) -> Result<usize> {
+        let cf = self.cf()?;
+        let start = keys::vector_log_key(Table::Resources, from);
+        let end = keys::prefix_successor(&[keys::VECTOR_LOG, Table::Resources.tag()]);
+        let mut n = 0;
+        for item in self.range(&cf, start, end) {
+            let (_, value) = item?;
+            let row_id = decode_row_id(
+                value
+                    .get(..8)
+                    .ok_or_else(|| Error::Corruption("short vector log entry".into()))?,
+            )?;
+            match self.get_raw(&keys::vector_key(Table::Resources, row_id))? {
+                Some(bytes) if value.get(8) == Some(&1) => {
+                    index.upsert(row_id, &decode_vector(&bytes)?)?
+                }
+                _ => index.remove(row_id)?,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn rebuild_vector_index(
+        &self,
+        options: VectorOptions,
+        dimensions: usize,
+    ) -> Result<VectorIndex> {
+        let cf = self.cf()?;
+        let index = VectorIndex::new(options, dimensions)?;
+        let prefix = keys::vector_prefix(Table::Resources);
+        let started = std::time::Instant::now();
+        let mut n = 0usize;
+        for item in self.range(&cf, prefix.clone(), keys::prefix_successor(&prefix)) {
+            let (key, value) = item?;
+            let row_id = keys::trailing_row_id(&key)
+                .ok_or_else(|| Error::Corruption("short vector key".into()))?;
+            index.upsert(row_id, &decode_vector(&value)?)?;
+            n += 1;
+            if n.is_multiple_of(10_000) {
+                tracing::info!(tenant = %self.state.id, vectors = n, "rebuilding vector index");
+            }
+        }
+        tracing::info!(tenant = %self.state.id, vectors = n, seconds = started.elapsed().as_secs_f64(), "vector index rebuilt");
+        Ok(index)
+    }
+
+    /// Saves the loaded vector index (atomically) and trims the log it covers. Returns
+    /// false when no index is loaded.
+    pub fn save_vectors(&self) -> Result<bool> {
+        let Some(index) = self.state.vectors.read().clone() else {
+            return Ok(false);
+        };
+        let cf = self.cf()?;
+        let writer = self.state.write_lock.lock();
+        let next_change = match writer.next_vector_change {
+            Some(n) => n,
+            None => self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1),
+        };
+        let covered = next_change - 1;
+        index.save(&self.state.vector_dir, "resources", covered)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            &cf,
+            keys::vector_log_key(Table::Resources, 0),
+            keys::vector_log_key(Table::Resources, next_change),
+        );
+        batch.put_cf(
+            &cf,
+            keys::meta_key(keys::META_VECTOR_LOG_TRIMMED),
+            covered.to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        Ok(true)
+    }
+
+    /// Saves and then drops the in-memory index; the next search reloads it.
+    pub fn unload_vectors(&self) -> Result<()> {
+        self.save_vectors()?;
+        *self.state.vectors.write() = None;
+        Ok(())
+    }
+
+    /// The `k` nearest resources (row id, distance) to `query`; empty while the tenant
+    /// has no vectors.
+    pub fn search_vectors(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Result<Vec<(u64, f32)>> {
+        let Some(index) = self.vector_index()? else {
+            return Ok(vec![]);
+        };
+        index.options().check("the query vector", query)?;
+        index.search(query, k, ef, filter)
+    }
+
+    /// The stored vectors of these rows (None where a row has none).
+    pub fn vectors_of(&self, table: Table, row_ids: &[u64]) -> Result<Vec<Option<Vec<f32>>>> {
+        let cf = self.cf()?;
+        let keys: Vec<Vec<u8>> = row_ids
+            .iter()
+            .map(|id| keys::vector_key(table, *id))
+            .collect();
+        self.db
+            .batched_multi_get_cf(&cf, keys.iter(), false)
+            .into_iter()
+            .map(|v| match v? {
+                Some(bytes) => decode_vector(&bytes).map(Some),
+                None => Ok(None),
+            })
+            .collect()
     }
 
     /// A primary key may be written once per batch: a second write of the same key in
@@ -525,6 +885,20 @@ impl TenantStore {
         };
         match path {
             AccessPath::FullScan => return Ok(None),
+            AccessPath::Nearest { query, k, ef } => {
+                if table != Table::Resources {
+                    return Err(Error::invalid(format!(
+                        "{} has no embeddings",
+                        table.name()
+                    )));
+                }
+                return Ok(Some(
+                    self.search_vectors(query, *k, *ef, None)?
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect(),
+                ));
+            }
             AccessPath::PrimaryPrefix { prefixes } => {
                 for prefix in prefixes {
                     let start = keys::primary_key(table, prefix);
@@ -603,7 +977,19 @@ impl TenantStore {
             table,
             source,
             remaining: limit.unwrap_or(usize::MAX),
+            with_vectors: false,
         })
+    }
+
+    /// A cursor over the rows with these row ids, in this order.
+    pub fn scan_row_ids(&self, table: Table, ids: Vec<u64>) -> RowCursor {
+        RowCursor {
+            store: self.clone(),
+            table,
+            source: Source::Ids { ids, pos: 0 },
+            remaining: usize::MAX,
+            with_vectors: false,
+        }
     }
 
     /// Number of rows in a table (walks the row keys without decoding values).
@@ -684,9 +1070,16 @@ pub struct RowCursor {
     table: Table,
     source: Source,
     remaining: usize,
+    with_vectors: bool,
 }
 
 impl RowCursor {
+    /// Also read each resource's embedding (stored apart from the row).
+    pub fn with_vectors(mut self, yes: bool) -> Self {
+        self.with_vectors = yes && self.table == Table::Resources;
+        self
+    }
+
     /// The next rows (at most `max`), with their row ids; empty when the scan is done.
     pub fn next_chunk(&mut self, max: usize) -> Result<Vec<(u64, Row)>> {
         let want = max.min(self.remaining);
@@ -742,6 +1135,14 @@ impl RowCursor {
             }
         }
         self.remaining -= out.len();
+        if self.with_vectors && !out.is_empty() {
+            let ids: Vec<u64> = out.iter().map(|(id, _)| *id).collect();
+            for ((_, row), vector) in out.iter_mut().zip(self.store.vectors_of(self.table, &ids)?) {
+                if let Row::Resource(r) = row {
+                    r.embedding = vector;
+                }
+            }
+        }
         Ok(out)
     }
 

@@ -9,8 +9,8 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, ListArray, ListBuilder, RecordBatch, RecordBatchOptions,
-    StringArray, StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Float32Builder, Int64Array, ListArray, ListBuilder, RecordBatch,
+    RecordBatchOptions, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -22,6 +22,12 @@ use crate::storage::{Edge, Entity, Moment, Resource, Row, Table};
 /// The SQL type of every timestamp column: microseconds, UTC.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The SQL type of `resources.embedding`: a list of f32 (its length is fixed per tenant
+/// by the first vector, or declared).
+pub fn vector_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
 }
 
 fn text_list() -> DataType {
@@ -41,6 +47,7 @@ fn build_schema(table: Table) -> SchemaRef {
             text("metadata", false),
             ts("created_at"),
             ts("updated_at"),
+            Field::new("embedding", vector_type(), true),
         ],
         Table::Entities => vec![
             text("id", false),
@@ -120,9 +127,27 @@ fn resource_column(rows: &[&Resource], col: usize) -> ArrayRef {
         3 => strings(it.map(|r| r.content.as_str())),
         4 => strings(it.map(|r| r.metadata.as_str())),
         5 => timestamps(it.map(|r| Some(r.created_at))),
-        _ => timestamps(it.map(|r| Some(r.updated_at))),
+        6 => timestamps(it.map(|r| Some(r.updated_at))),
+        _ => vectors(it.map(|r| r.embedding.as_deref())),
     }
 }
+
+fn vectors<'a>(values: impl Iterator<Item = Option<&'a [f32]>>) -> ArrayRef {
+    let mut builder = ListBuilder::new(Float32Builder::new());
+    for v in values {
+        match v {
+            Some(v) => {
+                builder.values().append_slice(v);
+                builder.append(true);
+            }
+            None => builder.append(false),
+        }
+    }
+    Arc::new(builder.finish())
+}
+
+/// The index of `resources.embedding` in the table schema.
+pub const EMBEDDING_COLUMN: usize = 7;
 
 fn entity_column(rows: &[&Entity], col: usize) -> ArrayRef {
     let it = rows.iter();
@@ -219,8 +244,10 @@ pub fn batch_to_rows(table: Table, batch: &RecordBatch) -> Result<Vec<Row>> {
                 cols.text("metadata")?,
             );
             let (created, updated) = (cols.ts("created_at")?, cols.ts("updated_at")?);
+            let embedding = cols.list("embedding")?;
             for i in 0..n {
                 out.push(Row::Resource(Resource {
+                    embedding: vector_value(embedding, i)?,
                     id: opt_text(id, i),
                     uri: req_text(table, "uri", uri, i)?,
                     chunk_index: if chunk.is_valid(i) { chunk.value(i) } else { 0 },
@@ -378,6 +405,27 @@ fn opt_ts(array: &TimestampMicrosecondArray, i: usize) -> i64 {
     if array.is_valid(i) { array.value(i) } else { 0 }
 }
 
+fn vector_value(array: &ListArray, i: usize) -> Result<Option<Vec<f32>>> {
+    if array.is_null(i) {
+        return Ok(None);
+    }
+    let values = array.value(i);
+    let floats = values
+        .as_primitive_opt::<datafusion::arrow::datatypes::Float32Type>()
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "resources.embedding must be a list of floats, got {}",
+                values.data_type()
+            ))
+        })?;
+    if floats.null_count() > 0 {
+        return Err(Error::invalid(
+            "resources.embedding must not contain NULL values",
+        ));
+    }
+    Ok(Some(floats.values().to_vec()))
+}
+
 fn list_values(array: &ListArray, i: usize) -> Result<Vec<String>> {
     if array.is_null(i) {
         return Ok(vec![]);
@@ -411,6 +459,14 @@ mod tests {
             updated_at: 6,
         })];
         let all: Vec<usize> = (0..7).collect();
+        let res = vec![Row::Resource(Resource {
+            id: "r".into(),
+            embedding: Some(vec![0.5, 1.0]),
+            ..Default::default()
+        })];
+        let full: Vec<usize> = (0..8).collect();
+        let batch = rows_to_batch(Table::Resources, &res, &full).unwrap();
+        assert_eq!(batch_to_rows(Table::Resources, &batch).unwrap(), res);
         let batch = rows_to_batch(Table::Entities, &rows, &all).unwrap();
         assert_eq!(batch_to_rows(Table::Entities, &batch).unwrap(), rows);
         let names = rows_to_batch(Table::Entities, &rows, &[2]).unwrap();

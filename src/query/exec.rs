@@ -29,7 +29,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::convert::{batch_to_rows, rows_to_batch, table_schema};
+use super::convert::{EMBEDDING_COLUMN, batch_to_rows, rows_to_batch, table_schema};
 use super::pushdown::describe;
 use crate::error::Error;
 use crate::storage::{AccessPath, Row, RowCursor, Table, TenantStore, WriteOp, now_micros};
@@ -103,6 +103,35 @@ impl RemScanExec {
 
     pub fn access_path(&self) -> &AccessPath {
         &self.path
+    }
+
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    pub fn store(&self) -> &TenantStore {
+        &self.store
+    }
+
+    /// True when the scan applies no filter of its own (a plain full scan).
+    pub fn is_unfiltered_full_scan(&self) -> bool {
+        self.path.is_full_scan() && self.residual.is_none() && self.limit.is_none()
+    }
+
+    /// The same scan, with its rows found by another path (the top-k rewrite).
+    pub fn with_path(&self, path: AccessPath) -> Self {
+        RemScanExec {
+            store: self.store.clone(),
+            table: self.table,
+            path,
+            read: self.read.clone(),
+            output: self.output.clone(),
+            residual: self.residual.clone(),
+            limit: self.limit,
+            schema: Arc::clone(&self.schema),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 }
 
@@ -189,7 +218,8 @@ impl ExecutionPlan for RemScanExec {
         let cursor = self
             .store
             .scan(self.table, &self.path, storage_limit)
-            .map_err(external)?;
+            .map_err(external)?
+            .with_vectors(self.read.contains(&EMBEDDING_COLUMN));
         if let Some(n) = cursor.resolved_len() {
             index_keys.add(n);
         }
@@ -402,10 +432,12 @@ impl RemDmlExec {
 
     fn run(&self) -> DfResult<u64> {
         let full: Vec<usize> = (0..table_schema(self.table).fields().len()).collect();
+        // Full rows, embeddings included: an UPDATE restates the whole row.
         let mut cursor = self
             .store
             .scan(self.table, &self.path, None)
-            .map_err(external)?;
+            .map_err(external)?
+            .with_vectors(true);
         let now = now_micros();
         let mut ops = Vec::new();
         loop {

@@ -398,6 +398,13 @@ pub fn describe(table: Table, path: &AccessPath) -> String {
     }
     match path {
         AccessPath::FullScan => "full_scan".to_string(),
+        AccessPath::Nearest { query, k, ef } => {
+            let ef = ef.map(|e| format!(", ef={e}")).unwrap_or_default();
+            format!(
+                "hnsw nearest k={k}{ef} (query of {} dimensions)",
+                query.len()
+            )
+        }
         AccessPath::PrimaryPrefix { prefixes } => {
             let key = if table == Table::Edges {
                 "primary (src, edge_type, dst)"

@@ -13,6 +13,12 @@
 //! | row       | `0x02` · table tag (u8) · row id (u64 BE)              | the encoded row          |
 //! | primary   | `0x03` · table tag · key parts (storekey)              | row id (u64 BE)          |
 //! | index     | `0x04` · table tag · index tag (u8) · parts · row id   | empty                    |
+//! | vector    | `0x05` · table tag · row id (u64 BE)                   | f32 little-endian values |
+//! | vector log| `0x06` · table tag · change number (u64 BE)            | row id (u64 BE) · op (u8: 1 upsert, 0 remove) |
+//!
+//! The vector log records every change to a table's vectors in commit order; the HNSW
+//! index file says which change number it covers, and on open the entries after it are
+//! replayed. Entries the saved index covers are deleted.
 //!
 //! Table tags: resources 1, entities 2, edges 3, moments 4. Primary key parts: `id` for
 //! resources, entities and moments; `(src, edge_type, dst)` for edges, which makes the
@@ -27,8 +33,33 @@ pub const ROW: u8 = 0x02;
 pub const PRIMARY: u8 = 0x03;
 pub const INDEX: u8 = 0x04;
 
+pub const VECTOR: u8 = 0x05;
+pub const VECTOR_LOG: u8 = 0x06;
+
 /// Meta key holding the next free row id of the tenant (u64 BE).
 pub const META_NEXT_ROW_ID: &str = "next_row_id";
+/// Meta key holding the next vector change number (u64 BE).
+pub const META_NEXT_VECTOR_CHANGE: &str = "next_vector_change";
+/// Meta key holding the last vector change number deleted from the log (u64 BE).
+pub const META_VECTOR_LOG_TRIMMED: &str = "vector_log_trimmed";
+/// Meta key holding the vector options (JSON) of the resources table.
+pub const META_VECTOR_OPTIONS: &str = "vector_options";
+
+pub fn vector_key(table: Table, row_id: u64) -> Vec<u8> {
+    let mut buf = vec![VECTOR, table.tag()];
+    buf.extend_from_slice(&row_id.to_be_bytes());
+    buf
+}
+
+pub fn vector_prefix(table: Table) -> Vec<u8> {
+    vec![VECTOR, table.tag()]
+}
+
+pub fn vector_log_key(table: Table, change: u64) -> Vec<u8> {
+    let mut buf = vec![VECTOR_LOG, table.tag()];
+    buf.extend_from_slice(&change.to_be_bytes());
+    buf
+}
 
 fn push_parts(buf: &mut Vec<u8>, parts: &[KeyPart]) {
     for part in parts {
@@ -137,6 +168,14 @@ mod tests {
             ]
         );
         assert_eq!(meta_key("n"), [0x01, b'n', 0]);
+        assert_eq!(
+            vector_key(Table::Resources, 3),
+            [0x05, 1, 0, 0, 0, 0, 0, 0, 0, 3]
+        );
+        assert_eq!(
+            vector_log_key(Table::Resources, 256),
+            [0x06, 1, 0, 0, 0, 0, 0, 0, 1, 0]
+        );
     }
 
     #[test]

@@ -141,6 +141,10 @@ pub struct Resource {
     /// Zero on create means "now".
     pub created_at: Micros,
     pub updated_at: Micros,
+    /// Stored apart from the row (under its own key) and indexed in HNSW. In an update
+    /// through the API, `None` keeps the stored vector; use `set_embedding` to change it.
+    #[serde(skip)]
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// A typed graph node. `properties` is a JSON object in text form.

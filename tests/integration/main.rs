@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod isolation;
 mod slt;
+mod vectors;
 
 use remdb::{Db, Tenant};
 

@@ -1,0 +1,507 @@
+//! Vector layer: a usearch HNSW index for one (tenant, table), with atomic persistence.
+//!
+//! This module is a leaf: it knows usearch and files, not RocksDB or DataFusion. The
+//! storage layer owns one [`VectorIndex`] per tenant as a *derived* index: RocksDB holds
+//! every vector and a change log, and the index is updated after each commit. The index
+//! is saved atomically (temp file, fsync, rename, fsync of the directory) under a name
+//! that carries the number of the last change it covers (`<table>.<change>.usearch`); on
+//! open the newest file that loads is taken and caught up from the change log, and if no
+//! file loads the index is rebuilt from the stored vectors.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::error::{Error, Result};
+
+/// How vectors are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Cosine distance `1 - cos(a, b)`; score = cosine similarity.
+    #[default]
+    Cosine,
+    /// Inner-product distance `1 - a·b`; score = a·b.
+    InnerProduct,
+    /// Squared Euclidean distance; score = `1 / (1 + d)`.
+    L2,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::InnerProduct => "inner_product",
+            Metric::L2 => "l2",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Metric> {
+        match s.to_ascii_lowercase().as_str() {
+            "cosine" | "cos" => Ok(Metric::Cosine),
+            "inner_product" | "ip" | "dot" => Ok(Metric::InnerProduct),
+            "l2" | "l2sq" | "euclidean" => Ok(Metric::L2),
+            other => Err(Error::invalid(format!(
+                "unknown metric '{other}' (cosine, inner_product, l2)"
+            ))),
+        }
+    }
+
+    fn kind(self) -> MetricKind {
+        match self {
+            Metric::Cosine => MetricKind::Cos,
+            Metric::InnerProduct => MetricKind::IP,
+            Metric::L2 => MetricKind::L2sq,
+        }
+    }
+
+    /// The exact distance of two vectors under this metric (what usearch computes).
+    pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Cosine => {
+                let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+                for (x, y) in a.iter().zip(b) {
+                    dot += x * y;
+                    na += x * x;
+                    nb += y * y;
+                }
+                if na == 0.0 || nb == 0.0 {
+                    1.0
+                } else {
+                    1.0 - dot / (na.sqrt() * nb.sqrt())
+                }
+            }
+            Metric::InnerProduct => 1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>(),
+            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+        }
+    }
+
+    /// A similarity where larger is closer, for `score` columns and `min_score`.
+    pub fn score(self, distance: f32) -> f32 {
+        match self {
+            Metric::Cosine | Metric::InnerProduct => 1.0 - distance,
+            Metric::L2 => 1.0 / (1.0 + distance),
+        }
+    }
+}
+
+/// Precision of the vectors kept in the index (RocksDB always keeps f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Precision> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(Error::invalid(format!(
+                "unknown precision '{other}' (f32, f16)"
+            ))),
+        }
+    }
+}
+
+/// Index parameters of one (tenant, table). Fixed once the first vector is stored,
+/// except `ef_search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VectorOptions {
+    /// Fixed by the first vector when not declared.
+    pub dimensions: Option<usize>,
+    pub metric: Metric,
+    /// HNSW connectivity (M).
+    pub connectivity: usize,
+    pub ef_construction: usize,
+    /// Default search expansion; a query may ask for more.
+    pub ef_search: usize,
+    pub precision: Precision,
+}
+
+impl Default for VectorOptions {
+    fn default() -> Self {
+        VectorOptions {
+            dimensions: None,
+            metric: Metric::Cosine,
+            connectivity: 16,
+            ef_construction: 128,
+            ef_search: 64,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// The largest accepted dimension count.
+pub const MAX_DIMENSIONS: usize = 16_384;
+
+impl VectorOptions {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(d) = self.dimensions
+            && (d == 0 || d > MAX_DIMENSIONS)
+        {
+            return Err(Error::invalid(format!(
+                "dimensions must be within 1..={MAX_DIMENSIONS}, got {d}"
+            )));
+        }
+        if !(2..=256).contains(&self.connectivity) {
+            return Err(Error::invalid(format!(
+                "connectivity must be within 2..=256, got {}",
+                self.connectivity
+            )));
+        }
+        if self.ef_construction == 0 || self.ef_search == 0 {
+            return Err(Error::invalid(
+                "ef_construction and ef_search must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a vector against these options (dimensions fixed, finite values);
+    /// `subject` names it in errors (`resources.embedding`, `the query vector`).
+    pub fn check(&self, subject: &str, vector: &[f32]) -> Result<()> {
+        if let Some(d) = self.dimensions
+            && vector.len() != d
+        {
+            return Err(Error::invalid(format!(
+                "{subject} has {} dimensions, the table's vectors have {d}",
+                vector.len()
+            )));
+        }
+        if vector.is_empty() || vector.len() > MAX_DIMENSIONS {
+            return Err(Error::invalid(format!(
+                "{subject} must have 1..={MAX_DIMENSIONS} dimensions, got {}",
+                vector.len()
+            )));
+        }
+        if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+            return Err(Error::invalid(format!(
+                "{subject}[{i}] is {} (NaN and infinity are refused)",
+                vector[i]
+            )));
+        }
+        if self.metric == Metric::Cosine && vector.iter().all(|x| *x == 0.0) {
+            return Err(Error::invalid(format!(
+                "{subject} is all zeros, which has no cosine direction"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn usearch_err(e: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("vector index: {e}"))
+}
+
+/// One HNSW index. Searches share a read lock; adds and removes take the write lock.
+pub struct VectorIndex {
+    index: RwLock<Index>,
+    options: VectorOptions,
+    dimensions: usize,
+}
+
+impl std::fmt::Debug for VectorIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorIndex")
+            .field("options", &self.options)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl VectorIndex {
+    fn native_options(options: &VectorOptions, dimensions: usize) -> IndexOptions {
+        IndexOptions {
+            dimensions,
+            metric: options.metric.kind(),
+            quantization: match options.precision {
+                Precision::F32 => ScalarKind::F32,
+                Precision::F16 => ScalarKind::F16,
+            },
+            connectivity: options.connectivity,
+            expansion_add: options.ef_construction,
+            expansion_search: options.ef_search,
+            multi: false,
+        }
+    }
+
+    /// An empty index for vectors of `dimensions`.
+    pub fn new(options: VectorOptions, dimensions: usize) -> Result<VectorIndex> {
+        let index = Index::new(&Self::native_options(&options, dimensions)).map_err(usearch_err)?;
+        index.reserve(1024).map_err(usearch_err)?;
+        Ok(VectorIndex {
+            index: RwLock::new(index),
+            options,
+            dimensions,
+        })
+    }
+
+    pub fn options(&self) -> &VectorOptions {
+        &self.options
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.read().size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the index holds in memory.
+    pub fn memory_usage(&self) -> usize {
+        self.index.read().memory_usage()
+    }
+
+    /// Adds or replaces the vector of `key`.
+    pub fn upsert(&self, key: u64, vector: &[f32]) -> Result<()> {
+        if vector.len() != self.dimensions {
+            return Err(Error::invalid(format!(
+                "vector of {} dimensions for an index of {}",
+                vector.len(),
+                self.dimensions
+            )));
+        }
+        let index = self.index.write();
+        if index.contains(key) {
+            index.remove(key).map_err(usearch_err)?;
+        }
+        if index.size() + 1 >= index.capacity() {
+            let grown = (index.capacity() * 2).max(1024);
+            index.reserve(grown).map_err(usearch_err)?;
+        }
+        index.add(key, vector).map_err(usearch_err)
+    }
+
+    pub fn remove(&self, key: u64) -> Result<()> {
+        let index = self.index.write();
+        if index.contains(key) {
+            index.remove(key).map_err(usearch_err)?;
+        }
+        Ok(())
+    }
+
+    /// The `k` nearest keys with their distances, nearest first. `ef` raises the search
+    /// expansion for this query; `filter` skips keys during graph traversal.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Result<Vec<(u64, f32)>> {
+        if query.len() != self.dimensions {
+            return Err(Error::invalid(format!(
+                "query vector has {} dimensions, the index has {}",
+                query.len(),
+                self.dimensions
+            )));
+        }
+        let want_ef = ef.unwrap_or(self.options.ef_search).max(k);
+        {
+            let index = self.index.read();
+            if index.expansion_search() == want_ef {
+                return search_with(&index, query, k, filter);
+            }
+        }
+        // A different expansion is an index-wide setting: change it under the write lock.
+        let index = self.index.write();
+        index.change_expansion_search(want_ef);
+        search_with(&index, query, k, filter)
+    }
+
+    /// Saves the index atomically into `dir` as covering change `covered`, then removes
+    /// older files of the same table.
+    pub fn save(&self, dir: &Path, table: &str, covered: u64) -> Result<PathBuf> {
+        fs::create_dir_all(dir)?;
+        let final_path = dir.join(format!("{table}.{covered:020}.usearch"));
+        let tmp_path = dir.join(format!("{table}.{covered:020}.usearch.tmp"));
+        let tmp = tmp_path
+            .to_str()
+            .ok_or_else(|| Error::invalid("vector directory is not UTF-8"))?;
+        self.index.read().save(tmp).map_err(usearch_err)?;
+        fs::File::open(&tmp_path)?.sync_all()?;
+        fs::rename(&tmp_path, &final_path)?;
+        fs::File::open(dir)?.sync_all()?;
+        for (n, path) in saved_files(dir, table)? {
+            if n < covered {
+                let _ = fs::remove_file(path);
+            }
+        }
+        Ok(final_path)
+    }
+
+    /// Loads the newest saved index of `table` in `dir` that opens cleanly; returns it
+    /// with the change number it covers. Files that fail to load are skipped.
+    pub fn load_latest(
+        dir: &Path,
+        table: &str,
+        options: VectorOptions,
+        dimensions: usize,
+    ) -> Result<Option<(VectorIndex, u64)>> {
+        let mut files = saved_files(dir, table)?;
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (covered, path) in files {
+            let Some(p) = path.to_str() else { continue };
+            let index = VectorIndex::new(options, dimensions)?;
+            let loaded = index.index.write().load(p);
+            match loaded {
+                Ok(()) if index.index.read().dimensions() == dimensions => {
+                    return Ok(Some((index, covered)));
+                }
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "vector index file has other dimensions; skipped")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "vector index file does not load; skipped")
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn search_with(
+    index: &Index,
+    query: &[f32],
+    k: usize,
+    filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+) -> Result<Vec<(u64, f32)>> {
+    let matches = match filter {
+        None => index.search(query, k),
+        Some(f) => index.filtered_search(query, k, f),
+    }
+    .map_err(usearch_err)?;
+    Ok(matches.keys.into_iter().zip(matches.distances).collect())
+}
+
+/// `(covered change, path)` of the saved index files of `table` in `dir`.
+fn saved_files(dir: &Path, table: &str) -> Result<Vec<(u64, PathBuf)>> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(vec![]);
+    };
+    let prefix = format!("{table}.");
+    let mut out = vec![];
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(rest) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".usearch"))
+            && let Ok(n) = rest.parse::<u64>()
+        {
+            out.push((n, entry.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes a vector as little-endian f32 bytes (its form in RocksDB).
+pub fn encode_vector(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn decode_vector(bytes: &[u8]) -> Result<Vec<f32>> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(Error::Corruption(format!(
+            "vector of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(i: usize, d: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..d)
+            .map(|j| ((i * 31 + j * 7) % 13) as f32 - 6.0)
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+        v
+    }
+
+    #[test]
+    fn add_search_replace_remove_save_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = VectorOptions {
+            dimensions: Some(8),
+            ..Default::default()
+        };
+        let index = VectorIndex::new(opts, 8).unwrap();
+        for i in 0..2000 {
+            index.upsert(i as u64, &unit(i, 8)).unwrap();
+        }
+        assert_eq!(index.len(), 2000);
+        let hits = index.search(&unit(5, 8), 3, None, None).unwrap();
+        assert!(hits[0].1 < 1e-4, "a stored vector finds itself: {hits:?}");
+        // Replacing a vector keeps one entry per key.
+        index.upsert(5, &unit(6, 8)).unwrap();
+        assert_eq!(index.len(), 2000);
+        index.remove(5).unwrap();
+        assert_eq!(index.len(), 1999);
+        let even = |k: u64| k.is_multiple_of(2);
+        let hits = index
+            .search(&unit(7, 8), 5, Some(128), Some(&even))
+            .unwrap();
+        assert!(hits.iter().all(|(k, _)| k.is_multiple_of(2)));
+
+        index.save(dir.path(), "resources", 10).unwrap();
+        index.save(dir.path(), "resources", 12).unwrap();
+        assert_eq!(
+            saved_files(dir.path(), "resources").unwrap().len(),
+            1,
+            "older files are removed"
+        );
+        std::fs::write(
+            dir.path().join("resources.00000000000000000099.usearch"),
+            b"garbage",
+        )
+        .unwrap();
+        let (loaded, covered) = VectorIndex::load_latest(dir.path(), "resources", opts, 8)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (covered, loaded.len()),
+            (12, 1999),
+            "a corrupt newer file is skipped"
+        );
+    }
+
+    #[test]
+    fn checks_refuse_bad_vectors() {
+        let opts = VectorOptions {
+            dimensions: Some(3),
+            ..Default::default()
+        };
+        assert!(opts.check("resources.embedding", &[1.0, 2.0, 3.0]).is_ok());
+        for bad in [
+            vec![1.0, 2.0],
+            vec![1.0, f32::NAN, 0.0],
+            vec![f32::INFINITY, 0.0, 0.0],
+            vec![0.0, 0.0, 0.0],
+        ] {
+            assert!(
+                matches!(
+                    opts.check("resources.embedding", &bad),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!((Metric::Cosine.distance(&[1.0, 0.0], &[0.0, 1.0]) - 1.0).abs() < 1e-6);
+        assert!((Metric::L2.distance(&[1.0, 0.0], &[0.0, 1.0]) - 2.0).abs() < 1e-6);
+    }
+}
