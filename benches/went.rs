@@ -68,10 +68,10 @@ async fn plan_and_run(tenant: &Tenant, sql: &str) -> (Duration, Duration) {
 
 fn report(rt: &tokio::runtime::Runtime, indexed: &Tenant, scan: &Tenant, n: usize) {
     println!("\n### W-ENT at {n} entities (single-threaded, after 20 warm-up queries)\n");
-    println!("| query | access | p50 ms | p95 ms | p99 ms | plan p50 ms | exec p50 ms |");
+    println!("| query | session | p50 ms | p95 ms | p99 ms | plan p50 ms | exec p50 ms |");
     println!("|---|---|---|---|---|---|---|");
     for (name, template) in QUERIES {
-        for (label, tenant, count) in [("index", indexed, 300), ("full scan", scan, 20)] {
+        for (label, tenant, count) in [("indexes on", indexed, 300), ("indexes off", scan, 20)] {
             let mut plan_times = vec![];
             let mut exec_times = vec![];
             let total = sample(20.min(count), count, |i| {

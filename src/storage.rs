@@ -247,12 +247,18 @@ impl Storage {
         })
     }
 
-    /// Bytes RocksDB holds in memtables over all tenants and in the shared block cache.
+    /// Bytes RocksDB holds in memtables over all tenants and in the shared block cache
+    /// (which is also charged for the memtables, through the write-buffer manager).
     pub fn memory_usage(&self) -> Result<(u64, u64)> {
-        let memtables = self
-            .db
-            .property_int_value("rocksdb.cur-size-all-mem-tables")?
-            .unwrap_or(0);
+        let mut memtables = 0;
+        for state in self.tenants.read().values() {
+            if let Some(cf) = self.db.cf_handle(&state.cf_name) {
+                memtables += self
+                    .db
+                    .property_int_value_cf(&cf, "rocksdb.cur-size-all-mem-tables")?
+                    .unwrap_or(0);
+            }
+        }
         Ok((memtables, self._cache.get_usage() as u64))
     }
 
