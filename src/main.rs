@@ -4,8 +4,12 @@ use clap::Parser;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
+    // Long work (a vector index rebuild) reports progress at info level; REMDB_LOG=debug
+    // shows more, REMDB_LOG=warn less.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REMDB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("remdb=info"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("REMDB_LOG"))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = remdb::cli::Cli::parse();

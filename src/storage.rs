@@ -173,7 +173,7 @@ impl Storage {
             .filter_map(|name| name.strip_prefix(TENANT_CF_PREFIX))
             .map(|id| (id.to_string(), Arc::new(tenant_state(&path, id))))
             .collect();
-        tracing::info!(path = %path.display(), "opened database");
+        tracing::debug!(path = %path.display(), "opened database");
         Ok(Storage {
             db: Arc::new(db),
             path,
@@ -530,33 +530,25 @@ impl TenantStore {
                     counts.push(1);
                 }
                 WriteOp::Delete { table, key } => {
-                    let n = match self.get(table, &key)? {
-                        Some((row_id, old)) => {
-                            let pk = keys::primary_key(table, &key);
-                            self.claim(&mut touched_keys, &pk, &old)?;
-                            delete_row(&mut batch, &cf, &old, row_id);
-                            if self.has_vector(table, row_id)? {
-                                vector_changes.push((row_id, None));
-                            }
-                            1
-                        }
-                        None => 0,
-                    };
+                    let found = self.get(table, &key)?;
+                    let n = self.stage_delete(
+                        &mut batch,
+                        &cf,
+                        &mut touched_keys,
+                        &mut vector_changes,
+                        found,
+                    )?;
                     counts.push(n);
                 }
                 WriteOp::DeleteAt { table, row_id } => {
-                    let n = match self.get_row(table, row_id)? {
-                        Some(old) => {
-                            let pk = keys::primary_key(table, &old.primary_key());
-                            self.claim(&mut touched_keys, &pk, &old)?;
-                            delete_row(&mut batch, &cf, &old, row_id);
-                            if self.has_vector(table, row_id)? {
-                                vector_changes.push((row_id, None));
-                            }
-                            1
-                        }
-                        None => 0,
-                    };
+                    let found = self.get_row(table, row_id)?.map(|row| (row_id, row));
+                    let n = self.stage_delete(
+                        &mut batch,
+                        &cf,
+                        &mut touched_keys,
+                        &mut vector_changes,
+                        found,
+                    )?;
                     counts.push(n);
                 }
             }
@@ -738,7 +730,7 @@ impl TenantStore {
             // Usable when the log still holds every change after the file.
             Some((index, covered)) if covered >= trimmed && covered < next_change => {
                 let replayed = self.replay_vector_log(&index, covered + 1)?;
-                tracing::info!(tenant = %self.state.id, covered, replayed, "vector index loaded");
+                tracing::debug!(tenant = %self.state.id, covered, replayed, "vector index loaded");
                 index
             }
             _ => self.rebuild_vector_index(options, dimensions)?,
@@ -792,7 +784,12 @@ impl TenantStore {
                 tracing::info!(tenant = %self.state.id, vectors = n, "rebuilding vector index");
             }
         }
-        tracing::info!(tenant = %self.state.id, vectors = n, seconds = started.elapsed().as_secs_f64(), "vector index rebuilt");
+        let seconds = started.elapsed().as_secs_f64();
+        if n >= 10_000 {
+            tracing::info!(tenant = %self.state.id, vectors = n, seconds, "vector index rebuilt");
+        } else {
+            tracing::debug!(tenant = %self.state.id, vectors = n, seconds, "vector index rebuilt");
+        }
         Ok(index)
     }
 
@@ -863,6 +860,28 @@ impl TenantStore {
                 None => Ok(None),
             })
             .collect()
+    }
+
+    /// Stages the deletion of a found row (its keys, index entries and vector); returns
+    /// the number of rows deleted.
+    fn stage_delete(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        touched: &mut HashSet<Vec<u8>>,
+        vector_changes: &mut Vec<(u64, Option<Vec<f32>>)>,
+        found: Option<(u64, Row)>,
+    ) -> Result<u64> {
+        let Some((row_id, old)) = found else {
+            return Ok(0);
+        };
+        let table = old.table();
+        self.claim(touched, &keys::primary_key(table, &old.primary_key()), &old)?;
+        delete_row(batch, cf, &old, row_id);
+        if self.has_vector(table, row_id)? {
+            vector_changes.push((row_id, None));
+        }
+        Ok(1)
     }
 
     /// A primary key may be written once per batch: a second write of the same key in

@@ -33,7 +33,7 @@ use datafusion::physical_plan::{
 };
 
 use super::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
-use super::exec::RemScanExec;
+use super::exec::{RemScanExec, leaf_exec_plumbing};
 use crate::error::Error;
 use crate::storage::{AccessPath, Row, Table, TenantStore};
 use crate::vector::Metric;
@@ -348,35 +348,7 @@ impl DisplayAs for VectorSearchExec {
 }
 
 impl ExecutionPlan for VectorSearchExec {
-    fn name(&self) -> &str {
-        "VectorSearchExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _: Vec<Arc<dyn ExecutionPlan>>,
-        _: ReplaceChildrenOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
+    leaf_exec_plumbing!("VectorSearchExec");
 
     fn apply_expressions(
         &self,
