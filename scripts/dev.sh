@@ -11,9 +11,10 @@ as_root() {
 }
 
 have_libclang() {
-  # bindgen (RocksDB's bindings) loads libclang at build time.
-  ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' ||
-    ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1
+  # bindgen (RocksDB's bindings) loads libclang itself (libclang.so or libclang-NN.so),
+  # not libclang-cpp, which some images ship alone: match the real library only.
+  ldconfig -p 2>/dev/null | grep -qE '[[:space:]]libclang(-[0-9.]+)?\.so' ||
+    ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1
 }
 
 setup() {
