@@ -62,20 +62,15 @@ impl Metric {
     pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Metric::Cosine => {
-                let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
-                for (x, y) in a.iter().zip(b) {
-                    dot += x * y;
-                    na += x * x;
-                    nb += y * y;
-                }
+                let [dot, na, nb] = sums(a, b, |x, y| [x * y, x * x, y * y]);
                 if na == 0.0 || nb == 0.0 {
                     1.0
                 } else {
                     1.0 - dot / (na.sqrt() * nb.sqrt())
                 }
             }
-            Metric::InnerProduct => 1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>(),
-            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+            Metric::InnerProduct => 1.0 - sums(a, b, |x, y| [x * y])[0],
+            Metric::L2 => sums(a, b, |x, y| [(x - y) * (x - y)])[0],
         }
     }
 
@@ -86,6 +81,34 @@ impl Metric {
             Metric::L2 => 1.0 / (1.0 + distance),
         }
     }
+}
+
+/// Sums of `terms(a[i], b[i])` over both vectors, in 8 independent lanes so that the
+/// compiler can keep them in SIMD registers (one running sum cannot be vectorized
+/// without reordering float additions).
+fn sums<const N: usize>(a: &[f32], b: &[f32], terms: impl Fn(f32, f32) -> [f32; N]) -> [f32; N] {
+    const LANES: usize = 8;
+    let mut acc = [[0f32; LANES]; N];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for lane in 0..LANES {
+            let t = terms(xa[lane], xb[lane]);
+            for (sum, v) in acc.iter_mut().zip(t) {
+                sum[lane] += v;
+            }
+        }
+    }
+    let mut out = [0f32; N];
+    for (o, lanes) in out.iter_mut().zip(&acc) {
+        *o = lanes.iter().sum();
+    }
+    for (x, y) in ra.iter().zip(rb) {
+        for (o, v) in out.iter_mut().zip(terms(*x, *y)) {
+            *o += v;
+        }
+    }
+    out
 }
 
 /// Precision of the vectors kept in the index (RocksDB always keeps f32).
@@ -195,6 +218,10 @@ impl VectorOptions {
     }
 }
 
+/// A batch is indexed on several threads only when each gets at least this many vectors:
+/// below that, starting threads costs more than it saves.
+const MIN_ADDS_PER_THREAD: usize = 64;
+
 fn usearch_err(e: impl std::fmt::Display) -> Error {
     Error::Storage(format!("vector index: {e}"))
 }
@@ -261,22 +288,65 @@ impl VectorIndex {
 
     /// Adds or replaces the vector of `key`.
     pub fn upsert(&self, key: u64, vector: &[f32]) -> Result<()> {
-        if vector.len() != self.dimensions {
+        self.upsert_many(&[(key, vector)])
+    }
+
+    /// Adds or replaces many vectors. Capacity is reserved and replaced keys removed under
+    /// the write lock; the adds themselves run under the read lock (usearch adds are
+    /// thread-safe), spread over the machine's cores when there are enough of them, so
+    /// searches keep running while a large batch is indexed.
+    pub fn upsert_many(&self, items: &[(u64, &[f32])]) -> Result<()> {
+        if let Some((_, v)) = items.iter().find(|(_, v)| v.len() != self.dimensions) {
             return Err(Error::invalid(format!(
                 "vector of {} dimensions for an index of {}",
-                vector.len(),
+                v.len(),
                 self.dimensions
             )));
         }
-        let index = self.index.write();
-        if index.contains(key) {
-            index.remove(key).map_err(usearch_err)?;
+        {
+            let index = self.index.write();
+            for (key, _) in items {
+                if index.contains(*key) {
+                    index.remove(*key).map_err(usearch_err)?;
+                }
+            }
+            let needed = index.size() + items.len() + 1;
+            if needed >= index.capacity() {
+                let grown = (index.capacity() * 2).max(needed).max(1024);
+                index.reserve(grown).map_err(usearch_err)?;
+            }
         }
-        if index.size() + 1 >= index.capacity() {
-            let grown = (index.capacity() * 2).max(1024);
-            index.reserve(grown).map_err(usearch_err)?;
+        let index = self.index.read();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(items.len() / MIN_ADDS_PER_THREAD)
+            .max(1);
+        if threads == 1 {
+            for (key, vector) in items {
+                index.add(*key, vector).map_err(usearch_err)?;
+            }
+            return Ok(());
         }
-        index.add(key, vector).map_err(usearch_err)
+        let per_thread = items.len().div_ceil(threads);
+        let index = &*index;
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = items
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || -> Result<()> {
+                        for (key, vector) in chunk {
+                            index.add(*key, vector).map_err(usearch_err)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .map_err(|_| Error::Storage("vector index worker panicked".into()))?
+            })
+        })
     }
 
     pub fn remove(&self, key: u64) -> Result<()> {
@@ -314,6 +384,20 @@ impl VectorIndex {
         let index = self.index.write();
         index.change_expansion_search(want_ef);
         search_with(&index, query, k, filter)
+    }
+
+    /// The exact distances from `query` to the vectors of `keys` (keys without a vector
+    /// are left out), read from the index itself, in the order of `keys`.
+    pub fn exact_distances(&self, query: &[f32], keys: &[u64]) -> Result<Vec<(u64, f32)>> {
+        let index = self.index.read();
+        let mut buf = vec![0f32; self.dimensions];
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if index.get(*key, &mut buf).map_err(usearch_err)? == 1 {
+                out.push((*key, self.options.metric.distance(query, &buf)));
+            }
+        }
+        Ok(out)
     }
 
     /// Saves the index atomically into `dir` as covering change `covered`, then removes
