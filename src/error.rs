@@ -30,6 +30,18 @@ impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
     }
+
+    /// The message without the kind in front of it.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::InvalidArgument(m)
+            | Error::NotFound(m)
+            | Error::AlreadyExists(m)
+            | Error::Query(m)
+            | Error::Storage(m)
+            | Error::Corruption(m) => m,
+        }
+    }
 }
 
 impl fmt::Display for Error {

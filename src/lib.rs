@@ -31,5 +31,8 @@ pub mod vector;
 pub use error::{Error, Result};
 pub use query::QueryOptions;
 pub use session::{Batch, Db, DbOptions, Param, StatementResult, Tenant};
-pub use storage::{Edge, Entity, Moment, Resource, Row, StorageOptions, Table};
+pub use storage::{
+    Direction, Edge, Entity, Found, Hop, IndexDef, IndexKind, MAX_TRAVERSE_DEPTH, Moment, Resource,
+    Row, StorageOptions, Table,
+};
 pub use vector::{Metric, Precision, VectorOptions};

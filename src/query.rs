@@ -5,6 +5,11 @@
 //! * `provider`: `RemTable`, the `TableProvider` of one table of one tenant.
 //! * `exec`: the physical nodes (`RemScanExec`, `RemDmlExec`, the insert sink).
 //! * `vector`: `vector_similar(...)` and the `ORDER BY distance LIMIT k` rewrite.
+//! * `graph`: `traverse(...)` and `lookup(...)`, the REM graph and key verbs.
+//! * `order`: `ORDER BY timestamp LIMIT n` over moments as an ordered walk of the time index.
+//! * `index_sets`: filters -> row-id sets of built-in and user-declared indexes (pure).
+//! * `index_ddl`: `CREATE/DROP INDEX`, `list_indexes()`, `json_array_contains(...)`.
+//! * `verbs`: the REM statements (`LOOKUP`, `TRAVERSE`, `SEARCH`) rewritten into SQL.
 //!
 //! [`tenant_context`] builds the one `SessionContext` of a tenant: its catalog holds that
 //! tenant's four tables and nothing else, so no SQL it runs can name another tenant.
@@ -12,9 +17,14 @@
 
 pub mod convert;
 pub mod exec;
+pub mod graph;
+pub mod index_ddl;
+pub mod index_sets;
+pub mod order;
 pub mod provider;
 pub mod pushdown;
 pub mod vector;
+pub mod verbs;
 
 use std::sync::Arc;
 
@@ -95,6 +105,7 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
         .with_default_features()
         .with_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(vector::VectorTopKRule))
+        .with_physical_optimizer_rule(Arc::new(order::TimeOrderRule))
         .build();
     datafusion_functions_json::register_all(&mut state)?;
     let ctx = SessionContext::new_with_state(state);
@@ -102,6 +113,18 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
         "vector_similar",
         Arc::new(vector::VectorSimilarFunc::new(store.clone())),
     );
+    ctx.register_udtf(
+        "traverse",
+        Arc::new(graph::TraverseFunc::new(store.clone())),
+    );
+    ctx.register_udtf("lookup", Arc::new(graph::LookupFunc::new(store.clone())));
+    ctx.register_udtf(
+        "list_indexes",
+        Arc::new(index_ddl::ListIndexesFunc::new(store.clone())),
+    );
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+        index_ddl::JsonArrayContains::default(),
+    ));
     for table in Table::ALL {
         let provider = RemTable::new(store.clone(), table, options.use_indexes);
         ctx.register_table(table.name(), Arc::new(provider))?;

@@ -19,10 +19,11 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::query::index_ddl::{IndexCommand, index_command};
 use crate::query::{QueryOptions, tenant_context};
 use crate::storage::{
-    Edge, Entity, KeyPart, Moment, Resource, Row, Storage, StorageOptions, Table, TenantStore,
-    WriteOp,
+    Direction, Edge, Entity, Found, Hop, IndexDef, IndexKind, KeyPart, Moment, Resource, Row,
+    Storage, StorageOptions, Table, TenantStore, WriteOp,
 };
 use crate::vector::VectorOptions;
 
@@ -210,6 +211,10 @@ impl Tenant {
     }
 
     async fn run(&self, statement: Statement) -> Result<Vec<RecordBatch>> {
+        if let Some(command) = index_command(&statement)? {
+            self.run_index_command(command)?;
+            return Ok(vec![]);
+        }
         let state = self.inner.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
         // DDL would create session-local tables (or read files); the tenant's schema is fixed.
@@ -217,6 +222,71 @@ impl Tenant {
         check_dml(&plan)?;
         let frame = self.inner.ctx.execute_logical_plan(plan).await?;
         Ok(frame.collect().await?)
+    }
+
+    fn run_index_command(&self, command: IndexCommand) -> Result<()> {
+        match command {
+            IndexCommand::Create {
+                name,
+                table,
+                column,
+                path,
+                kind,
+                if_not_exists,
+            } => {
+                if if_not_exists && self.list_indexes()?.iter().any(|d| d.name == name) {
+                    return Ok(());
+                }
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                self.create_index(&name, table, &column, &path, kind)
+                    .map(|_| ())
+            }
+            IndexCommand::Drop { names, if_exists } => {
+                for name in names {
+                    match self.drop_index(&name) {
+                        Err(Error::NotFound(_)) if if_exists => {}
+                        other => other?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Declares an index over a JSON path of a table's JSON column (`metadata` or
+    /// `properties`) and builds it over the existing rows (progress is logged); every
+    /// later write maintains it. `IndexKind::List` indexes each element of an array.
+    pub fn create_index(
+        &self,
+        name: &str,
+        table: Table,
+        column: &str,
+        path: &[&str],
+        kind: IndexKind,
+    ) -> Result<IndexDef> {
+        let path: Vec<String> = path.iter().map(|k| k.to_string()).collect();
+        let started = std::time::Instant::now();
+        let tenant = self.id().to_string();
+        let mut last_report = started;
+        self.inner
+            .store
+            .create_index(name, table, column, &path, kind, &mut |done, total| {
+                if total >= 10_000 && (done == total || last_report.elapsed().as_secs_f64() >= 1.0)
+                {
+                    last_report = std::time::Instant::now();
+                    tracing::info!(%tenant, index = name, done, total, "building index");
+                }
+            })
+    }
+
+    /// Drops a user-declared index.
+    pub fn drop_index(&self, name: &str) -> Result<()> {
+        self.inner.store.drop_index(name).map(|_| ())
+    }
+
+    /// The user-declared indexes (`list_indexes()` in SQL also lists the built-in ones).
+    pub fn list_indexes(&self) -> Result<Vec<IndexDef>> {
+        Ok(self.inner.store.user_indexes()?.as_ref().clone())
     }
 
     /// Applies a batch of writes atomically; returns the rows each write touched.
@@ -440,6 +510,38 @@ impl Tenant {
         self.delete_row(Table::Moments, &[id])
     }
 
+    /// Walks the graph breadth-first from entity `start` (see `traverse()` in SQL): every
+    /// node within `max_depth` edges, once, nearest first, with its entity when it has one.
+    /// `edge_types` empty means every type.
+    pub fn traverse(
+        &self,
+        start: &str,
+        direction: Direction,
+        max_depth: u32,
+        edge_types: &[&str],
+    ) -> Result<Vec<(Hop, Option<Entity>)>> {
+        let store = &self.inner.store;
+        let types: Vec<String> = edge_types.iter().map(|t| t.to_string()).collect();
+        let hops = store.traverse(start, direction, max_depth, &types)?;
+        let ids: Vec<&str> = hops.iter().map(|h| h.id.as_str()).collect();
+        let entities = store.entities_by_id(&ids)?;
+        Ok(hops
+            .into_iter()
+            .zip(entities)
+            .map(|(hop, row)| match row {
+                Some(Row::Entity(e)) => (hop, Some(e)),
+                _ => (hop, None),
+            })
+            .collect())
+    }
+
+    /// REM's LOOKUP: entities whose id, name or alias matches a key (names ignoring case
+    /// and spacing) and resources whose id or uri is the key.
+    pub fn lookup(&self, keys: &[&str]) -> Result<Vec<Found>> {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        self.inner.store.lookup(&keys)
+    }
+
     /// Number of rows in a table.
     pub fn count(&self, table: Table) -> Result<u64> {
         self.inner.store.count(table)
@@ -489,10 +591,15 @@ fn param_expr(param: &Param) -> Result<SqlExpr> {
 }
 
 fn bind_params(statement: &mut Statement, params: &[Param]) -> Result<()> {
-    let Statement::Statement(inner) = statement else {
-        return Err(Error::invalid(
-            "parameters are only supported in SQL statements",
-        ));
+    let inner = match statement {
+        Statement::Statement(inner) => inner,
+        // EXPLAIN [ANALYZE] of a statement with parameters.
+        Statement::Explain(explain) => return bind_params(&mut explain.statement, params),
+        _ => {
+            return Err(Error::invalid(
+                "parameters are only supported in SQL statements",
+            ));
+        }
     };
     let mut error = None;
     let _ = visit_expressions_mut(inner.as_mut(), |expr| {
@@ -525,7 +632,9 @@ fn bind_params(statement: &mut Statement, params: &[Param]) -> Result<()> {
 }
 
 fn parse(sql: &str) -> Result<Vec<Statement>> {
-    let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
+    // The REM verbs (LOOKUP, TRAVERSE, SEARCH) become SQL over the table functions.
+    let sql = crate::query::verbs::rewrite(sql)?;
+    let statements = DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {})?;
     Ok(statements.into_iter().collect())
 }
 

@@ -14,6 +14,8 @@
 //! the process (it is in the write-ahead log, handed to the OS) but the last writes can
 //! be lost on power loss; with `sync = true` every commit is fsynced before it returns.
 
+pub mod graph;
+pub mod json_index;
 pub mod keys;
 pub mod rows;
 
@@ -30,6 +32,9 @@ use rocksdb::{
 
 use crate::error::{Error, Result};
 use crate::vector::{VectorIndex, VectorOptions, decode_vector, encode_vector};
+pub use graph::{Direction, Found, Hop, MAX_TRAVERSE_DEPTH};
+pub use json_index::{IndexDef, IndexKind, RowSet, ValueRange, index_value, json_column};
+pub use keys::IndexValue;
 pub use rows::{
     Edge, Entity, IndexId, KeyPart, Micros, Moment, Resource, Row, Table, normalize_name,
     now_micros,
@@ -40,6 +45,8 @@ type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 const TENANT_CF_PREFIX: &str = "t:";
 const MAX_TENANT_ID_BYTES: usize = 64;
+/// Vectors read from storage and added to the index at a time when it is rebuilt.
+const REBUILD_CHUNK: usize = 10_000;
 
 /// Tunables of the storage engine; the defaults suit a laptop-sized embedded database.
 #[derive(Debug, Clone)]
@@ -100,6 +107,8 @@ struct TenantState {
     write_lock: Mutex<WriterState>,
     /// The HNSW index of `resources.embedding`, when loaded in memory.
     vectors: RwLock<Option<Arc<VectorIndex>>>,
+    /// The user-declared indexes, once read from their meta key.
+    user_indexes: RwLock<Option<Arc<Vec<IndexDef>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -303,6 +312,7 @@ fn tenant_state(db_path: &Path, id: &str) -> TenantState {
         vector_dir: db_path.join("vectors").join(id),
         write_lock: Mutex::new(WriterState::default()),
         vectors: RwLock::new(None),
+        user_indexes: RwLock::new(None),
     }
 }
 
@@ -334,12 +344,16 @@ pub enum AccessPath {
         index: IndexId,
         prefixes: Vec<Vec<KeyPart>>,
     },
-    /// Rows whose entry in `index` lies between the bounds, in index order.
+    /// Rows whose entry in `index` lies between the bounds, in index order (from the
+    /// upper end when `descending`). A scan walks the index lazily, so a limit stops it.
     IndexRange {
         index: IndexId,
         lower: Bound<Vec<KeyPart>>,
         upper: Bound<Vec<KeyPart>>,
+        descending: bool,
     },
+    /// Rows in a set built from one or more indexes (AND/OR), in row-id order.
+    RowSet(RowSet),
     /// The `k` resources whose embeddings are nearest to `query` (HNSW), nearest first.
     Nearest {
         query: Vec<f32>,
@@ -427,6 +441,7 @@ impl TenantStore {
 
         let cf = self.cf()?;
         let mut writer = self.state.write_lock.lock();
+        let user = self.user_indexes()?;
         let mut next = match writer.next_row_id {
             Some(n) => n,
             None => self.meta_u64(keys::META_NEXT_ROW_ID)?.unwrap_or(1),
@@ -463,7 +478,7 @@ impl TenantStore {
                     }
                     let row_id = next;
                     next += 1;
-                    put_row(&mut batch, &cf, &pk, row_id, &row)?;
+                    put_row(&mut batch, &cf, &pk, row_id, &row, &user)?;
                     if let Row::Resource(Resource {
                         embedding: Some(v), ..
                     }) = &row
@@ -485,8 +500,8 @@ impl TenantStore {
                     let pk = keys::primary_key(table, &pk_parts);
                     self.claim(&mut touched_keys, &pk, &row)?;
                     row.carry_over(&old, now);
-                    delete_index_entries(&mut batch, &cf, &old, row_id);
-                    put_row(&mut batch, &cf, &pk, row_id, &row)?;
+                    delete_index_entries(&mut batch, &cf, &old, row_id, &user)?;
+                    put_row(&mut batch, &cf, &pk, row_id, &row, &user)?;
                     // Through the API, no embedding means "keep the stored one".
                     if let Row::Resource(Resource {
                         embedding: Some(v), ..
@@ -515,8 +530,8 @@ impl TenantStore {
                         batch.delete_cf(&cf, &old_pk);
                     }
                     self.claim(&mut touched_keys, &pk, &row)?;
-                    delete_index_entries(&mut batch, &cf, &old, row_id);
-                    put_row(&mut batch, &cf, &pk, row_id, &row)?;
+                    delete_index_entries(&mut batch, &cf, &old, row_id, &user)?;
+                    put_row(&mut batch, &cf, &pk, row_id, &row, &user)?;
                     // A replacement states the whole row: no embedding means none.
                     if let Row::Resource(r) = &row {
                         match &r.embedding {
@@ -534,6 +549,7 @@ impl TenantStore {
                     let n = self.stage_delete(
                         &mut batch,
                         &cf,
+                        &user,
                         &mut touched_keys,
                         &mut vector_changes,
                         found,
@@ -545,6 +561,7 @@ impl TenantStore {
                     let n = self.stage_delete(
                         &mut batch,
                         &cf,
+                        &user,
                         &mut touched_keys,
                         &mut vector_changes,
                         found,
@@ -689,16 +706,18 @@ impl TenantStore {
         let Some(index) = self.state.vectors.read().clone() else {
             return;
         };
-        for (row_id, vector) in changes {
-            let result = match vector {
-                Some(v) => index.upsert(*row_id, v),
-                None => index.remove(*row_id),
-            };
-            if let Err(e) = result {
-                tracing::warn!(tenant = %self.state.id, error = %e, "vector index update failed; it will be rebuilt");
-                *self.state.vectors.write() = None;
-                return;
-            }
+        let upserts: Vec<(u64, &[f32])> = changes
+            .iter()
+            .filter_map(|(row_id, v)| v.as_deref().map(|v| (*row_id, v)))
+            .collect();
+        let result = changes
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .try_for_each(|(row_id, _)| index.remove(*row_id))
+            .and_then(|()| index.upsert_many(&upserts));
+        if let Err(e) = result {
+            tracing::warn!(tenant = %self.state.id, error = %e, "vector index update failed; it will be rebuilt");
+            *self.state.vectors.write() = None;
         }
     }
 
@@ -774,16 +793,26 @@ impl TenantStore {
         let prefix = keys::vector_prefix(Table::Resources);
         let started = std::time::Instant::now();
         let mut n = 0usize;
+        let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(REBUILD_CHUNK);
+        let add = |chunk: &mut Vec<(u64, Vec<f32>)>| -> Result<()> {
+            let items: Vec<(u64, &[f32])> =
+                chunk.iter().map(|(id, v)| (*id, v.as_slice())).collect();
+            index.upsert_many(&items)?;
+            chunk.clear();
+            Ok(())
+        };
         for item in self.range(&cf, prefix.clone(), keys::prefix_successor(&prefix)) {
             let (key, value) = item?;
             let row_id = keys::trailing_row_id(&key)
                 .ok_or_else(|| Error::Corruption("short vector key".into()))?;
-            index.upsert(row_id, &decode_vector(&value)?)?;
+            chunk.push((row_id, decode_vector(&value)?));
             n += 1;
-            if n.is_multiple_of(10_000) {
+            if chunk.len() == REBUILD_CHUNK {
+                add(&mut chunk)?;
                 tracing::info!(tenant = %self.state.id, vectors = n, "rebuilding vector index");
             }
         }
+        add(&mut chunk)?;
         let seconds = started.elapsed().as_secs_f64();
         if n >= 10_000 {
             tracing::info!(tenant = %self.state.id, vectors = n, seconds, "vector index rebuilt");
@@ -868,6 +897,7 @@ impl TenantStore {
         &self,
         batch: &mut WriteBatch,
         cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        user: &[IndexDef],
         touched: &mut HashSet<Vec<u8>>,
         vector_changes: &mut Vec<(u64, Option<Vec<f32>>)>,
         found: Option<(u64, Row)>,
@@ -877,7 +907,7 @@ impl TenantStore {
         };
         let table = old.table();
         self.claim(touched, &keys::primary_key(table, &old.primary_key()), &old)?;
-        delete_row(batch, cf, &old, row_id);
+        delete_row(batch, cf, &old, row_id, user)?;
         if self.has_vector(table, row_id)? {
             vector_changes.push((row_id, None));
         }
@@ -910,6 +940,7 @@ impl TenantStore {
         };
         match path {
             AccessPath::FullScan => return Ok(None),
+            AccessPath::RowSet(set) => return self.row_set(set).map(Some),
             AccessPath::Nearest { query, k, ef } => {
                 if table != Table::Resources {
                     return Err(Error::invalid(format!(
@@ -946,24 +977,16 @@ impl TenantStore {
                 index,
                 lower,
                 upper,
+                descending,
             } => {
-                let base = keys::index_prefix(*index, &[]);
-                let start = match lower {
-                    Bound::Unbounded => base.clone(),
-                    Bound::Included(v) => keys::index_prefix(*index, v),
-                    Bound::Excluded(v) => keys::prefix_successor(&keys::index_prefix(*index, v))
-                        .unwrap_or_else(|| base.clone()),
-                };
-                let end = match upper {
-                    Bound::Unbounded => keys::prefix_successor(&base),
-                    Bound::Included(v) => keys::prefix_successor(&keys::index_prefix(*index, v)),
-                    Bound::Excluded(v) => Some(keys::index_prefix(*index, v)),
-                };
-                if end.as_ref().is_none_or(|end| start < *end) {
-                    for item in self.range(&cf, start, end) {
-                        let (key, _) = item?;
-                        push(index_row_id(&key)?, &mut ids);
+                let (start, end) = index_range_keys(*index, lower, upper);
+                let mut walk = IndexWalk::new(start, end, *descending);
+                loop {
+                    let chunk = walk.next_ids(self, &cf, 8192)?;
+                    if chunk.is_empty() {
+                        break;
                     }
+                    chunk.into_iter().for_each(|id| push(id, &mut ids));
                 }
             }
         }
@@ -991,11 +1014,22 @@ impl TenantStore {
 
     /// Opens a cursor over the rows a path selects, stopping after `limit` rows.
     pub fn scan(&self, table: Table, path: &AccessPath, limit: Option<usize>) -> Result<RowCursor> {
-        let source = match self.resolve(table, path)? {
-            None => Source::Table {
-                next: Some(keys::row_prefix(table)),
+        let source = match path {
+            AccessPath::IndexRange {
+                index,
+                lower,
+                upper,
+                descending,
+            } => {
+                let (start, end) = index_range_keys(*index, lower, upper);
+                Source::Walk(IndexWalk::new(start, end, *descending))
+            }
+            _ => match self.resolve(table, path)? {
+                None => Source::Table {
+                    next: Some(keys::row_prefix(table)),
+                },
+                Some(ids) => Source::Ids { ids, pos: 0 },
             },
-            Some(ids) => Source::Ids { ids, pos: 0 },
         };
         Ok(RowCursor {
             store: self.clone(),
@@ -1003,6 +1037,7 @@ impl TenantStore {
             source,
             remaining: limit.unwrap_or(usize::MAX),
             with_vectors: false,
+            keys_read: 0,
         })
     }
 
@@ -1014,6 +1049,7 @@ impl TenantStore {
             source: Source::Ids { ids, pos: 0 },
             remaining: usize::MAX,
             with_vectors: false,
+            keys_read: 0,
         }
     }
 
@@ -1028,6 +1064,94 @@ impl TenantStore {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// The key range `[start, end)` of the index entries between two bounds of values.
+fn index_range_keys(
+    index: IndexId,
+    lower: &Bound<Vec<KeyPart>>,
+    upper: &Bound<Vec<KeyPart>>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let base = keys::index_prefix(index, &[]);
+    let start = match lower {
+        Bound::Unbounded => base.clone(),
+        Bound::Included(v) => keys::index_prefix(index, v),
+        Bound::Excluded(v) => {
+            keys::prefix_successor(&keys::index_prefix(index, v)).unwrap_or_else(|| base.clone())
+        }
+    };
+    let end = match upper {
+        Bound::Unbounded => keys::prefix_successor(&base),
+        Bound::Included(v) => keys::prefix_successor(&keys::index_prefix(index, v)),
+        Bound::Excluded(v) => Some(keys::index_prefix(index, v)),
+    };
+    (start, end)
+}
+
+/// A walk over the index keys in `[start, end)`, a chunk at a time, in key order or
+/// backwards. Like a full scan it holds no iterator between chunks: it narrows its own
+/// bounds past the keys it has read.
+#[derive(Debug)]
+struct IndexWalk {
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    descending: bool,
+    done: bool,
+}
+
+impl IndexWalk {
+    fn new(start: Vec<u8>, end: Option<Vec<u8>>, descending: bool) -> Self {
+        let done = end.as_ref().is_some_and(|end| start >= *end);
+        IndexWalk {
+            start,
+            end,
+            descending,
+            done,
+        }
+    }
+
+    /// The row ids of the next `max` index entries (fewer at the end of the range).
+    fn next_ids(
+        &mut self,
+        store: &TenantStore,
+        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        max: usize,
+    ) -> Result<Vec<u64>> {
+        if self.done || max == 0 {
+            return Ok(vec![]);
+        }
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_lower_bound(self.start.clone());
+        if let Some(end) = &self.end {
+            read_options.set_iterate_upper_bound(end.clone());
+        }
+        let mode = if self.descending {
+            IteratorMode::End
+        } else {
+            IteratorMode::Start
+        };
+        let mut ids = Vec::with_capacity(max.min(8192));
+        let mut last = None;
+        for item in store.db.iterator_cf_opt(cf, read_options, mode) {
+            let (key, _) = item?;
+            ids.push(index_row_id(&key)?);
+            if ids.len() == max {
+                last = Some(key);
+                break;
+            }
+        }
+        match last {
+            None => self.done = true,
+            // Keys are unique: the next chunk starts just past the last key read.
+            Some(key) if self.descending => self.end = Some(key.into_vec()),
+            Some(key) => {
+                let mut next = key.into_vec();
+                next.push(0);
+                self.start = next;
+            }
+        }
+        Ok(ids)
     }
 }
 
@@ -1048,12 +1172,16 @@ fn put_row(
     pk: &[u8],
     row_id: u64,
     row: &Row,
+    user: &[IndexDef],
 ) -> Result<()> {
     let table = row.table();
     batch.put_cf(cf, keys::row_key(table, row_id), row.encode()?);
     batch.put_cf(cf, pk, row_id.to_be_bytes());
     for (index, parts) in row.index_entries() {
         batch.put_cf(cf, keys::index_key(index, &parts, row_id), []);
+    }
+    for key in json_index::user_index_keys(user, row, row_id)? {
+        batch.put_cf(cf, key, []);
     }
     Ok(())
 }
@@ -1063,10 +1191,15 @@ fn delete_index_entries(
     cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
     old: &Row,
     row_id: u64,
-) {
+    user: &[IndexDef],
+) -> Result<()> {
     for (index, parts) in old.index_entries() {
         batch.delete_cf(cf, keys::index_key(index, &parts, row_id));
     }
+    for key in json_index::user_index_keys(user, old, row_id)? {
+        batch.delete_cf(cf, key);
+    }
+    Ok(())
 }
 
 fn delete_row(
@@ -1074,11 +1207,12 @@ fn delete_row(
     cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
     old: &Row,
     row_id: u64,
-) {
+    user: &[IndexDef],
+) -> Result<()> {
     let table = old.table();
     batch.delete_cf(cf, keys::row_key(table, row_id));
     batch.delete_cf(cf, keys::primary_key(table, &old.primary_key()));
-    delete_index_entries(batch, cf, old, row_id);
+    delete_index_entries(batch, cf, old, row_id, user)
 }
 
 enum Source {
@@ -1086,6 +1220,8 @@ enum Source {
     Table { next: Option<Vec<u8>> },
     /// Row ids resolved from an index.
     Ids { ids: Vec<u64>, pos: usize },
+    /// Row ids read lazily from an index range, in index order.
+    Walk(IndexWalk),
 }
 
 /// Reads a scan's rows chunk by chunk. It holds no RocksDB iterator between chunks, so a
@@ -1096,6 +1232,7 @@ pub struct RowCursor {
     source: Source,
     remaining: usize,
     with_vectors: bool,
+    keys_read: usize,
 }
 
 impl RowCursor {
@@ -1137,11 +1274,13 @@ impl RowCursor {
                     k
                 });
             }
-            Source::Ids { ids, pos } => {
-                while out.len() < want && *pos < ids.len() {
-                    let take = (want - out.len()).min(ids.len() - *pos);
-                    let chunk = &ids[*pos..*pos + take];
-                    *pos += take;
+            Source::Ids { .. } | Source::Walk(_) => {
+                while out.len() < want {
+                    let chunk = self.source.next_ids(&self.store, &cf, want - out.len())?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    self.keys_read += chunk.len();
                     let row_keys: Vec<Vec<u8>> = chunk
                         .iter()
                         .map(|id| keys::row_key(self.table, *id))
@@ -1171,24 +1310,50 @@ impl RowCursor {
         Ok(out)
     }
 
-    /// The number of ids left, when the cursor was resolved from an index.
-    pub fn resolved_len(&self) -> Option<usize> {
-        match &self.source {
-            Source::Ids { ids, pos } => Some((ids.len() - pos).min(self.remaining)),
-            Source::Table { .. } => None,
-        }
+    /// True when the rows come from an index (their ids are known without reading them).
+    pub fn is_indexed(&self) -> bool {
+        !matches!(self.source, Source::Table { .. })
     }
 
-    /// Consumes `n` resolved ids without reading their rows (for row counts).
-    pub fn skip_resolved(&mut self, n: usize) -> usize {
-        match &mut self.source {
+    /// Index entries read so far.
+    pub fn index_keys_read(&self) -> usize {
+        self.keys_read
+    }
+
+    /// Consumes up to `n` row ids of an index path without reading their rows (for row
+    /// counts); 0 when the index is exhausted or the cursor is a full scan.
+    pub fn skip_ids(&mut self, n: usize) -> Result<usize> {
+        if !self.is_indexed() {
+            return Ok(0);
+        }
+        let cf = self.store.cf()?;
+        let n = self
+            .source
+            .next_ids(&self.store, &cf, n.min(self.remaining))?
+            .len();
+        self.keys_read += n;
+        self.remaining -= n;
+        Ok(n)
+    }
+}
+
+impl Source {
+    /// The next row ids of an index source (empty for a full scan or when exhausted).
+    fn next_ids(
+        &mut self,
+        store: &TenantStore,
+        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        max: usize,
+    ) -> Result<Vec<u64>> {
+        match self {
+            Source::Table { .. } => Ok(vec![]),
             Source::Ids { ids, pos } => {
-                let n = n.min(ids.len() - *pos).min(self.remaining);
-                *pos += n;
-                self.remaining -= n;
-                n
+                let take = max.min(ids.len() - *pos);
+                let chunk = ids[*pos..*pos + take].to_vec();
+                *pos += take;
+                Ok(chunk)
             }
-            Source::Table { .. } => 0,
+            Source::Walk(walk) => walk.next_ids(store, cf, max),
         }
     }
 }
@@ -1311,6 +1476,7 @@ mod tests {
                 index: IndexId::MomentTimestamp,
                 lower,
                 upper,
+                descending: false,
             };
             t.resolve(Table::Moments, &path).unwrap().unwrap().len()
         };

@@ -145,6 +145,10 @@ impl RemScanExec {
         self.table
     }
 
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
     pub fn store(&self) -> &TenantStore {
         &self.store
     }
@@ -152,6 +156,12 @@ impl RemScanExec {
     /// True when the scan applies no filter of its own (a plain full scan).
     pub fn is_unfiltered_full_scan(&self) -> bool {
         self.path.is_full_scan() && self.residual.is_none() && self.limit.is_none()
+    }
+
+    /// The same scan, returning at most `limit` rows.
+    pub fn with_limit(mut self, limit: Option<usize>) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// The same scan, with its rows found by another path (the top-k rewrite).
@@ -228,9 +238,6 @@ impl ExecutionPlan for RemScanExec {
             .scan(self.table, &self.path, storage_limit)
             .map_err(external)?
             .with_vectors(self.read.contains(&EMBEDDING_COLUMN));
-        if let Some(n) = cursor.resolved_len() {
-            index_keys.add(n);
-        }
         let state = ScanState {
             cursor,
             table: self.table,
@@ -240,6 +247,8 @@ impl ExecutionPlan for RemScanExec {
             remaining: self.limit.unwrap_or(usize::MAX),
             schema: Arc::clone(&self.schema),
             batch_size,
+            chunk: first_chunk(self.limit, self.residual.is_some(), batch_size),
+            index_keys,
             done: false,
         };
         let stream = futures::stream::unfold(state, move |mut state| {
@@ -283,7 +292,19 @@ struct ScanState {
     remaining: usize,
     schema: SchemaRef,
     batch_size: usize,
+    /// Rows to read next: starts near the limit and doubles up to the batch size, so an
+    /// ordered walk with a residual filter reads little more than it returns.
+    chunk: usize,
+    index_keys: Count,
     done: bool,
+}
+
+fn first_chunk(limit: Option<usize>, residual: bool, batch_size: usize) -> usize {
+    match limit {
+        Some(n) if residual => n.max(64).min(batch_size),
+        Some(n) => n.clamp(1, batch_size),
+        None => batch_size,
+    }
 }
 
 impl ScanState {
@@ -322,8 +343,9 @@ impl ScanState {
     /// The next batch of the `read` columns, straight from storage.
     fn read_batch(&mut self) -> DfResult<Option<RecordBatch>> {
         // No columns wanted (count(*)): an index path is counted without reading rows.
-        if self.read.is_empty() && self.cursor.resolved_len().is_some() {
-            let n = self.cursor.skip_resolved(self.batch_size);
+        if self.read.is_empty() && self.cursor.is_indexed() {
+            let n = self.cursor.skip_ids(self.batch_size).map_err(external)?;
+            self.index_keys.add(n);
             if n == 0 {
                 return Ok(None);
             }
@@ -334,7 +356,11 @@ impl ScanState {
                 &options,
             )?));
         }
-        let rows = self.cursor.next_chunk(self.batch_size).map_err(external)?;
+        let keys_before = self.cursor.index_keys_read();
+        let rows = self.cursor.next_chunk(self.chunk).map_err(external)?;
+        self.index_keys
+            .add(self.cursor.index_keys_read() - keys_before);
+        self.chunk = (self.chunk * 2).min(self.batch_size);
         if rows.is_empty() {
             return Ok(None);
         }

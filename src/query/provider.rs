@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{Column, DFSchema, Result as DfResult, SchemaExt, not_impl_err, plan_err};
+use datafusion::common::{
+    Column, DFSchema, DataFusionError, Result as DfResult, SchemaExt, not_impl_err, plan_err,
+};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -44,15 +46,19 @@ impl RemTable {
         }
     }
 
-    fn access_path(&self, filters: &[&Expr]) -> (AccessPath, Vec<TableProviderFilterPushDown>) {
+    fn access_path(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<(AccessPath, Vec<TableProviderFilterPushDown>)> {
         if !self.use_indexes {
-            return (
+            return Ok((
                 AccessPath::FullScan,
                 vec![TableProviderFilterPushDown::Unsupported; filters.len()],
-            );
+            ));
         }
-        let plan = plan_access(self.table, filters);
-        (plan.path, plan.pushdown)
+        let user = self.store.user_indexes().map_err(DataFusionError::from)?;
+        let plan = plan_access(self.table, filters, &user);
+        Ok((plan.path, plan.pushdown))
     }
 
     /// DML filters arrive unsimplified (`ts > CAST('2024-01-01' AS TIMESTAMP)`); folding
@@ -75,7 +81,7 @@ impl RemTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let filters = self.simplify(filters)?;
         let refs: Vec<&Expr> = filters.iter().collect();
-        let (path, _) = self.access_path(&refs);
+        let (path, _) = self.access_path(&refs)?;
         let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
         let physical = filters
             .into_iter()
@@ -93,7 +99,7 @@ impl RemTable {
 }
 
 /// Drops table qualifiers (`edges.dst` -> `dst`): the scan evaluates over its own columns.
-fn unqualified(expr: Expr) -> DfResult<Expr> {
+pub(super) fn unqualified(expr: Expr) -> DfResult<Expr> {
     expr.transform(|e| match e {
         Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(
             Column::new_unqualified(c.name),
@@ -117,7 +123,7 @@ impl TableProvider for RemTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(self.access_path(filters).1)
+        Ok(self.access_path(filters)?.1)
     }
 
     async fn scan(
@@ -128,7 +134,7 @@ impl TableProvider for RemTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let refs: Vec<&Expr> = filters.iter().collect();
-        let (path, pushdown) = self.access_path(&refs);
+        let (path, pushdown) = self.access_path(&refs)?;
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());

@@ -14,7 +14,8 @@ use std::ops::Bound;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 
-use crate::storage::{AccessPath, IndexId, KeyPart, Table, normalize_name};
+use super::index_sets::filter_set;
+use crate::storage::{AccessPath, IndexDef, IndexId, KeyPart, RowSet, Table, normalize_name};
 
 /// At most this many keys are probed for one IN-list (or the product of several).
 const MAX_PROBES: usize = 1024;
@@ -44,8 +45,9 @@ enum Fact {
     },
 }
 
-/// Chooses the access path for a scan of `table` with these conjunctive filters.
-pub fn plan_access(table: Table, filters: &[&Expr]) -> AccessPlan {
+/// Chooses the access path for a scan of `table` with these conjunctive filters, given
+/// the tenant's user-declared indexes.
+pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> AccessPlan {
     let facts: Vec<Option<Fact>> = filters.iter().map(|f| fact(f)).collect();
     let mut pushdown = vec![TableProviderFilterPushDown::Unsupported; filters.len()];
     let used = |i: usize, exact: bool, pushdown: &mut Vec<TableProviderFilterPushDown>| {
@@ -98,12 +100,10 @@ pub fn plan_access(table: Table, filters: &[&Expr]) -> AccessPlan {
                 return AccessPlan { path, pushdown };
             }
         }
-        return AccessPlan {
-            path: AccessPath::FullScan,
-            pushdown,
-        };
     }
-    if let Some((i, ids)) = eq("id") {
+    if let Some((i, ids)) = eq("id")
+        && table != Table::Edges
+    {
         used(i, true, &mut pushdown);
         let prefixes = ids.into_iter().map(|p| vec![p]).collect();
         return AccessPlan {
@@ -112,7 +112,33 @@ pub fn plan_access(table: Table, filters: &[&Expr]) -> AccessPlan {
         };
     }
 
-    // 2. Secondary indexes, most selective kind first.
+    // 2. A set of row ids when a user index answers a filter, or a filter combines
+    //    indexes (OR, NOT) in a way no single path below can: the AND of every filter's set.
+    let sets: Vec<Option<(RowSet, bool)>> =
+        filters.iter().map(|f| filter_set(table, f, user)).collect();
+    if sets
+        .iter()
+        .zip(&facts)
+        .any(|(s, f)| s.is_some() && f.is_none())
+    {
+        let mut parts = Vec::new();
+        for (i, s) in sets.into_iter().enumerate() {
+            if let Some((set, exact)) = s {
+                used(i, exact, &mut pushdown);
+                parts.push(set);
+            }
+        }
+        let set = match parts.len() {
+            1 => parts.remove(0),
+            _ => RowSet::And(parts),
+        };
+        return AccessPlan {
+            path: AccessPath::RowSet(set),
+            pushdown,
+        };
+    }
+
+    // 3. Secondary indexes, most selective kind first.
     let string_index = |column: &str, index: IndexId| (column.to_string(), index);
     let candidates: Vec<(String, IndexId)> = match table {
         Table::Entities => vec![
@@ -157,6 +183,7 @@ pub fn plan_access(table: Table, filters: &[&Expr]) -> AccessPlan {
                 index: IndexId::MomentTimestamp,
                 lower: wrap(lower),
                 upper: wrap(upper),
+                descending: false,
             };
             return AccessPlan { path, pushdown };
         }
@@ -183,6 +210,59 @@ pub fn plan_access(table: Table, filters: &[&Expr]) -> AccessPlan {
     AccessPlan {
         path: AccessPath::FullScan,
         pushdown,
+    }
+}
+
+/// The built-in secondary index on `table.column`, if there is one.
+fn builtin_index(table: Table, column: &str) -> Option<IndexId> {
+    match (table, column) {
+        (Table::Entities, "type") => Some(IndexId::EntityType),
+        (Table::Entities, "name") => Some(IndexId::EntityName),
+        (Table::Resources, "uri") => Some(IndexId::ResourceUri),
+        (Table::Moments, "type") => Some(IndexId::MomentType),
+        _ => None,
+    }
+}
+
+/// One filter's built-in index fact as a row set (a leaf of an AND/OR combination), and
+/// whether it is exact.
+pub(super) fn fact_set(table: Table, expr: &Expr) -> Option<(RowSet, bool)> {
+    match fact(expr)? {
+        Fact::In { column, values } => {
+            let index = builtin_index(table, &column)?;
+            let exact = index != IndexId::EntityName;
+            let prefixes: Vec<Vec<KeyPart>> = values
+                .iter()
+                .map(|v| {
+                    text_part(v).map(|p| match p {
+                        KeyPart::Str(s) if !exact => vec![KeyPart::Str(normalize_name(&s))],
+                        p => vec![p],
+                    })
+                })
+                .collect::<Option<_>>()?;
+            if prefixes.is_empty() || prefixes.len() > MAX_PROBES {
+                return None;
+            }
+            let label = format!("{} {}", index.name(), describe_keys(&prefixes));
+            Some((RowSet::builtin_prefixes(index, &prefixes, label), exact))
+        }
+        Fact::Range {
+            column,
+            lower,
+            upper,
+            exact,
+        } if table == Table::Moments && column == "timestamp" => {
+            let wrap = |b: Bound<i64>| b.map(|t| vec![KeyPart::I64(t)]);
+            let (lower, upper) = (wrap(lower), wrap(upper));
+            let label = format!(
+                "{} range {}",
+                IndexId::MomentTimestamp.name(),
+                describe_range(&lower, &upper)
+            );
+            let set = RowSet::builtin_range(IndexId::MomentTimestamp, &lower, &upper, label);
+            Some((set, exact))
+        }
+        Fact::Range { .. } => None,
     }
 }
 
@@ -362,42 +442,69 @@ fn or_fact(left: &Expr, right: &Expr) -> Option<Fact> {
 }
 
 /// Describes a path for EXPLAIN, e.g. `index entities_type = 'person'`.
+fn part(p: &KeyPart) -> String {
+    match p {
+        KeyPart::Str(s) => format!("'{}'", s.replace('\'', "''")),
+        // Integer keys are timestamps (microseconds): show them as such.
+        KeyPart::I64(v) => chrono::DateTime::from_timestamp_micros(*v)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .unwrap_or_else(|| v.to_string()),
+    }
+}
+
+/// `= 'a'` or `IN ('a', 'b', ...)` for EXPLAIN.
+pub(super) fn describe_keys(prefixes: &[Vec<KeyPart>]) -> String {
+    let shown: Vec<String> = prefixes
+        .iter()
+        .take(5)
+        .map(|p| {
+            let parts: Vec<String> = p.iter().map(part).collect();
+            if parts.len() == 1 {
+                parts[0].clone()
+            } else {
+                format!("({})", parts.join(", "))
+            }
+        })
+        .collect();
+    let more = if prefixes.len() > 5 {
+        format!(", ... {} keys", prefixes.len())
+    } else {
+        String::new()
+    };
+    if prefixes.len() == 1 {
+        format!("= {}", shown[0])
+    } else {
+        format!("IN ({}{more})", shown.join(", "))
+    }
+}
+
+fn describe_range(lower: &Bound<Vec<KeyPart>>, upper: &Bound<Vec<KeyPart>>) -> String {
+    let show = |b: &Bound<Vec<KeyPart>>, incl: &str, excl: &str| match b {
+        Bound::Unbounded => None,
+        Bound::Included(v) => Some(format!(
+            "{incl} {}",
+            v.iter().map(part).collect::<Vec<_>>().join(",")
+        )),
+        Bound::Excluded(v) => Some(format!(
+            "{excl} {}",
+            v.iter().map(part).collect::<Vec<_>>().join(",")
+        )),
+    };
+    let bounds: Vec<String> = [show(lower, ">=", ">"), show(upper, "<=", "<")]
+        .into_iter()
+        .flatten()
+        .collect();
+    if bounds.is_empty() {
+        "all".to_string()
+    } else {
+        bounds.join(" AND ")
+    }
+}
+
 pub fn describe(table: Table, path: &AccessPath) -> String {
-    fn part(p: &KeyPart) -> String {
-        match p {
-            KeyPart::Str(s) => format!("'{}'", s.replace('\'', "''")),
-            // Integer keys are timestamps (microseconds): show them as such.
-            KeyPart::I64(v) => chrono::DateTime::from_timestamp_micros(*v)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-                .unwrap_or_else(|| v.to_string()),
-        }
-    }
-    fn keys(prefixes: &[Vec<KeyPart>]) -> String {
-        let shown: Vec<String> = prefixes
-            .iter()
-            .take(5)
-            .map(|p| {
-                let parts: Vec<String> = p.iter().map(part).collect();
-                if parts.len() == 1 {
-                    parts[0].clone()
-                } else {
-                    format!("({})", parts.join(", "))
-                }
-            })
-            .collect();
-        let more = if prefixes.len() > 5 {
-            format!(", ... {} keys", prefixes.len())
-        } else {
-            String::new()
-        };
-        if prefixes.len() == 1 {
-            format!("= {}", shown[0])
-        } else {
-            format!("IN ({}{more})", shown.join(", "))
-        }
-    }
     match path {
         AccessPath::FullScan => "full_scan".to_string(),
+        AccessPath::RowSet(set) => format!("index set {}", set.describe()),
         AccessPath::Nearest { query, k, ef } => {
             let ef = ef.map(|e| format!(", ef={e}")).unwrap_or_default();
             format!(
@@ -411,41 +518,22 @@ pub fn describe(table: Table, path: &AccessPath) -> String {
             } else {
                 "primary id"
             };
-            format!("{key} {}", keys(prefixes))
+            format!("{key} {}", describe_keys(prefixes))
         }
         AccessPath::IndexPrefix { index, prefixes } => {
-            format!("index {} {}", index.name(), keys(prefixes))
+            format!("index {} {}", index.name(), describe_keys(prefixes))
         }
         AccessPath::IndexRange {
             index,
             lower,
             upper,
-        } => {
-            let show = |b: &Bound<Vec<KeyPart>>, incl: &str, excl: &str| match b {
-                Bound::Unbounded => None,
-                Bound::Included(v) => Some(format!(
-                    "{incl} {}",
-                    v.iter().map(part).collect::<Vec<_>>().join(",")
-                )),
-                Bound::Excluded(v) => Some(format!(
-                    "{excl} {}",
-                    v.iter().map(part).collect::<Vec<_>>().join(",")
-                )),
-            };
-            let bounds: Vec<String> = [show(lower, ">=", ">"), show(upper, "<=", "<")]
-                .into_iter()
-                .flatten()
-                .collect();
-            format!(
-                "index {} range {}",
-                index.name(),
-                if bounds.is_empty() {
-                    "all".to_string()
-                } else {
-                    bounds.join(" AND ")
-                }
-            )
-        }
+            descending,
+        } => format!(
+            "index {} range {}{}",
+            index.name(),
+            describe_range(lower, upper),
+            if *descending { ", descending" } else { "" }
+        ),
     }
 }
 
@@ -458,7 +546,7 @@ mod tests {
 
     fn plan(table: Table, filters: &[Expr]) -> AccessPlan {
         let refs: Vec<&Expr> = filters.iter().collect();
-        plan_access(table, &refs)
+        plan_access(table, &refs, &[])
     }
 
     fn ts(v: i64) -> Expr {
@@ -513,12 +601,29 @@ mod tests {
         assert!(
             matches!(p.path, AccessPath::IndexPrefix { index: IndexId::EntityType, ref prefixes } if prefixes.len() == 2)
         );
-        // An OR over two columns cannot use one index.
+        // An OR over two indexed columns is the union of two index sets; the name side
+        // is normalized, so the whole is re-checked.
         let p = plan(
             Table::Entities,
-            &[col("type").eq(lit("a")).or(col("name").eq(lit("b")))],
+            &[col("type").eq(lit("a")).or(col("name").eq(lit("B")))],
+        );
+        assert!(
+            matches!(&p.path, AccessPath::RowSet(RowSet::Or(parts)) if parts.len() == 2),
+            "{:?}",
+            p.path
+        );
+        assert_eq!(
+            describe(Table::Entities, &p.path),
+            "index set (entities_type = 'a' OR entities_name = 'b')"
+        );
+        assert_eq!(p.pushdown, [Inexact]);
+        // With a column no index has, it is a scan.
+        let p = plan(
+            Table::Entities,
+            &[col("type").eq(lit("a")).or(col("id").gt(lit("b")))],
         );
         assert_eq!(p.path, AccessPath::FullScan);
+        assert_eq!(p.pushdown, [Unsupported]);
     }
 
     #[test]
@@ -588,6 +693,7 @@ mod tests {
                 index: IndexId::MomentTimestamp,
                 lower: Bound::Excluded(vec![KeyPart::I64(12)]),
                 upper: Bound::Excluded(vec![KeyPart::I64(20)]),
+                descending: false,
             }
         );
         assert_eq!(p.pushdown, [Exact, Exact, Exact, Unsupported]);

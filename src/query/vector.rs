@@ -19,11 +19,15 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, DataFusionError, Result as DfResult, ScalarValue, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, TableType};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -34,6 +38,8 @@ use datafusion::physical_plan::{
 
 use super::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
 use super::exec::{RemScanExec, leaf_exec_plumbing};
+use super::provider::unqualified;
+use super::pushdown::{describe, plan_access};
 use crate::error::Error;
 use crate::storage::{AccessPath, Row, Table, TenantStore};
 use crate::vector::Metric;
@@ -42,8 +48,13 @@ fn external(e: Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// Evaluates a constant argument of a table function.
-fn constant(session: &dyn Session, expr: &Expr, what: &str) -> DfResult<ScalarValue> {
+/// Evaluates a constant argument of table function `func`.
+pub(super) fn constant(
+    session: &dyn Session,
+    expr: &Expr,
+    func: &str,
+    what: &str,
+) -> DfResult<ScalarValue> {
     let schema = DFSchema::empty();
     let physical = session.create_physical_expr(expr.clone(), &schema)?;
     let batch = RecordBatch::try_new_with_options(
@@ -56,7 +67,7 @@ fn constant(session: &dyn Session, expr: &Expr, what: &str) -> DfResult<ScalarVa
             datafusion::logical_expr::ColumnarValue::Scalar(s) => Ok(s),
             datafusion::logical_expr::ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0),
         },
-        Err(e) => plan_err!("vector_similar: {what} must be a constant: {e}"),
+        Err(e) => plan_err!("{func}: {what} must be a constant: {e}"),
     }
 }
 
@@ -108,7 +119,7 @@ impl TableFunctionImpl for VectorSimilarFunc {
             );
         }
         let session = args.session();
-        let table = match constant(session, &exprs[0], "the table")? {
+        let table = match constant(session, &exprs[0], "vector_similar", "the table")? {
             ScalarValue::Utf8(Some(t))
             | ScalarValue::Utf8View(Some(t))
             | ScalarValue::LargeUtf8(Some(t)) => t,
@@ -128,18 +139,24 @@ impl TableFunctionImpl for VectorSimilarFunc {
             }
             None => return plan_err!("vector_similar: unknown table '{table}'"),
         }
-        let query = vector_from_scalar(&constant(session, &exprs[1], "the query vector")?)?;
-        let k = match constant(session, &exprs[2], "k")?.cast_to(&DataType::Int64)? {
-            ScalarValue::Int64(Some(k)) if (1..=10_000).contains(&k) => k as usize,
-            other => {
-                return plan_err!(
-                    "vector_similar: k must be an integer within 1..=10000, got {other}"
-                );
-            }
-        };
+        let query = vector_from_scalar(&constant(
+            session,
+            &exprs[1],
+            "vector_similar",
+            "the query vector",
+        )?)?;
+        let k =
+            match constant(session, &exprs[2], "vector_similar", "k")?.cast_to(&DataType::Int64)? {
+                ScalarValue::Int64(Some(k)) if (1..=10_000).contains(&k) => k as usize,
+                other => {
+                    return plan_err!(
+                        "vector_similar: k must be an integer within 1..=10000, got {other}"
+                    );
+                }
+            };
         let min_score = match exprs
             .get(3)
-            .map(|e| constant(session, e, "min_score"))
+            .map(|e| constant(session, e, "vector_similar", "min_score"))
             .transpose()?
         {
             None => None,
@@ -153,7 +170,7 @@ impl TableFunctionImpl for VectorSimilarFunc {
         };
         let ef = match exprs
             .get(4)
-            .map(|e| constant(session, e, "ef"))
+            .map(|e| constant(session, e, "vector_similar", "ef"))
             .transpose()?
         {
             None => None,
@@ -204,6 +221,17 @@ pub struct VectorSimilarTable {
     schema: SchemaRef,
 }
 
+impl VectorSimilarTable {
+    /// Columns of the table (not `score`/`distance`) that a filter reads: such a filter
+    /// is evaluated inside the search.
+    fn on_table_columns(&self, expr: &Expr) -> bool {
+        let table_columns = table_schema(Table::Resources);
+        expr.column_refs()
+            .iter()
+            .all(|c| table_columns.index_of(&c.name).is_ok())
+    }
+}
+
 #[async_trait]
 impl TableProvider for VectorSimilarTable {
     fn schema(&self) -> SchemaRef {
@@ -214,11 +242,29 @@ impl TableProvider for VectorSimilarTable {
         TableType::Temporary
     }
 
+    /// Filters on the table's columns are pushed into the search, which applies them in
+    /// full (`Exact`): the search returns k rows that pass, when k such rows exist.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.on_table_columns(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let projection = projection
@@ -231,6 +277,37 @@ impl TableProvider for VectorSimilarTable {
             .map_err(external)?
             .map(|o| o.metric)
             .unwrap_or_default();
+        // The candidates an index gives, and the filters it does not decide.
+        let filters: Vec<Expr> = filters
+            .iter()
+            .map(|f| unqualified(f.clone()))
+            .collect::<DfResult<_>>()?;
+        let refs: Vec<&Expr> = filters.iter().collect();
+        let user = self.store.user_indexes().map_err(external)?;
+        let plan = plan_access(Table::Resources, &refs, &user);
+        let residual: Vec<Expr> = filters
+            .iter()
+            .zip(&plan.pushdown)
+            .filter(|(_, p)| **p != TableProviderFilterPushDown::Exact)
+            .map(|(f, _)| f.clone())
+            .collect();
+        let table = table_schema(Table::Resources);
+        let mut residual_columns: Vec<usize> = Vec::new();
+        for expr in &residual {
+            for column in expr.column_refs() {
+                let index = table.index_of(&column.name)?;
+                if !residual_columns.contains(&index) {
+                    residual_columns.push(index);
+                }
+            }
+        }
+        let residual = match conjunction(residual) {
+            None => None,
+            Some(expr) => {
+                let read_schema = DFSchema::try_from(table.project(&residual_columns)?)?;
+                Some(state.create_physical_expr(expr, &read_schema)?)
+            }
+        };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(1),
@@ -244,14 +321,82 @@ impl TableProvider for VectorSimilarTable {
             min_score: self.min_score,
             ef: self.ef,
             metric,
+            candidates: plan.path,
+            residual,
+            residual_columns,
             projection,
             schema,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
 }
 
-/// Runs one HNSW search and returns the rows it finds with their score and distance.
+/// How a search finds its k rows (chosen when it runs, from the candidate count m of the
+/// filter's index set and the n vectors of the index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// No filter: one HNSW search.
+    Hnsw,
+    /// m <= [`EXACT_MAX_CANDIDATES`]: score every candidate exactly (recall 1.0).
+    Exact,
+    /// m / n >= [`IN_GRAPH_MIN_FRACTION`]: HNSW search that skips rows outside the set.
+    InGraph,
+    /// Otherwise (and for filters no index answers): search more than k, check the
+    /// filter, and widen until k rows pass or every vector was considered.
+    Overfetch,
+}
+
+impl Strategy {
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Hnsw => "hnsw",
+            Strategy::Exact => "exact",
+            Strategy::InGraph => "hnsw_in_graph_filter",
+            Strategy::Overfetch => "hnsw_overfetch",
+        }
+    }
+}
+
+/// Candidate sets up to this size are scored exactly (see docs/BENCHMARKS.md, W-HYB).
+pub const EXACT_MAX_CANDIDATES: usize = 4096;
+/// Candidate sets at least this fraction of the index are searched in the graph.
+pub const IN_GRAPH_MIN_FRACTION: f64 = 0.2;
+/// The most rows an over-fetching search asks the graph for before it widens again.
+const WIDEN_FACTOR: usize = 4;
+
+pub fn choose_strategy(candidates: Option<usize>, filtered: bool, total: usize) -> Strategy {
+    match candidates {
+        Some(m) if m <= EXACT_MAX_CANDIDATES => Strategy::Exact,
+        Some(m) if m as f64 >= IN_GRAPH_MIN_FRACTION * total as f64 => Strategy::InGraph,
+        Some(_) => Strategy::Overfetch,
+        None if filtered => Strategy::Overfetch,
+        None => Strategy::Hnsw,
+    }
+}
+
+/// A dense bitmap of row ids, for membership checks inside the graph search.
+struct RowBits(Vec<u64>);
+
+impl RowBits {
+    fn new(sorted_ids: &[u64]) -> Self {
+        let max = sorted_ids.last().copied().unwrap_or(0) as usize;
+        let mut words = vec![0u64; max / 64 + 1];
+        for id in sorted_ids {
+            words[*id as usize / 64] |= 1 << (id % 64);
+        }
+        RowBits(words)
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.0
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+}
+
+/// Runs one (filtered) vector search and returns the rows it finds with their score and
+/// distance, nearest first.
 #[derive(Debug)]
 pub struct VectorSearchExec {
     store: TenantStore,
@@ -260,43 +405,197 @@ pub struct VectorSearchExec {
     min_score: Option<f32>,
     ef: Option<usize>,
     metric: Metric,
+    /// Where candidates come from: a full scan means "every vector".
+    candidates: AccessPath,
+    /// Pushed filters the candidate set does not decide, over `residual_columns`.
+    residual: Option<Arc<dyn PhysicalExpr>>,
+    residual_columns: Vec<usize>,
     projection: Vec<usize>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// Rows found so far, nearest first, and what was done to find them.
+struct Found {
+    rows: Vec<(u64, f32, Row)>,
+    seen: std::collections::HashSet<u64>,
+    /// Set when a hit scored under `min_score`: no farther hit can qualify.
+    below_min: bool,
 }
 
 impl VectorSearchExec {
-    fn run(&self) -> DfResult<RecordBatch> {
-        let hits = self
-            .store
-            .search_vectors(&self.query, self.k, self.ef, None)
-            .map_err(external)?;
-        let hits: Vec<(u64, f32)> = hits
-            .into_iter()
-            .filter(|(_, d)| self.min_score.is_none_or(|m| self.metric.score(*d) >= m))
+    /// Reads the rows of `hits` (nearest first) not seen yet, keeps those that pass the
+    /// residual and `min_score`, until k are found.
+    fn collect(&self, hits: &[(u64, f32)], found: &mut Found, checked: &Count) -> DfResult<()> {
+        let fresh: Vec<(u64, f32)> = hits
+            .iter()
+            .filter(|(id, _)| !found.seen.contains(id))
+            .copied()
             .collect();
-        let ids: Vec<u64> = hits.iter().map(|(id, _)| *id).collect();
-        let table_columns = table_schema(Table::Resources).fields().len();
-        let wants_vectors = self.projection.contains(&EMBEDDING_COLUMN);
-        let mut cursor = self
-            .store
-            .scan_row_ids(Table::Resources, ids)
-            .with_vectors(wants_vectors);
-        let mut rows: Vec<(u64, Row)> = Vec::with_capacity(hits.len());
+        let wants_vectors = self.projection.contains(&EMBEDDING_COLUMN)
+            || self.residual_columns.contains(&EMBEDDING_COLUMN);
+        let chunk = (self.k * 2).max(64);
+        for part in fresh.chunks(chunk) {
+            if found.rows.len() >= self.k || found.below_min {
+                return Ok(());
+            }
+            let mut part = part.to_vec();
+            if let Some(cut) = part
+                .iter()
+                .position(|(_, d)| self.min_score.is_some_and(|m| self.metric.score(*d) < m))
+            {
+                part.truncate(cut);
+                found.below_min = true;
+            }
+            for (id, _) in &part {
+                found.seen.insert(*id);
+            }
+            let ids: Vec<u64> = part.iter().map(|(id, _)| *id).collect();
+            let mut cursor = self
+                .store
+                .scan_row_ids(Table::Resources, ids)
+                .with_vectors(wants_vectors);
+            let mut rows: Vec<(u64, Row)> = Vec::with_capacity(part.len());
+            loop {
+                let next = cursor.next_chunk(1024).map_err(external)?;
+                if next.is_empty() {
+                    break;
+                }
+                rows.extend(next);
+            }
+            checked.add(rows.len());
+            let keep: Vec<bool> = match &self.residual {
+                None => vec![true; rows.len()],
+                Some(residual) => {
+                    let values: Vec<Row> = rows.iter().map(|(_, r)| r.clone()).collect();
+                    let batch = rows_to_batch(Table::Resources, &values, &self.residual_columns)
+                        .map_err(external)?;
+                    let mask = residual.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    let mask = mask.as_boolean_opt().ok_or_else(|| {
+                        DataFusionError::Internal("vector search filter is not boolean".into())
+                    })?;
+                    (0..mask.len())
+                        .map(|i| mask.is_valid(i) && mask.value(i))
+                        .collect()
+                }
+            };
+            let distance_of: std::collections::HashMap<u64, f32> = part.iter().copied().collect();
+            for ((id, row), pass) in rows.into_iter().zip(keep) {
+                if pass && found.rows.len() < self.k {
+                    let d = distance_of.get(&id).copied().unwrap_or(f32::NAN);
+                    found.rows.push((id, d, row));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn search(&self, partition: usize) -> DfResult<Vec<(u64, f32, Row)>> {
+        let metric =
+            |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
+        let (candidates_seen, distances, checked, widenings) = (
+            metric("candidates"),
+            metric("distance_computations"),
+            metric("rows_checked"),
+            metric("widenings"),
+        );
+        let mut found = Found {
+            rows: Vec::with_capacity(self.k),
+            seen: std::collections::HashSet::new(),
+            below_min: false,
+        };
+        let Some(index) = self.store.vector_index().map_err(external)? else {
+            return Ok(vec![]);
+        };
+        index
+            .options()
+            .check("the query vector", &self.query)
+            .map_err(external)?;
+        let total = index.len();
+        let candidates = match &self.candidates {
+            AccessPath::FullScan => None,
+            path => {
+                let mut ids = self
+                    .store
+                    .resolve(Table::Resources, path)
+                    .map_err(external)?
+                    .unwrap_or_default();
+                ids.sort_unstable();
+                candidates_seen.add(ids.len());
+                Some(ids)
+            }
+        };
+        let strategy = choose_strategy(
+            candidates.as_ref().map(Vec::len),
+            self.residual.is_some(),
+            total,
+        );
+        metric(match strategy {
+            Strategy::Hnsw => "strategy_hnsw",
+            Strategy::Exact => "strategy_exact",
+            Strategy::InGraph => "strategy_in_graph",
+            Strategy::Overfetch => "strategy_overfetch",
+        })
+        .add(1);
+        if strategy == Strategy::Exact {
+            let ids = candidates.unwrap_or_default();
+            let mut scored = index.exact_distances(&self.query, &ids).map_err(external)?;
+            distances.add(scored.len());
+            scored.sort_by(|a, b| a.1.total_cmp(&b.1));
+            self.collect(&scored, &mut found, &checked)?;
+            return Ok(found.rows);
+        }
+        let bits = candidates.as_deref().map(RowBits::new);
+        let visited = std::sync::atomic::AtomicUsize::new(0);
+        let in_set = |id: u64| {
+            visited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bits.as_ref().is_none_or(|b| b.contains(id))
+        };
+        // Over-fetching starts from the expected share of passing rows.
+        let mut fetch = match (strategy, &candidates) {
+            (Strategy::Overfetch, Some(ids)) if !ids.is_empty() => {
+                (self.k as f64 * total as f64 / ids.len() as f64 * 1.5).ceil() as usize
+            }
+            (Strategy::Overfetch, _) => self.k * WIDEN_FACTOR,
+            _ => self.k,
+        }
+        .clamp(self.k, total.max(self.k));
         loop {
-            let chunk = cursor.next_chunk(1024).map_err(external)?;
-            if chunk.is_empty() {
+            let ef = self.ef.map_or(fetch, |ef| ef.max(fetch));
+            let filter: Option<&(dyn Fn(u64) -> bool + Sync)> = match strategy {
+                Strategy::InGraph => Some(&in_set),
+                _ => None,
+            };
+            let hits = index
+                .search(&self.query, fetch, Some(ef), filter)
+                .map_err(external)?;
+            distances.add(hits.len());
+            // A graph search that skips rows can come back short of `fetch` while more
+            // rows pass: it widens; an unfiltered one that comes back short has seen all.
+            let exhausted = fetch >= total || (strategy != Strategy::InGraph && hits.len() < fetch);
+            let hits: Vec<(u64, f32)> = match (&bits, strategy) {
+                (Some(b), Strategy::Overfetch) => {
+                    hits.into_iter().filter(|(id, _)| b.contains(*id)).collect()
+                }
+                _ => hits,
+            };
+            self.collect(&hits, &mut found, &checked)?;
+            if found.rows.len() >= self.k || found.below_min || exhausted {
                 break;
             }
-            rows.extend(chunk);
+            widenings.add(1);
+            fetch = (fetch * WIDEN_FACTOR).min(total);
         }
-        // A row deleted since the search is skipped; keep distances aligned with rows.
-        let distance_of: std::collections::HashMap<u64, f32> = hits.into_iter().collect();
-        let distances: Vec<f32> = rows
-            .iter()
-            .map(|(id, _)| distance_of.get(id).copied().unwrap_or(f32::NAN))
-            .collect();
-        let row_values: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+        metric("graph_filter_checks").add(visited.into_inner());
+        Ok(found.rows)
+    }
+
+    fn run(&self, partition: usize) -> DfResult<RecordBatch> {
+        let found = self.search(partition)?;
+        let table_columns = table_schema(Table::Resources).fields().len();
+        let distances: Vec<f32> = found.iter().map(|(_, d, _)| *d).collect();
+        let row_values: Vec<Row> = found.into_iter().map(|(_, _, r)| r).collect();
         let table_projection: Vec<usize> = self
             .projection
             .iter()
@@ -333,7 +632,7 @@ impl DisplayAs for VectorSearchExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "VectorSearchExec: table=resources, strategy=hnsw, metric={}, k={}",
+            "VectorSearchExec: table=resources, metric={}, k={}",
             self.metric.name(),
             self.k
         )?;
@@ -342,6 +641,23 @@ impl DisplayAs for VectorSearchExec {
         }
         if let Some(m) = self.min_score {
             write!(f, ", min_score={m}")?;
+        }
+        match &self.candidates {
+            AccessPath::FullScan if self.residual.is_none() => {
+                write!(f, ", strategy={}", Strategy::Hnsw.name())?
+            }
+            AccessPath::FullScan => write!(f, ", strategy={}", Strategy::Overfetch.name())?,
+            path => write!(
+                f,
+                ", candidates={}, strategy=by candidate count (exact <= {EXACT_MAX_CANDIDATES} < {} < {}% <= {})",
+                describe(Table::Resources, path),
+                Strategy::Overfetch.name(),
+                (IN_GRAPH_MIN_FRACTION * 100.0) as u32,
+                Strategy::InGraph.name()
+            )?,
+        }
+        if let Some(residual) = &self.residual {
+            write!(f, ", residual={residual}")?;
         }
         Ok(())
     }
@@ -357,12 +673,16 @@ impl ExecutionPlan for VectorSearchExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
-        _partition: usize,
+        partition: usize,
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let batch = self.run()?;
+        let batch = self.run(partition)?;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             futures::stream::iter(vec![Ok(batch)]),
@@ -448,7 +768,7 @@ fn rewrite_sort(sort: &SortExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     let Ok(query) = vector_from_scalar(&literal) else {
         return Ok(None);
     };
-    replace_scan(sort.input(), column, &|scan: &RemScanExec| {
+    replace_scan(sort.input(), column, "embedding", &|scan: &RemScanExec| {
         if scan.table() != Table::Resources || !scan.is_unfiltered_full_scan() {
             return Ok(None);
         }
@@ -466,17 +786,19 @@ fn rewrite_sort(sort: &SortExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     })
 }
 
-type ScanRewrite<'a> = &'a dyn Fn(&RemScanExec) -> DfResult<Option<RemScanExec>>;
+pub(super) type ScanRewrite<'a> = &'a dyn Fn(&RemScanExec) -> DfResult<Option<RemScanExec>>;
 
 /// Walks down through projections (following `column`) and pass-through nodes to the
-/// scan that produces `column` = `embedding`, and rebuilds the path with the new scan.
-fn replace_scan(
+/// scan that produces `column` as its column `name`, and rebuilds the path with the new
+/// scan.
+pub(super) fn replace_scan(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
+    name: &str,
     rewrite: ScanRewrite,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     if let Some(scan) = plan.downcast_ref::<RemScanExec>() {
-        if plan.schema().field(column).name() != "embedding" {
+        if plan.schema().field(column).name() != name {
             return Ok(None);
         }
         return Ok(rewrite(scan)?.map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>));
@@ -499,7 +821,7 @@ fn replace_scan(
     let [child] = children.as_slice() else {
         return Ok(None);
     };
-    match replace_scan(child, child_column, rewrite)? {
+    match replace_scan(child, child_column, name, rewrite)? {
         Some(new_child) => Ok(Some(replace_children_if_necessary(
             Arc::clone(plan),
             vec![new_child],

@@ -15,6 +15,13 @@
 //! | index     | `0x04` · table tag · index tag (u8) · parts · row id   | empty                    |
 //! | vector    | `0x05` · table tag · row id (u64 BE)                   | f32 little-endian values |
 //! | vector log| `0x06` · table tag · change number (u64 BE)            | row id (u64 BE) · op (u8: 1 upsert, 0 remove) |
+//! | user index| `0x07` · table tag · index id (u32 BE) · value · row id | empty                    |
+//!
+//! A user-index value is a type tag and its payload, so that values of one JSON type sort
+//! in SQL order and types never interleave: `0x00` null or missing; `0x01` · `0|1`
+//! boolean; `0x02` · 8 bytes number (f64, sign bit flipped for positives, all bits
+//! inverted for negatives, big-endian); `0x03` · storekey string; `0x04` · storekey
+//! string of an object's or array's compact JSON text.
 //!
 //! The vector log records every change to a table's vectors in commit order; the HNSW
 //! index file says which change number it covers, and on open the entries after it are
@@ -35,6 +42,7 @@ pub const INDEX: u8 = 0x04;
 
 pub const VECTOR: u8 = 0x05;
 pub const VECTOR_LOG: u8 = 0x06;
+pub const USER_INDEX: u8 = 0x07;
 
 /// Meta key holding the next free row id of the tenant (u64 BE).
 pub const META_NEXT_ROW_ID: &str = "next_row_id";
@@ -44,6 +52,73 @@ pub const META_NEXT_VECTOR_CHANGE: &str = "next_vector_change";
 pub const META_VECTOR_LOG_TRIMMED: &str = "vector_log_trimmed";
 /// Meta key holding the vector options (JSON) of the resources table.
 pub const META_VECTOR_OPTIONS: &str = "vector_options";
+/// Meta key holding the user-declared indexes (JSON list of definitions).
+pub const META_USER_INDEXES: &str = "user_indexes";
+/// Meta key holding the next user index id (u64 BE); ids are never reused.
+pub const META_NEXT_USER_INDEX: &str = "next_user_index";
+
+/// A value as a user index holds it: a JSON scalar, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexValue {
+    /// JSON null, or no value at the path.
+    Null,
+    Bool(bool),
+    Number(f64),
+    Text(String),
+    /// An object or array, as its compact JSON text (what `->>` returns for it).
+    Json(String),
+}
+
+impl IndexValue {
+    /// The order-preserving bytes of the value (see the table above).
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        match self {
+            IndexValue::Null => buf.push(0x00),
+            IndexValue::Bool(b) => buf.extend_from_slice(&[0x01, u8::from(*b)]),
+            IndexValue::Number(n) => {
+                // -0.0 and 0.0 are one value.
+                let n = if *n == 0.0 { 0.0 } else { *n };
+                let bits = n.to_bits();
+                let ordered = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits | 1 << 63
+                };
+                buf.push(0x02);
+                buf.extend_from_slice(&ordered.to_be_bytes());
+            }
+            IndexValue::Text(s) | IndexValue::Json(s) => {
+                buf.push(if matches!(self, IndexValue::Text(_)) {
+                    0x03
+                } else {
+                    0x04
+                });
+                // Writing into a Vec cannot fail.
+                let _ = storekey::encode(&mut *buf, s.as_str());
+            }
+        }
+    }
+}
+
+/// The prefix of all entries of user index `id` of `table`.
+pub fn user_index_prefix(table: Table, id: u32) -> Vec<u8> {
+    let mut buf = vec![USER_INDEX, table.tag()];
+    buf.extend_from_slice(&id.to_be_bytes());
+    buf
+}
+
+/// The prefix of the entries of user index `id` that hold `value`.
+pub fn user_index_value_prefix(table: Table, id: u32, value: &IndexValue) -> Vec<u8> {
+    let mut buf = user_index_prefix(table, id);
+    value.encode(&mut buf);
+    buf
+}
+
+pub fn user_index_key(table: Table, id: u32, value: &IndexValue, row_id: u64) -> Vec<u8> {
+    let mut buf = user_index_value_prefix(table, id, value);
+    buf.extend_from_slice(&row_id.to_be_bytes());
+    buf
+}
 
 pub fn vector_key(table: Table, row_id: u64) -> Vec<u8> {
     let mut buf = vec![VECTOR, table.tag()];
@@ -176,6 +251,56 @@ mod tests {
             vector_log_key(Table::Resources, 256),
             [0x06, 1, 0, 0, 0, 0, 0, 0, 1, 0]
         );
+        assert_eq!(
+            user_index_key(Table::Resources, 2, &IndexValue::Text("en".into()), 5),
+            [
+                0x07, 1, 0, 0, 0, 2, 0x03, b'e', b'n', 0, 0, 0, 0, 0, 0, 0, 0, 5
+            ]
+        );
+        assert_eq!(
+            user_index_value_prefix(Table::Entities, 1, &IndexValue::Number(1.0)),
+            [0x07, 2, 0, 0, 0, 1, 0x02, 0xBF, 0xF0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            user_index_value_prefix(Table::Entities, 1, &IndexValue::Bool(true)),
+            [0x07, 2, 0, 0, 0, 1, 0x01, 1]
+        );
+        assert_eq!(
+            user_index_value_prefix(Table::Entities, 1, &IndexValue::Null),
+            [0x07, 2, 0, 0, 0, 1, 0x00]
+        );
+    }
+
+    #[test]
+    fn index_values_sort_by_type_then_value() {
+        let key = |v: IndexValue| user_index_key(Table::Resources, 1, &v, 0);
+        let ordered = [
+            IndexValue::Null,
+            IndexValue::Bool(false),
+            IndexValue::Bool(true),
+            IndexValue::Number(f64::MIN),
+            IndexValue::Number(-2.5),
+            IndexValue::Number(-1.0),
+            IndexValue::Number(-0.0),
+            IndexValue::Number(0.5),
+            IndexValue::Number(2.0),
+            IndexValue::Number(10.0),
+            IndexValue::Number(f64::MAX),
+            IndexValue::Text(String::new()),
+            IndexValue::Text("a".into()),
+            IndexValue::Text("a\u{0}".into()),
+            IndexValue::Text("b".into()),
+            IndexValue::Json("[1]".into()),
+        ];
+        for pair in ordered.windows(2) {
+            assert!(
+                key(pair[0].clone()) < key(pair[1].clone()),
+                "{:?} < {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert_eq!(key(IndexValue::Number(-0.0)), key(IndexValue::Number(0.0)));
     }
 
     #[test]

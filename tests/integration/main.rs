@@ -4,6 +4,8 @@
 mod api;
 mod cli;
 mod concurrency;
+mod graph;
+mod hybrid;
 mod isolation;
 mod slt;
 mod vectors;

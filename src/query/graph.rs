@@ -1,0 +1,505 @@
+//! Query layer: the REM graph and key verbs as table functions.
+//!
+//! * `traverse(start_id, direction, max_depth [, edge_types])`: the entities reached from
+//!   `start_id` breadth-first over the edge indexes (`out`: the primary key
+//!   `(src, edge_type, dst)`, `in`: `edges_dst`, `both`: the two), each once, with
+//!   `depth`, the `edge_type` that first reached it and the `path` from the start. Its
+//!   rows are the entities' columns, so it joins and filters like a table; a node an edge
+//!   names but that has no entity row comes back with only its `id`.
+//! * `lookup(key, ...)`: entities whose id, name or alias matches a key (names ignoring
+//!   case and spacing, through `entities_name`) and resources whose id or uri is the key.
+//!
+//! Both run when their plan executes (`TraverseExec`, `LookupExec`), so EXPLAIN only
+//! shows the walk they will do.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, plan_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+
+use super::convert::{rows_to_batch, table_schema};
+use super::exec::leaf_exec_plumbing;
+use super::vector::constant;
+use crate::error::Error;
+use crate::storage::{Direction, MAX_TRAVERSE_DEPTH, Row, Table, TenantStore};
+
+fn external(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+fn text_arg(session: &dyn Session, expr: &Expr, func: &str, what: &str) -> DfResult<String> {
+    match constant(session, expr, func, what)? {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => Ok(s),
+        other => plan_err!("{func}: {what} must be text, got {other}"),
+    }
+}
+
+/// Edge types: one text value, an array of them, or NULL for every type.
+fn edge_types_arg(session: &dyn Session, expr: &Expr) -> DfResult<Vec<String>> {
+    let value = constant(session, expr, "traverse", "edge_types")?;
+    if value.is_null() {
+        return Ok(vec![]);
+    }
+    if let ScalarValue::Utf8(Some(s))
+    | ScalarValue::Utf8View(Some(s))
+    | ScalarValue::LargeUtf8(Some(s)) = value
+    {
+        return Ok(vec![s]);
+    }
+    let list = match &value {
+        ScalarValue::List(l) => l.value(0),
+        ScalarValue::LargeList(l) => l.value(0),
+        ScalarValue::FixedSizeList(l) => l.value(0),
+        other => {
+            return plan_err!(
+                "traverse: edge_types must be text or an array of text, got {}",
+                other.data_type()
+            );
+        }
+    };
+    (0..list.len())
+        .map(|i| match ScalarValue::try_from_array(&list, i)? {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)) => Ok(s),
+            other => plan_err!("traverse: edge_types must hold text, got {other}"),
+        })
+        .collect()
+}
+
+fn leaf_properties(schema: SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
+}
+
+fn one_batch(schema: &SchemaRef, batch: DfResult<RecordBatch>) -> SendableRecordBatchStream {
+    Box::pin(RecordBatchStreamAdapter::new(
+        Arc::clone(schema),
+        futures::stream::iter(vec![batch]),
+    ))
+}
+
+/// `traverse(start_id, direction, max_depth [, edge_types])`.
+#[derive(Debug)]
+pub struct TraverseFunc {
+    store: TenantStore,
+}
+
+impl TraverseFunc {
+    pub fn new(store: TenantStore) -> Self {
+        TraverseFunc { store }
+    }
+}
+
+/// The arguments of one walk.
+#[derive(Debug, Clone, PartialEq)]
+struct Walk {
+    start: String,
+    direction: Direction,
+    max_depth: u32,
+    edge_types: Vec<String>,
+}
+
+impl TableFunctionImpl for TraverseFunc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if !(3..=4).contains(&exprs.len()) {
+            return plan_err!(
+                "traverse(start_id, direction, max_depth [, edge_types]) takes 3 or 4 arguments, got {}",
+                exprs.len()
+            );
+        }
+        let session = args.session();
+        let start = text_arg(session, &exprs[0], "traverse", "start_id")?;
+        let direction = Direction::parse(&text_arg(session, &exprs[1], "traverse", "direction")?)
+            .map_err(|e| DataFusionError::Plan(format!("traverse: {}", e.message())))?;
+        let max_depth = match constant(session, &exprs[2], "traverse", "max_depth")?
+            .cast_to(&DataType::Int64)
+        {
+            Ok(ScalarValue::Int64(Some(d))) if (0..=MAX_TRAVERSE_DEPTH as i64).contains(&d) => {
+                d as u32
+            }
+            other => {
+                let got = other
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|e| e.to_string());
+                return plan_err!(
+                    "traverse: max_depth must be an integer within 0..={MAX_TRAVERSE_DEPTH}, got {got}"
+                );
+            }
+        };
+        let edge_types = match exprs.get(3) {
+            Some(e) => edge_types_arg(session, e)?,
+            None => vec![],
+        };
+        Ok(Arc::new(TraverseTable {
+            store: self.store.clone(),
+            walk: Walk {
+                start,
+                direction,
+                max_depth,
+                edge_types,
+            },
+            schema: traverse_schema(),
+        }))
+    }
+}
+
+/// Column positions after the entity columns.
+const ENTITY_COLUMNS: usize = 7;
+
+fn traverse_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = table_schema(Table::Entities)
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    debug_assert_eq!(fields.len(), ENTITY_COLUMNS);
+    fields.push(Field::new("depth", DataType::Int32, false));
+    fields.push(Field::new("edge_type", DataType::Utf8, false));
+    fields.push(Field::new(
+        "path",
+        DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+        false,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+#[derive(Debug)]
+struct TraverseTable {
+    store: TenantStore,
+    walk: Walk,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for TraverseTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let schema = Arc::new(self.schema.project(&projection)?);
+        Ok(Arc::new(TraverseExec {
+            store: self.store.clone(),
+            walk: self.walk.clone(),
+            projection,
+            properties: leaf_properties(Arc::clone(&schema)),
+            schema,
+        }))
+    }
+}
+
+/// Walks the graph when executed and returns the nodes reached.
+#[derive(Debug)]
+pub struct TraverseExec {
+    store: TenantStore,
+    walk: Walk,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl TraverseExec {
+    fn run(&self) -> DfResult<RecordBatch> {
+        let w = &self.walk;
+        let hops = self
+            .store
+            .traverse(&w.start, w.direction, w.max_depth, &w.edge_types)
+            .map_err(external)?;
+        let ids: Vec<&str> = hops.iter().map(|h| h.id.as_str()).collect();
+        let found = self.store.entities_by_id(&ids).map_err(external)?;
+        // Entity columns for the nodes that have a row; NULL for the others.
+        let mut rows: Vec<Row> = Vec::new();
+        let positions: UInt32Array = found
+            .into_iter()
+            .map(|row| {
+                row.map(|r| {
+                    rows.push(r);
+                    (rows.len() - 1) as u32
+                })
+            })
+            .collect();
+        let all: Vec<usize> = (0..ENTITY_COLUMNS).collect();
+        let entities = rows_to_batch(Table::Entities, &rows, &all).map_err(external)?;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(ENTITY_COLUMNS + 3);
+        columns.push(Arc::new(StringArray::from(ids.clone())));
+        for column in entities.columns().iter().skip(1) {
+            columns.push(take(column.as_ref(), &positions, None)?);
+        }
+        columns.push(Arc::new(Int32Array::from_iter_values(
+            hops.iter().map(|h| h.depth as i32),
+        )));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            hops.iter().map(|h| h.edge_type.as_str()),
+        )));
+        let mut paths = ListBuilder::new(StringBuilder::new());
+        for hop in &hops {
+            for id in &hop.path {
+                paths.values().append_value(id);
+            }
+            paths.append(true);
+        }
+        columns.push(Arc::new(paths.finish()));
+        let batch = RecordBatch::try_new(traverse_schema(), columns)?;
+        Ok(batch.project(&self.projection)?)
+    }
+}
+
+impl DisplayAs for TraverseExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let w = &self.walk;
+        let access = match w.direction {
+            Direction::Out => "primary (src, edge_type, dst)",
+            Direction::In => "index edges_dst",
+            Direction::Both => "primary (src, edge_type, dst) + index edges_dst",
+        };
+        write!(
+            f,
+            "TraverseExec: start='{}', direction={}, max_depth={}",
+            w.start.replace('\'', "''"),
+            w.direction.name(),
+            w.max_depth
+        )?;
+        if !w.edge_types.is_empty() {
+            write!(f, ", edge_types=[{}]", w.edge_types.join(", "))?;
+        }
+        write!(f, ", access={access}")
+    }
+}
+
+impl ExecutionPlan for TraverseExec {
+    leaf_exec_plumbing!("TraverseExec");
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        Ok(one_batch(&self.schema, self.run()))
+    }
+}
+
+/// `lookup(key, ...)`.
+#[derive(Debug)]
+pub struct LookupFunc {
+    store: TenantStore,
+}
+
+impl LookupFunc {
+    pub fn new(store: TenantStore) -> Self {
+        LookupFunc { store }
+    }
+}
+
+/// The most keys one `lookup` takes.
+const MAX_LOOKUP_KEYS: usize = 1024;
+
+impl TableFunctionImpl for LookupFunc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.is_empty() || exprs.len() > MAX_LOOKUP_KEYS {
+            return plan_err!(
+                "lookup(key, ...) takes 1 to {MAX_LOOKUP_KEYS} keys, got {}",
+                exprs.len()
+            );
+        }
+        let keys = exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| text_arg(args.session(), e, "lookup", &format!("key {}", i + 1)))
+            .collect::<DfResult<Vec<String>>>()?;
+        Ok(Arc::new(LookupTable {
+            store: self.store.clone(),
+            keys,
+            schema: lookup_schema(),
+        }))
+    }
+}
+
+fn lookup_schema() -> SchemaRef {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("key", false),
+        text("table_name", false),
+        text("id", false),
+        text("type", true),
+        text("name", true),
+        text("uri", true),
+        text("content", true),
+        text("data", false),
+    ]))
+}
+
+#[derive(Debug)]
+struct LookupTable {
+    store: TenantStore,
+    keys: Vec<String>,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for LookupTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let schema = Arc::new(self.schema.project(&projection)?);
+        Ok(Arc::new(LookupExec {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            projection,
+            properties: leaf_properties(Arc::clone(&schema)),
+            schema,
+        }))
+    }
+}
+
+/// Looks the keys up when executed.
+#[derive(Debug)]
+pub struct LookupExec {
+    store: TenantStore,
+    keys: Vec<String>,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl LookupExec {
+    fn run(&self) -> DfResult<RecordBatch> {
+        let found = self.store.lookup(&self.keys).map_err(external)?;
+        let mut columns: [Vec<Option<&str>>; 8] = Default::default();
+        for f in &found {
+            let values: [Option<&str>; 8] = match &f.row {
+                Row::Entity(e) => [
+                    Some(f.key.as_str()),
+                    Some("entities"),
+                    Some(e.id.as_str()),
+                    Some(e.entity_type.as_str()),
+                    Some(e.name.as_str()),
+                    None,
+                    None,
+                    Some(e.properties.as_str()),
+                ],
+                Row::Resource(r) => [
+                    Some(f.key.as_str()),
+                    Some("resources"),
+                    Some(r.id.as_str()),
+                    None,
+                    None,
+                    Some(r.uri.as_str()),
+                    Some(r.content.as_str()),
+                    Some(r.metadata.as_str()),
+                ],
+                // Lookups only return entities and resources.
+                Row::Edge(_) | Row::Moment(_) => continue,
+            };
+            for (column, value) in columns.iter_mut().zip(values) {
+                column.push(value);
+            }
+        }
+        let arrays: Vec<ArrayRef> = columns
+            .into_iter()
+            .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(lookup_schema(), arrays)?;
+        Ok(batch.project(&self.projection)?)
+    }
+}
+
+impl DisplayAs for LookupExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .take(5)
+            .map(|k| format!("'{}'", k.replace('\'', "''")))
+            .collect();
+        let more = if self.keys.len() > 5 {
+            format!(", ... {} keys", self.keys.len())
+        } else {
+            String::new()
+        };
+        write!(
+            f,
+            "LookupExec: keys=[{}{more}], access=primary id + index entities_name + index resources_uri",
+            keys.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for LookupExec {
+    leaf_exec_plumbing!("LookupExec");
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        Ok(one_batch(&self.schema, self.run()))
+    }
+}

@@ -1,0 +1,410 @@
+//! Query layer: which rows the indexes answer for a filter, as a [`RowSet`] (pure).
+//!
+//! [`filter_set`] turns one filter into an AND/OR tree of index key ranges, with whether
+//! the set is exactly the rows that pass (`exact`) or a superset that must be re-checked.
+//! Leaves are:
+//! * built-in indexes: `col = v`, `col IN (...)` on `entities.type`/`name`,
+//!   `resources.uri`, `moments.type`, and ranges on `moments.timestamp`;
+//! * user indexes on a JSON path: `json_as_text` (`->>`), `json_get_str`, `json_get_int`,
+//!   `json_get_float`, `json_get_bool` of `column, 'key', ...` compared with a constant
+//!   (`=`, `<>`, `<`, `<=`, `>`, `>=`, `IN`, `NOT IN`, `BETWEEN`), `IS [NOT] NULL`, and
+//!   `json_array_contains(column, 'key', ..., v)` for a `list` index.
+//!
+//! `AND` needs one side with a set (the other side makes it inexact), `OR` needs both;
+//! `NOT` is pushed down to the leaves (De Morgan holds in SQL's three-valued logic) and
+//! only exact leaves are negated: the complement of an exact value set among the non-null
+//! values is exact again, because a comparison with NULL is never true.
+//!
+//! SQL semantics of the values: `->>` returns text, so it matches strings, and also numbers,
+//! booleans and objects whose text might equal the constant (those make the set inexact);
+//! `json_get_int`/`json_get_float` compare numbers numerically; `json_get_str` strings only.
+
+use std::ops::Bound;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+
+use crate::storage::{IndexDef, IndexKind, IndexValue, RowSet, Table, ValueRange};
+
+use super::pushdown::fact_set;
+
+/// The rows the indexes answer for `expr`, and whether exactly.
+pub fn filter_set(table: Table, expr: &Expr, user: &[IndexDef]) -> Option<(RowSet, bool)> {
+    set(table, expr, user, false)
+}
+
+fn set(table: Table, expr: &Expr, user: &[IndexDef], negated: bool) -> Option<(RowSet, bool)> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::And | Operator::Or) =>
+        {
+            // NOT (a AND b) = NOT a OR NOT b, and the other way round.
+            let and = (*op == Operator::And) != negated;
+            let l = set(table, left, user, negated);
+            let r = set(table, right, user, negated);
+            if and {
+                match (l, r) {
+                    (Some((a, ea)), Some((b, eb))) => Some((RowSet::And(vec![a, b]), ea && eb)),
+                    (Some((a, _)), None) | (None, Some((a, _))) => Some((a, false)),
+                    (None, None) => None,
+                }
+            } else {
+                let ((a, ea), (b, eb)) = (l?, r?);
+                Some((RowSet::Or(vec![a, b]), ea && eb))
+            }
+        }
+        Expr::Not(inner) => set(table, inner, user, !negated),
+        // NOT (x < v) is x >= v in three-valued logic: the leaf negates its operator.
+        _ if negated => user_leaf(table, expr, user, true),
+        _ => user_leaf(table, expr, user, false).or_else(|| fact_set(table, expr)),
+    }
+}
+
+/// Which JSON accessor a filter applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accessor {
+    AsText,
+    Str,
+    Int,
+    Float,
+    Bool,
+}
+
+/// `json_fn(column, 'k1', 'k2', ...)`, also when written as nested `->` calls.
+fn json_path(expr: &Expr) -> Option<(Accessor, String, Vec<String>)> {
+    let Expr::ScalarFunction(f) = expr else {
+        return None;
+    };
+    let accessor = match f.func.name() {
+        "json_as_text" => Accessor::AsText,
+        "json_get_str" => Accessor::Str,
+        "json_get_int" => Accessor::Int,
+        "json_get_float" => Accessor::Float,
+        "json_get_bool" => Accessor::Bool,
+        _ => return None,
+    };
+    let (column, mut path) = json_object(f.args.first()?)?;
+    for arg in &f.args[1..] {
+        path.push(text_literal(arg)?);
+    }
+    Some((accessor, column, path))
+}
+
+/// A JSON column, or `json_get(column, 'k', ...)` of one: the column and the path so far.
+fn json_object(expr: &Expr) -> Option<(String, Vec<String>)> {
+    match expr {
+        Expr::Column(c) => Some((c.name.clone(), vec![])),
+        Expr::ScalarFunction(f) if f.func.name() == "json_get" => {
+            let (column, mut path) = json_object(f.args.first()?)?;
+            for arg in &f.args[1..] {
+                path.push(text_literal(arg)?);
+            }
+            Some((column, path))
+        }
+        _ => None,
+    }
+}
+
+fn text_literal(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A constant as an index value, for the accessor comparing it.
+fn value(accessor: Accessor, expr: &Expr) -> Option<IndexValue> {
+    let Expr::Literal(v, _) = expr else {
+        return None;
+    };
+    match accessor {
+        Accessor::AsText | Accessor::Str => text_literal(expr).map(IndexValue::Text),
+        Accessor::Int | Accessor::Float => {
+            let n = match v.cast_to(&datafusion::arrow::datatypes::DataType::Float64) {
+                Ok(ScalarValue::Float64(Some(n))) if n.is_finite() => n,
+                _ => return None,
+            };
+            Some(IndexValue::Number(n))
+        }
+        Accessor::Bool => match v {
+            ScalarValue::Boolean(Some(b)) => Some(IndexValue::Bool(*b)),
+            _ => None,
+        },
+    }
+}
+
+fn point(v: IndexValue) -> ValueRange {
+    (Bound::Included(v.clone()), Bound::Included(v))
+}
+
+/// The lowest non-null value: every value above `Null`.
+fn not_null() -> Bound<IndexValue> {
+    Bound::Excluded(IndexValue::Null)
+}
+
+/// The complement of sorted, disjoint point values among the non-null values.
+fn between_points(points: &[IndexValue]) -> Vec<ValueRange> {
+    let mut out = Vec::with_capacity(points.len() + 1);
+    let mut lower = not_null();
+    for p in points {
+        out.push((lower, Bound::Excluded(p.clone())));
+        lower = Bound::Excluded(p.clone());
+    }
+    out.push((lower, Bound::Unbounded));
+    out
+}
+
+fn sort_values(values: &mut Vec<IndexValue>) {
+    let key = |v: &IndexValue| {
+        let mut b = Vec::new();
+        v.encode(&mut b);
+        b
+    };
+    values.sort_by_key(key);
+    values.dedup();
+}
+
+/// Extra values whose `->>` text could equal `text`: numbers, booleans, objects.
+fn text_lookalikes(text: &str) -> Vec<ValueRange> {
+    let mut out = Vec::new();
+    if let Ok(n) = text.trim().parse::<f64>()
+        && n.is_finite()
+    {
+        out.push(point(IndexValue::Number(n)));
+    }
+    match text {
+        "true" => out.push(point(IndexValue::Bool(true))),
+        "false" => out.push(point(IndexValue::Bool(false))),
+        _ => {}
+    }
+    if text.starts_with('{') || text.starts_with('[') {
+        out.push(point(IndexValue::Json(text.to_string())));
+    }
+    out
+}
+
+/// Every value that is not text or null: numbers, booleans, objects and arrays (whose
+/// `->>` text a range of text might include).
+fn all_non_text() -> Vec<ValueRange> {
+    vec![
+        (
+            Bound::Included(IndexValue::Bool(false)),
+            Bound::Excluded(IndexValue::Text(String::new())),
+        ),
+        (
+            Bound::Included(IndexValue::Json(String::new())),
+            Bound::Unbounded,
+        ),
+    ]
+}
+
+fn op_name(op: Operator) -> &'static str {
+    match op {
+        Operator::Eq => "=",
+        Operator::NotEq => "<>",
+        Operator::Lt => "<",
+        Operator::LtEq => "<=",
+        Operator::Gt => ">",
+        Operator::GtEq => ">=",
+        _ => "?",
+    }
+}
+
+fn show(v: &IndexValue) -> String {
+    match v {
+        IndexValue::Null => "NULL".into(),
+        IndexValue::Bool(b) => b.to_string(),
+        IndexValue::Number(n) => n.to_string(),
+        IndexValue::Text(s) | IndexValue::Json(s) => format!("'{}'", s.replace('\'', "''")),
+    }
+}
+
+/// A leaf over a user index: the value ranges it selects and whether exactly.
+fn user_leaf(
+    table: Table,
+    expr: &Expr,
+    user: &[IndexDef],
+    negated: bool,
+) -> Option<(RowSet, bool)> {
+    let find = |column: &str, path: &[String], kind: IndexKind| {
+        user.iter().find(|d| {
+            d.table == table.name() && d.column == column && d.path == path && d.kind == kind
+        })
+    };
+    // Membership in a list index.
+    if let Expr::ScalarFunction(f) = expr
+        && f.func.name() == "json_array_contains"
+        && f.args.len() >= 3
+    {
+        let (column, mut path) = json_object(&f.args[0])?;
+        for arg in &f.args[1..f.args.len() - 1] {
+            path.push(text_literal(arg)?);
+        }
+        let def = find(&column, &path, IndexKind::List)?;
+        let last = f.args.last()?;
+        let v = value(Accessor::AsText, last)
+            .or_else(|| value(Accessor::Float, last))
+            .or_else(|| value(Accessor::Bool, last))?;
+        if negated {
+            // Rows without the element include rows with no array: not in the index.
+            return None;
+        }
+        let label = format!("{} contains {}", def.name, show(&v));
+        return Some((RowSet::user(def, &[point(v)], label).ok()?, true));
+    }
+    // A bare boolean accessor is `= true`.
+    if let Some((Accessor::Bool, column, path)) = json_path(expr) {
+        let def = find(&column, &path, IndexKind::Value)?;
+        let v = IndexValue::Bool(!negated);
+        let label = format!("{} = {}", def.name, show(&v));
+        return Some((RowSet::user(def, &[point(v)], label).ok()?, true));
+    }
+    let (target, ranges, exact, label) = match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (target, constant, op) = match (json_path(left), json_path(right)) {
+                (Some(t), None) => (t, right.as_ref(), *op),
+                (None, Some(t)) => (t, left.as_ref(), op.swap()?),
+                _ => return None,
+            };
+            let op = if negated { op.negate()? } else { op };
+            let v = value(target.0, constant)?;
+            let (ranges, exact) = compare(target.0, op, v.clone())?;
+            let label = format!("{} {} {}", "{}", op_name(op), show(&v));
+            (target, ranges, exact, label)
+        }
+        Expr::InList(list) => {
+            let target = json_path(&list.expr)?;
+            let mut values = list
+                .list
+                .iter()
+                .map(|e| value(target.0, e))
+                .collect::<Option<Vec<_>>>()?;
+            if values.is_empty() || values.len() > 1024 {
+                return None;
+            }
+            sort_values(&mut values);
+            let shown: Vec<String> = values.iter().map(show).collect();
+            let not = list.negated != negated;
+            let mut ranges = Vec::new();
+            let mut exact = true;
+            for v in &values {
+                let (r, e) = compare(target.0, Operator::Eq, v.clone())?;
+                ranges.extend(r);
+                exact &= e;
+            }
+            if not {
+                // The complement of the points is the answer only when they are exact.
+                if !exact {
+                    return None;
+                }
+                ranges = between_points(&values);
+            }
+            let label = format!(
+                "{{}} {}IN ({})",
+                if not { "NOT " } else { "" },
+                shown.join(", ")
+            );
+            (target, ranges, exact, label)
+        }
+        Expr::Between(Between {
+            expr: inner,
+            negated: between_negated,
+            low,
+            high,
+        }) => {
+            let target = json_path(inner)?;
+            if *between_negated != negated {
+                return None;
+            }
+            let (lo, hi) = (value(target.0, low)?, value(target.0, high)?);
+            let (mut ranges, ea) = compare(target.0, Operator::GtEq, lo.clone())?;
+            let (upper, eb) = compare(target.0, Operator::LtEq, hi.clone())?;
+            // The first range of each is the accessor's own type: intersect those; the
+            // rest (values whose text might match) stay as they are.
+            if let (Some(first), Some(second)) = (ranges.first_mut(), upper.first()) {
+                first.1 = second.1.clone();
+            }
+            let label = format!("{{}} BETWEEN {} AND {}", show(&lo), show(&hi));
+            (target, ranges, ea && eb, label)
+        }
+        Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+            let target = json_path(inner)?;
+            if target.0 != Accessor::AsText {
+                return None;
+            }
+            let is_null = matches!(expr, Expr::IsNull(_)) != negated;
+            let ranges = if is_null {
+                vec![point(IndexValue::Null)]
+            } else {
+                vec![(not_null(), Bound::Unbounded)]
+            };
+            let label = format!("{{}} IS {}NULL", if is_null { "" } else { "NOT " });
+            (target, ranges, true, label)
+        }
+        _ => return None,
+    };
+    let (_, column, path) = target;
+    let def = find(&column, &path, IndexKind::Value)?;
+    let label = label.replacen("{}", &def.name, 1);
+    Some((RowSet::user(def, &ranges, label).ok()?, exact))
+}
+
+/// The value ranges of `accessor(...) op v`, and whether they are exact.
+fn compare(accessor: Accessor, op: Operator, v: IndexValue) -> Option<(Vec<ValueRange>, bool)> {
+    let range = |op: Operator, v: IndexValue, type_end: Bound<IndexValue>, type_start| match op {
+        Operator::Eq => Some(vec![point(v)]),
+        Operator::NotEq => Some(between_points(&[v])),
+        Operator::Lt => Some(vec![(type_start, Bound::Excluded(v))]),
+        Operator::LtEq => Some(vec![(type_start, Bound::Included(v))]),
+        Operator::Gt => Some(vec![(Bound::Excluded(v), type_end)]),
+        Operator::GtEq => Some(vec![(Bound::Included(v), type_end)]),
+        _ => None,
+    };
+    let text_start = Bound::Included(IndexValue::Text(String::new()));
+    let text_end = Bound::Excluded(IndexValue::Json(String::new()));
+    let number_start = Bound::Included(IndexValue::Number(f64::NEG_INFINITY));
+    let number_end = Bound::Excluded(IndexValue::Text(String::new()));
+    match accessor {
+        Accessor::Str => {
+            let ranges = range(op, v, text_end, text_start)?;
+            // `<>` also selects numbers and the like, for which json_get_str is NULL.
+            Some((ranges, op != Operator::NotEq))
+        }
+        Accessor::AsText => {
+            let IndexValue::Text(text) = &v else {
+                return None;
+            };
+            let lookalikes = text_lookalikes(text);
+            match op {
+                Operator::Eq => {
+                    let exact = lookalikes.is_empty();
+                    let mut ranges = vec![point(v)];
+                    ranges.extend(lookalikes);
+                    Some((ranges, exact))
+                }
+                Operator::NotEq if lookalikes.is_empty() => Some((between_points(&[v]), true)),
+                Operator::NotEq => None,
+                _ => {
+                    let mut ranges = range(op, v, text_end, text_start)?;
+                    ranges.extend(all_non_text());
+                    Some((ranges, false))
+                }
+            }
+        }
+        Accessor::Int | Accessor::Float => {
+            // json_get_int is NULL for a fraction: the scan re-checks.
+            let ranges = range(op, v, number_end, number_start)?;
+            Some((ranges, op != Operator::NotEq && accessor == Accessor::Float))
+        }
+        Accessor::Bool => {
+            let bool_start = Bound::Included(IndexValue::Bool(false));
+            let bool_end = Bound::Excluded(IndexValue::Number(f64::NEG_INFINITY));
+            Some((range(op, v, bool_end, bool_start)?, op != Operator::NotEq))
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! Storage layer: user-declared indexes over JSON paths, and row-id sets built from
+//! indexes (no DataFusion).
+//!
+//! An [`IndexDef`] indexes one path of a JSON column (`resources.metadata`,
+//! `entities.properties`, `edges.properties`, `moments.metadata`). A `value` index holds
+//! one entry per row: the typed value at the path, with `Null` for JSON null or a missing
+//! key, so `IS NULL` is answered too. A `list` index holds one entry per element of the
+//! JSON array at the path (and none when there is no array), for membership tests.
+//! Entries are written in the same `WriteBatch` as their row; [`TenantStore::create_index`]
+//! builds a new index over the rows that exist, holding the tenant's write lock so that
+//! no write slips past it.
+//!
+//! A [`RowSet`] is an AND/OR tree whose leaves are key ranges of one index (built-in or
+//! user); [`TenantStore::row_set`] evaluates it to sorted, distinct row ids.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::keys::{self, IndexValue};
+use super::{IndexId, KeyPart, Row, Table, TenantStore, index_row_id};
+use crate::error::{Error, Result};
+
+/// What a user index holds for each row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexKind {
+    /// The value at the path (null when missing).
+    Value,
+    /// Each element of the array at the path.
+    List,
+}
+
+/// A user-declared index over a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    /// Unique per tenant.
+    pub name: String,
+    pub table: String,
+    /// The JSON column (`metadata` or `properties`).
+    pub column: String,
+    /// Object keys from the column's root to the value.
+    pub path: Vec<String>,
+    pub kind: IndexKind,
+    /// Number in keys; never reused.
+    pub id: u32,
+}
+
+impl IndexDef {
+    pub fn table(&self) -> Result<Table> {
+        Table::from_name(&self.table)
+            .ok_or_else(|| Error::Corruption(format!("index on unknown table {}", self.table)))
+    }
+
+    /// `metadata->'a'->>'b'` style, for messages and listings.
+    pub fn expression(&self) -> String {
+        let mut out = self.column.clone();
+        for (i, key) in self.path.iter().enumerate() {
+            let arrow = if i + 1 == self.path.len() && self.kind == IndexKind::Value {
+                "->>"
+            } else {
+                "->"
+            };
+            out.push_str(&format!("{arrow}'{}'", key.replace('\'', "''")));
+        }
+        out
+    }
+
+    /// The values this index holds for a row (its JSON column already parsed).
+    fn values(&self, json: &serde_json::Value) -> Vec<IndexValue> {
+        let mut at = Some(json);
+        for key in &self.path {
+            at = at.and_then(|v| v.get(key));
+        }
+        match (self.kind, at) {
+            (IndexKind::Value, None) => vec![IndexValue::Null],
+            (IndexKind::Value, Some(v)) => vec![index_value(v)],
+            (IndexKind::List, Some(serde_json::Value::Array(items))) => {
+                let mut values: Vec<IndexValue> = items.iter().map(index_value).collect();
+                // One entry per distinct element.
+                let mut seen = Vec::with_capacity(values.len());
+                values.retain(|v| {
+                    let mut key = Vec::new();
+                    v.encode(&mut key);
+                    if seen.contains(&key) {
+                        false
+                    } else {
+                        seen.push(key);
+                        true
+                    }
+                });
+                values
+            }
+            (IndexKind::List, _) => vec![],
+        }
+    }
+}
+
+/// A JSON value as an index value (objects and arrays as their compact text, which is
+/// also what `->>` returns for them, under a type of their own).
+pub fn index_value(v: &serde_json::Value) -> IndexValue {
+    match v {
+        serde_json::Value::Null => IndexValue::Null,
+        serde_json::Value::Bool(b) => IndexValue::Bool(*b),
+        serde_json::Value::Number(n) => IndexValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(s) => IndexValue::Text(s.clone()),
+        other => IndexValue::Json(other.to_string()),
+    }
+}
+
+/// The JSON columns an index may cover.
+pub fn json_column(table: Table, column: &str) -> bool {
+    matches!(
+        (table, column),
+        (Table::Resources, "metadata")
+            | (Table::Entities, "properties")
+            | (Table::Edges, "properties")
+            | (Table::Moments, "metadata")
+    )
+}
+
+fn row_json(row: &Row) -> &str {
+    match row {
+        Row::Resource(r) => &r.metadata,
+        Row::Entity(e) => &e.properties,
+        Row::Edge(e) => &e.properties,
+        Row::Moment(m) => &m.metadata,
+    }
+}
+
+/// The user-index entries of a row: `(key without row id ... )` as full keys.
+pub(super) fn user_index_keys(defs: &[IndexDef], row: &Row, row_id: u64) -> Result<Vec<Vec<u8>>> {
+    let table = row.table();
+    let mine: Vec<&IndexDef> = defs.iter().filter(|d| d.table == table.name()).collect();
+    if mine.is_empty() {
+        return Ok(vec![]);
+    }
+    // Stored JSON is normalized on write; an empty text means `{}`.
+    let text = row_json(row);
+    let json: serde_json::Value = if text.is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_str(text)
+            .map_err(|e| Error::Corruption(format!("stored JSON of {}: {e}", table.name())))?
+    };
+    let mut out = Vec::new();
+    for def in mine {
+        for value in def.values(&json) {
+            out.push(keys::user_index_key(table, def.id, &value, row_id));
+        }
+    }
+    Ok(out)
+}
+
+/// Rows whose entries fall into key ranges of indexes, combined with AND and OR.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowSet {
+    /// Rows with an entry in `[start, end)` of one of `ranges`; `label` says which index
+    /// and values, for EXPLAIN.
+    Keys {
+        label: String,
+        ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    },
+    And(Vec<RowSet>),
+    Or(Vec<RowSet>),
+}
+
+/// A range of index values.
+pub type ValueRange = (Bound<IndexValue>, Bound<IndexValue>);
+
+/// The key range `[start, end)` of the entries whose value prefix lies in a range.
+fn key_range(
+    base: &[u8],
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let start = match lower {
+        Bound::Unbounded => base.to_vec(),
+        Bound::Included(p) => p,
+        Bound::Excluded(p) => keys::prefix_successor(&p).unwrap_or_else(|| base.to_vec()),
+    };
+    let end = match upper {
+        Bound::Unbounded => keys::prefix_successor(base),
+        Bound::Included(p) => keys::prefix_successor(&p),
+        Bound::Excluded(p) => Some(p),
+    };
+    (start, end)
+}
+
+impl RowSet {
+    /// Rows whose built-in `index` entry starts with one of `prefixes`.
+    pub fn builtin_prefixes(index: IndexId, prefixes: &[Vec<KeyPart>], label: String) -> RowSet {
+        let ranges = prefixes
+            .iter()
+            .map(|p| {
+                let start = keys::index_prefix(index, p);
+                let end = keys::prefix_successor(&start);
+                (start, end)
+            })
+            .collect();
+        RowSet::Keys { label, ranges }
+    }
+
+    /// Rows whose built-in `index` entry lies between the bounds.
+    pub fn builtin_range(
+        index: IndexId,
+        lower: &Bound<Vec<KeyPart>>,
+        upper: &Bound<Vec<KeyPart>>,
+        label: String,
+    ) -> RowSet {
+        let prefix = |v: &Vec<KeyPart>| keys::index_prefix(index, v);
+        let range = key_range(
+            &keys::index_prefix(index, &[]),
+            lower.as_ref().map(prefix),
+            upper.as_ref().map(prefix),
+        );
+        RowSet::Keys {
+            label,
+            ranges: vec![range],
+        }
+    }
+
+    /// Rows whose entry in user index `def` lies in one of `ranges` of values.
+    pub fn user(def: &IndexDef, ranges: &[ValueRange], label: String) -> Result<RowSet> {
+        let table = def.table()?;
+        let base = keys::user_index_prefix(table, def.id);
+        let prefix = |v: &IndexValue| keys::user_index_value_prefix(table, def.id, v);
+        let ranges = ranges
+            .iter()
+            .map(|(lo, hi)| key_range(&base, lo.as_ref().map(prefix), hi.as_ref().map(prefix)))
+            .collect();
+        Ok(RowSet::Keys { label, ranges })
+    }
+
+    /// Describes the set for EXPLAIN.
+    pub fn describe(&self) -> String {
+        match self {
+            RowSet::Keys { label, .. } => label.clone(),
+            RowSet::And(parts) => {
+                let inner: Vec<String> = parts.iter().map(|p| p.describe()).collect();
+                format!("({})", inner.join(" AND "))
+            }
+            RowSet::Or(parts) => {
+                let inner: Vec<String> = parts.iter().map(|p| p.describe()).collect();
+                format!("({})", inner.join(" OR "))
+            }
+        }
+    }
+}
+
+/// Sorted, distinct row ids: the AND of two is a merge.
+fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+impl TenantStore {
+    /// The user-declared indexes of the tenant (cached; reloaded after a change).
+    pub fn user_indexes(&self) -> Result<Arc<Vec<IndexDef>>> {
+        if let Some(defs) = self.state.user_indexes.read().clone() {
+            return Ok(defs);
+        }
+        let defs: Vec<IndexDef> = match self.get_raw(&keys::meta_key(keys::META_USER_INDEXES))? {
+            None => vec![],
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| Error::Corruption(format!("user index definitions: {e}")))?,
+        };
+        let defs = Arc::new(defs);
+        *self.state.user_indexes.write() = Some(Arc::clone(&defs));
+        Ok(defs)
+    }
+
+    /// Creates an index over a JSON path and builds it over the existing rows, calling
+    /// `progress(rows done, rows in table)` as it goes. Writers of the tenant wait until
+    /// it is built; readers do not.
+    pub fn create_index(
+        &self,
+        name: &str,
+        table: Table,
+        column: &str,
+        path: &[String],
+        kind: IndexKind,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<IndexDef> {
+        validate_index_name(name)?;
+        if !json_column(table, column) {
+            return Err(Error::invalid(format!(
+                "{}.{column} is not a JSON column; indexes cover a path of {}",
+                table.name(),
+                match table {
+                    Table::Entities | Table::Edges => "properties",
+                    Table::Resources | Table::Moments => "metadata",
+                }
+            )));
+        }
+        if path.is_empty() || path.iter().any(|k| k.is_empty()) {
+            return Err(Error::invalid(
+                "an index needs a JSON path of one or more non-empty keys",
+            ));
+        }
+        let cf = self.cf()?;
+        let _writer = self.state.write_lock.lock();
+        let mut defs = (*self.user_indexes()?).clone();
+        if defs.iter().any(|d| d.name == name) || builtin_index_name(name) {
+            return Err(Error::AlreadyExists(format!("index '{name}'")));
+        }
+        let id = self.meta_u64(keys::META_NEXT_USER_INDEX)?.unwrap_or(1);
+        let id32 = u32::try_from(id).map_err(|_| Error::invalid("too many indexes created"))?;
+        let def = IndexDef {
+            name: name.to_string(),
+            table: table.name().to_string(),
+            column: column.to_string(),
+            path: path.to_vec(),
+            kind,
+            id: id32,
+        };
+        // Entries of an earlier build of this id that crashed half-way are not ours.
+        let prefix = keys::user_index_prefix(table, id32);
+        let mut batch = WriteBatch::default();
+        if let Some(end) = keys::prefix_successor(&prefix) {
+            batch.delete_range_cf(&cf, prefix.clone(), end);
+        }
+        batch.put_cf(
+            &cf,
+            keys::meta_key(keys::META_NEXT_USER_INDEX),
+            (id + 1).to_be_bytes(),
+        );
+        self.db.write(batch)?;
+
+        let total = self.count(table)?;
+        let one = [def.clone()];
+        let mut cursor = self.scan(table, &super::AccessPath::FullScan, None)?;
+        let mut done = 0u64;
+        progress(0, total);
+        loop {
+            let rows = cursor.next_chunk(BUILD_CHUNK)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut batch = WriteBatch::default();
+            for (row_id, row) in &rows {
+                for key in user_index_keys(&one, row, *row_id)? {
+                    batch.put_cf(&cf, key, []);
+                }
+            }
+            self.db.write(batch)?;
+            done += rows.len() as u64;
+            progress(done, total);
+        }
+        // The definition lands last: until then no reader plans with a half-built index.
+        defs.push(def.clone());
+        self.put_user_indexes(&defs)?;
+        Ok(def)
+    }
+
+    /// Drops a user index and its entries.
+    pub fn drop_index(&self, name: &str) -> Result<IndexDef> {
+        let cf = self.cf()?;
+        let _writer = self.state.write_lock.lock();
+        let mut defs = (*self.user_indexes()?).clone();
+        let Some(at) = defs.iter().position(|d| d.name == name) else {
+            if builtin_index_name(name) {
+                return Err(Error::invalid(format!(
+                    "index '{name}' is built in and cannot be dropped"
+                )));
+            }
+            return Err(Error::NotFound(format!("index '{name}'")));
+        };
+        let def = defs.remove(at);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            &cf,
+            keys::meta_key(keys::META_USER_INDEXES),
+            serde_json::to_vec(&defs).map_err(|e| Error::Storage(e.to_string()))?,
+        );
+        let prefix = keys::user_index_prefix(def.table()?, def.id);
+        if let Some(end) = keys::prefix_successor(&prefix) {
+            batch.delete_range_cf(&cf, prefix, end);
+        }
+        self.db.write(batch)?;
+        *self.state.user_indexes.write() = Some(Arc::new(defs));
+        Ok(def)
+    }
+
+    fn put_user_indexes(&self, defs: &[IndexDef]) -> Result<()> {
+        let cf = self.cf()?;
+        let json = serde_json::to_vec(defs).map_err(|e| Error::Storage(e.to_string()))?;
+        self.db
+            .put_cf(&cf, keys::meta_key(keys::META_USER_INDEXES), json)?;
+        *self.state.user_indexes.write() = Some(Arc::new(defs.to_vec()));
+        Ok(())
+    }
+
+    /// The sorted, distinct row ids of a set.
+    pub fn row_set(&self, set: &RowSet) -> Result<Vec<u64>> {
+        match set {
+            RowSet::Keys { ranges, .. } => {
+                let cf = self.cf()?;
+                let mut ids = Vec::new();
+                for (start, end) in ranges {
+                    if end.as_ref().is_some_and(|e| start >= e) {
+                        continue;
+                    }
+                    for item in self.range(&cf, start.clone(), end.clone()) {
+                        let (key, _) = item?;
+                        ids.push(index_row_id(&key)?);
+                    }
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(ids)
+            }
+            RowSet::And(parts) => {
+                let mut sets = parts
+                    .iter()
+                    .map(|p| self.row_set(p))
+                    .collect::<Result<Vec<_>>>()?;
+                sets.sort_by_key(|s| s.len());
+                let mut sets = sets.into_iter();
+                let Some(mut acc) = sets.next() else {
+                    return Ok(vec![]);
+                };
+                for s in sets {
+                    if acc.is_empty() {
+                        break;
+                    }
+                    acc = intersect(&acc, &s);
+                }
+                Ok(acc)
+            }
+            RowSet::Or(parts) => {
+                let mut ids = Vec::new();
+                for p in parts {
+                    ids.extend(self.row_set(p)?);
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(ids)
+            }
+        }
+    }
+}
+
+/// Rows read and indexed per write while an index is built.
+const BUILD_CHUNK: usize = 10_000;
+
+fn builtin_index_name(name: &str) -> bool {
+    [
+        IndexId::EntityType,
+        IndexId::EntityName,
+        IndexId::EdgeDst,
+        IndexId::MomentTimestamp,
+        IndexId::MomentType,
+        IndexId::ResourceUri,
+    ]
+    .iter()
+    .any(|i| i.name() == name)
+}
+
+fn validate_index_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "index name {name:?} must be 1..=64 letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Storage, StorageOptions, WriteOp};
+    use super::*;
+    use crate::storage::Resource;
+
+    fn resource(id: &str, metadata: &str) -> WriteOp {
+        WriteOp::Insert(Row::Resource(Resource {
+            id: id.into(),
+            uri: format!("doc://{id}"),
+            metadata: metadata.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn values_of_paths() {
+        let def = |kind| IndexDef {
+            name: "i".into(),
+            table: "resources".into(),
+            column: "metadata".into(),
+            path: vec!["a".into(), "b".into()],
+            kind,
+            id: 1,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(r#"{"a": {"b": [1, "x", 1, null, {"c": true}]}}"#).unwrap();
+        assert_eq!(
+            def(IndexKind::List).values(&json),
+            [
+                IndexValue::Number(1.0),
+                IndexValue::Text("x".into()),
+                IndexValue::Null,
+                IndexValue::Json(r#"{"c":true}"#.into())
+            ]
+        );
+        assert_eq!(
+            def(IndexKind::Value).values(&json),
+            [IndexValue::Json(r#"[1,"x",1,null,{"c":true}]"#.into())]
+        );
+        let missing: serde_json::Value = serde_json::from_str(r#"{"a": 1}"#).unwrap();
+        assert_eq!(def(IndexKind::Value).values(&missing), [IndexValue::Null]);
+        assert!(def(IndexKind::List).values(&missing).is_empty());
+        assert_eq!(def(IndexKind::Value).expression(), "metadata->'a'->>'b'");
+    }
+
+    #[test]
+    fn create_maintain_query_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        storage.create_tenant("t").unwrap();
+        let t = storage.tenant("t").unwrap();
+        t.apply(vec![
+            resource("r1", r#"{"lang": "en", "tags": ["a", "b"], "n": 3}"#),
+            resource("r2", r#"{"lang": "de", "tags": ["b"], "n": 10}"#),
+            resource("r3", r#"{"n": -1}"#),
+        ])
+        .unwrap();
+        let mut calls = vec![];
+        let lang = t
+            .create_index(
+                "idx_lang",
+                Table::Resources,
+                "metadata",
+                &["lang".into()],
+                IndexKind::Value,
+                &mut |done, total| calls.push((done, total)),
+            )
+            .unwrap();
+        assert_eq!(calls, [(0, 3), (3, 3)]);
+        let tags = t
+            .create_index(
+                "idx_tags",
+                Table::Resources,
+                "metadata",
+                &["tags".into()],
+                IndexKind::List,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        let n = t
+            .create_index(
+                "idx_n",
+                Table::Resources,
+                "metadata",
+                &["n".into()],
+                IndexKind::Value,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        // Written after the index exists: maintained in the row's batch.
+        t.apply(vec![resource(
+            "r4",
+            r#"{"lang": "en", "tags": ["a"], "n": 2.5}"#,
+        )])
+        .unwrap();
+        let eq = |def: &IndexDef, v: IndexValue| {
+            let set = RowSet::user(
+                def,
+                &[(Bound::Included(v.clone()), Bound::Included(v))],
+                String::new(),
+            )
+            .unwrap();
+            t.row_set(&set).unwrap()
+        };
+        assert_eq!(eq(&lang, IndexValue::Text("en".into())), [1, 4]);
+        assert_eq!(eq(&lang, IndexValue::Null), [3]);
+        assert_eq!(eq(&tags, IndexValue::Text("b".into())), [1, 2]);
+        let between = RowSet::user(
+            &n,
+            &[(
+                Bound::Included(IndexValue::Number(0.0)),
+                Bound::Excluded(IndexValue::Number(10.0)),
+            )],
+            String::new(),
+        )
+        .unwrap();
+        assert_eq!(t.row_set(&between).unwrap(), [1, 4]);
+        let both = RowSet::And(vec![
+            between.clone(),
+            RowSet::user(
+                &tags,
+                &[(
+                    Bound::Included(IndexValue::Text("a".into())),
+                    Bound::Included(IndexValue::Text("a".into())),
+                )],
+                String::new(),
+            )
+            .unwrap(),
+        ]);
+        assert_eq!(t.row_set(&both).unwrap(), [1, 4]);
+
+        // Updates and deletes move and remove entries.
+        t.apply(vec![
+            WriteOp::Update(Row::Resource(Resource {
+                id: "r1".into(),
+                uri: "doc://r1".into(),
+                metadata: r#"{"lang": "fr"}"#.into(),
+                ..Default::default()
+            })),
+            WriteOp::Delete {
+                table: Table::Resources,
+                key: vec!["r4".into()],
+            },
+        ])
+        .unwrap();
+        assert!(eq(&lang, IndexValue::Text("en".into())).is_empty());
+        assert_eq!(eq(&tags, IndexValue::Text("b".into())), [2]);
+
+        assert!(matches!(
+            t.create_index(
+                "idx_lang",
+                Table::Resources,
+                "metadata",
+                &["x".into()],
+                IndexKind::Value,
+                &mut |_, _| {}
+            ),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            t.create_index(
+                "bad",
+                Table::Resources,
+                "content",
+                &["x".into()],
+                IndexKind::Value,
+                &mut |_, _| {}
+            ),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            t.drop_index("entities_type"),
+            Err(Error::InvalidArgument(_))
+        ));
+        t.drop_index("idx_lang").unwrap();
+        assert_eq!(t.user_indexes().unwrap().len(), 2);
+        assert!(matches!(t.drop_index("idx_lang"), Err(Error::NotFound(_))));
+
+        // Definitions survive a reopen.
+        drop((t, storage));
+        let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        let t = storage.tenant("t").unwrap();
+        let names: Vec<String> = t
+            .user_indexes()
+            .unwrap()
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
+        assert_eq!(names, ["idx_tags", "idx_n"]);
+    }
+}
