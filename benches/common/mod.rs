@@ -112,3 +112,108 @@ pub fn rss_bytes() -> u64 {
         .map(|kb| kb * 1024)
         .unwrap_or(0)
 }
+
+/// W-VEC / W-HYB vectors: 768 dimensions (nomic-embed-text-v1.5 size).
+pub const DIMS: usize = 768;
+const CLUSTERS: usize = 1000;
+/// Recall is measured at 10.
+pub const K: usize = 10;
+/// Spread of a vector around its cluster centre, per coordinate, before normalizing.
+const NOISE: f32 = 0.03;
+
+pub fn normal(rng: &mut StdRng) -> f32 {
+    // Box-Muller: two uniforms give one standard normal.
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+pub fn normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// `n` vectors and `q` held-out queries from the same 1,000 Gaussian clusters.
+pub fn generate_vectors(n: usize, q: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let centres: Vec<Vec<f32>> = (0..CLUSTERS)
+        .map(|_| normalized((0..DIMS).map(|_| normal(&mut rng)).collect()))
+        .collect();
+    let mut sample = |rng: &mut StdRng| {
+        let c = &centres[rng.random_range(0..CLUSTERS)];
+        normalized(c.iter().map(|x| x + NOISE * normal(rng)).collect())
+    };
+    let data = (0..n).map(|_| sample(&mut rng)).collect();
+    let queries = (0..q).map(|_| sample(&mut rng)).collect();
+    (data, queries)
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent sums, so that the compiler can use SIMD registers.
+    let mut lanes = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Exact top-k (by cosine, the vectors being unit length) of every query among the rows
+/// `keep` accepts, on 2 threads.
+pub fn ground_truth(
+    data: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    keep: &(dyn Fn(usize) -> bool + Sync),
+) -> Vec<Vec<u64>> {
+    let half = queries.len().div_ceil(2);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = queries
+            .chunks(half)
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|q| {
+                            let mut best: Vec<(f32, u64)> = Vec::with_capacity(K + 1);
+                            for (i, v) in data.iter().enumerate() {
+                                if !keep(i) {
+                                    continue;
+                                }
+                                let d = dot(q, v);
+                                if best.len() < K || d > best[K - 1].0 {
+                                    let at = best.partition_point(|(x, _)| *x >= d);
+                                    best.insert(at, (d, i as u64));
+                                    best.truncate(K);
+                                }
+                            }
+                            best.into_iter().map(|(_, i)| i).collect::<Vec<u64>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("ground truth worker"))
+            .collect()
+    })
+}
+
+pub fn recall(found: &[Vec<u64>], truth: &[Vec<u64>]) -> f64 {
+    let hits: usize = found
+        .iter()
+        .zip(truth)
+        .map(|(f, t)| f.iter().filter(|x| t.contains(x)).count())
+        .sum();
+    let total: usize = truth.iter().map(|t| t.len()).sum();
+    hits as f64 / total.max(1) as f64
+}

@@ -1,0 +1,278 @@
+//! W-HYB (../shared/BENCHMARKS.md): filtered vector search through SQL over N resources
+//! of 768-d clustered vectors with metadata (`language` en 50%, `tags` important 10% /
+//! urgent 1%, `source` one of 1,000), with JSON indexes on the three paths.
+//!
+//! Per filter (selectivity 50%, 10%, 1%, 0.1%, and the seed's query): recall@10 against
+//! the exact top-10 among passing rows, p50/p95, rows returned and the strategy chosen;
+//! beside it the "vector-first" answer (top-10 by similarity, then the filter) for the
+//! seed's comparison. Also W-ENT P3/P4 with their JSON index.
+//!
+//! `cargo bench --bench whyb`; `REMDB_HYB_ROWS` (default 100000), `REMDB_HYB_QUERIES` (200).
+
+mod common;
+
+use std::time::Instant;
+
+use datafusion::arrow::array::AsArray;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use remdb::{Batch, Db, IndexKind, Param, Resource, Table, Tenant};
+
+use common::{K, generate_vectors, ground_truth, load_entities, percentiles, recall, sample};
+
+const LANGUAGES: [&str; 10] = ["en", "de", "fr", "es", "it", "pt", "nl", "sv", "pl", "ja"];
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Meta {
+    language: &'static str,
+    important: bool,
+    urgent: bool,
+    source: usize,
+}
+
+fn metadata(rng: &mut StdRng) -> Meta {
+    Meta {
+        language: if rng.random_range(0..2) == 0 {
+            "en"
+        } else {
+            LANGUAGES[rng.random_range(1..10)]
+        },
+        important: rng.random_range(0..10) == 0,
+        urgent: rng.random_range(0..100) == 0,
+        source: rng.random_range(0..1000),
+    }
+}
+
+fn run(rt: &tokio::runtime::Runtime, t: &Tenant, sql: &str, q: &[f32]) -> Vec<u64> {
+    let batches = rt
+        .block_on(t.sql_with_params(sql, &[Param::Vector(q.to_vec())]))
+        .expect("query");
+    let mut out = vec![];
+    for b in batches {
+        let ids = b.column(0).as_string::<i32>();
+        out.extend(
+            ids.iter()
+                .flatten()
+                .map(|id| id[1..].parse::<u64>().expect("id")),
+        );
+    }
+    out
+}
+
+fn main() {
+    let n = env("REMDB_HYB_ROWS", 100_000);
+    let nq = env("REMDB_HYB_QUERIES", 200);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let t0 = Instant::now();
+    let (data, queries) = generate_vectors(n, nq);
+    let mut rng = StdRng::seed_from_u64(common::SEED + 3);
+    let metas: Vec<Meta> = (0..n).map(|_| metadata(&mut rng)).collect();
+    eprintln!("generated {n} rows in {:.1}s", t0.elapsed().as_secs_f64());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(dir.path(), Default::default()).expect("open");
+    let tenant = db.create_tenant("hyb").expect("tenant");
+    tenant.vector_index_stats().expect("load index");
+    let t0 = Instant::now();
+    for start in (0..n).step_by(1000) {
+        let mut batch = Batch::new();
+        for i in start..(start + 1000).min(n) {
+            let m = &metas[i];
+            let mut tags = vec![];
+            if m.important {
+                tags.push("important");
+            }
+            if m.urgent {
+                tags.push("urgent");
+            }
+            let metadata = serde_json::json!({
+                "language": m.language, "tags": tags, "source": format!("s{}", m.source)
+            });
+            batch = batch.insert(Resource {
+                id: format!("r{i:07}"),
+                uri: format!("doc://{}", i / 8),
+                content: format!("chunk {i}"),
+                metadata: metadata.to_string(),
+                embedding: Some(data[i].clone()),
+                ..Default::default()
+            });
+        }
+        tenant.write(batch).expect("write");
+    }
+    eprintln!("loaded in {:.1}s", t0.elapsed().as_secs_f64());
+    let t0 = Instant::now();
+    for (name, path, kind) in [
+        ("idx_lang", "language", IndexKind::Value),
+        ("idx_tags", "tags", IndexKind::List),
+        ("idx_source", "source", IndexKind::Value),
+    ] {
+        tenant
+            .create_index(name, Table::Resources, "metadata", &[path], kind)
+            .expect("index");
+    }
+    eprintln!("indexed in {:.1}s", t0.elapsed().as_secs_f64());
+    db.storage().flush().expect("flush");
+
+    type Keep = Box<dyn Fn(usize) -> bool + Sync>;
+    let cases: Vec<(&str, &str, Keep, usize, Option<f32>)> = vec![
+        (
+            "50% language = 'en'",
+            "metadata->>'language' = 'en'",
+            Box::new(|i| metas[i].language == "en"),
+            K,
+            None,
+        ),
+        (
+            "10% 'important' in tags",
+            "json_array_contains(metadata, 'tags', 'important')",
+            Box::new(|i| metas[i].important),
+            K,
+            None,
+        ),
+        (
+            "1% 'urgent' in tags",
+            "json_array_contains(metadata, 'tags', 'urgent')",
+            Box::new(|i| metas[i].urgent),
+            K,
+            None,
+        ),
+        (
+            "0.1% source = 's42'",
+            "metadata->>'source' = 's42'",
+            Box::new(|i| metas[i].source == 42),
+            K,
+            None,
+        ),
+        (
+            "seed: top 50, min 0.7, en, LIMIT 10",
+            "metadata->>'language' = 'en'",
+            Box::new(|i| metas[i].language == "en"),
+            50,
+            Some(0.7),
+        ),
+    ];
+    println!("\n### W-HYB at {n} x 768, top-10 through SQL, {nq} queries\n");
+    println!(
+        "| filter | strategy | recall@10 | p50 ms | p95 ms | mean rows | vector-first recall@10 | vector-first mean rows |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (label, filter, keep, top_k, min_score) in &cases {
+        let keep: &(dyn Fn(usize) -> bool + Sync) = keep.as_ref();
+        let mut truth = ground_truth(&data, &queries, keep);
+        if let Some(min) = min_score {
+            // The seed's query keeps only hits over the score, then the first 10.
+            for (t, q) in truth.iter_mut().zip(&queries) {
+                t.retain(|i| common::dot(q, &data[*i as usize]) >= *min);
+            }
+        }
+        let min = min_score.map_or("NULL".to_string(), |m| m.to_string());
+        let sql = format!(
+            "SELECT id FROM vector_similar('resources', $1, {top_k}, {min}) WHERE {filter} LIMIT {K}"
+        );
+        let mut found = vec![];
+        let times = sample(10, nq, |i| found.push(run(&rt, &tenant, &sql, &queries[i])));
+        let found = &found[10..];
+        let p = percentiles(times);
+        let rows = found.iter().map(Vec::len).sum::<usize>() as f64 / nq as f64;
+        // Vector-first: the top-10 by similarity, then the filter.
+        let first_sql = format!("SELECT id FROM vector_similar('resources', $1, {top_k}, {min})");
+        let mut first = vec![];
+        for q in &queries {
+            let ids = run(&rt, &tenant, &first_sql, q);
+            first.push(
+                ids.into_iter()
+                    .filter(|i| keep(*i as usize))
+                    .take(K)
+                    .collect::<Vec<u64>>(),
+            );
+        }
+        let first_rows = first.iter().map(Vec::len).sum::<usize>() as f64 / nq as f64;
+        let analyze = rt
+            .block_on(tenant.sql_with_params(
+                &format!("EXPLAIN ANALYZE {sql}"),
+                &[Param::Vector(queries[0].clone())],
+            ))
+            .expect("explain");
+        let plan = datafusion::arrow::util::pretty::pretty_format_batches(&analyze)
+            .expect("format")
+            .to_string();
+        let strategy = ["exact", "in_graph", "overfetch", "hnsw"]
+            .into_iter()
+            .find(|s| plan.contains(&format!("strategy_{s}=1")))
+            .unwrap_or("?");
+        let show_recall = |found: &[Vec<u64>]| {
+            if truth.iter().all(Vec::is_empty) {
+                "n/a (no row passes)".to_string()
+            } else {
+                format!("{:.3}", recall(found, &truth))
+            }
+        };
+        println!(
+            "| {label} | {strategy} | {} | {:.3} | {:.3} | {rows:.1} | {} | {first_rows:.1} |",
+            show_recall(found),
+            p.p50,
+            p.p95,
+            show_recall(&first),
+        );
+    }
+
+    // W-ENT P3 / P4 with the JSON index on properties.
+    let went = db.create_tenant("went").expect("tenant");
+    let rows = env("REMDB_BENCH_ROWS", 100_000);
+    load_entities(&went, rows);
+    for (name, path) in [("idx_role", "role"), ("idx_team", "team")] {
+        went.create_index(
+            name,
+            Table::Entities,
+            "properties",
+            &[path],
+            IndexKind::Value,
+        )
+        .expect("index");
+    }
+    db.storage().flush().expect("flush");
+    println!("\n### W-ENT P3/P4 at {rows} entities with JSON indexes (single-threaded)\n");
+    println!("| query | p50 ms | p95 ms | p99 ms | access |");
+    println!("|---|---|---|---|---|");
+    for (name, sql) in [
+        (
+            "P3 JSON",
+            "SELECT * FROM entities WHERE properties->>'role' = 'engineer' LIMIT 100",
+        ),
+        (
+            "P4 composite",
+            "SELECT * FROM entities WHERE type = 'person' AND properties->>'team' IN ('platform','infra') AND created_at > '2024-01-01' ORDER BY name LIMIT 100",
+        ),
+    ] {
+        let times = sample(20, 300, |_| {
+            std::hint::black_box(rt.block_on(went.sql(sql)).expect("query"));
+        });
+        let plan = rt
+            .block_on(went.sql(&format!("EXPLAIN {sql}")))
+            .expect("explain");
+        let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+            .expect("format")
+            .to_string();
+        let access = plan
+            .lines()
+            .find_map(|l| l.split("access=").nth(1))
+            .and_then(|rest| rest.split(", projection").next())
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        let p = percentiles(times);
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | `{access}` |",
+            p.p50, p.p95, p.p99
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! W-VEC (../shared/BENCHMARKS.md): vector search over N clustered 768-d unit vectors,
+//! through remdb's SQL (`vector_similar`) and, in the same run on the same vectors, straight
+//! through the usearch crate at the same parameters; the ratio of the two is our overhead.
+//!
+//! `cargo bench --bench wvec` prints Markdown tables: build rate and memory, then per ef
+//! recall@10, p50/p95/p99 single-threaded and QPS on 2 threads for both. Environment:
+//! `REMDB_VEC_ROWS` (default 100000), `REMDB_VEC_QUERIES` (1000), `REMDB_VEC_EF`
+//! (`16,32,64,128,256`), `REMDB_VEC_PRECISION` (`f32` or `f16`).
+
+mod common;
+
+use std::time::Instant;
+
+use remdb::{Batch, Db, Metric, Param, Precision, Resource, Tenant, VectorOptions};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use common::{DIMS, K, generate_vectors as generate, ground_truth, percentiles, recall, rss_bytes};
+
+const M: usize = 16;
+const EF_CONSTRUCTION: usize = 128;
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn row_id(i: usize) -> String {
+    format!("r{i:07}")
+}
+
+/// The data index of a row id written by [`row_id`].
+fn data_index(id: &str) -> u64 {
+    id[1..].parse().expect("row id")
+}
+
+const SQL: &str = "SELECT id FROM vector_similar('resources', $1, 10, NULL, {ef})";
+
+fn sql_search(rt: &tokio::runtime::Runtime, tenant: &Tenant, query: &[f32], ef: usize) -> Vec<u64> {
+    let sql = SQL.replace("{ef}", &ef.to_string());
+    let batches = rt
+        .block_on(tenant.sql_with_params(&sql, &[Param::Vector(query.to_vec())]))
+        .expect("vector_similar");
+    let mut out = Vec::with_capacity(K);
+    for batch in batches {
+        let ids = datafusion::arrow::array::AsArray::as_string::<i32>(batch.column(0));
+        out.extend(ids.iter().flatten().map(data_index));
+    }
+    out
+}
+
+fn raw_search(index: &Index, query: &[f32]) -> Vec<u64> {
+    index.search(query, K).expect("usearch search").keys
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Queries per second with 2 threads, each answering half of the queries with its own
+/// tokio runtime (a current-thread one, as an embedding application would have).
+fn qps_2_threads(
+    queries: &[Vec<f32>],
+    search: impl Fn(&tokio::runtime::Runtime, &[f32]) + Sync,
+) -> f64 {
+    let half = queries.len().div_ceil(2);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for chunk in queries.chunks(half) {
+            let search = &search;
+            s.spawn(move || {
+                let rt = runtime();
+                chunk.iter().for_each(|q| search(&rt, q))
+            });
+        }
+    });
+    queries.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn main() {
+    let n: usize = env("REMDB_VEC_ROWS", 100_000);
+    let nq: usize = env("REMDB_VEC_QUERIES", 1000);
+    let efs: Vec<usize> = std::env::var("REMDB_VEC_EF")
+        .unwrap_or_else(|_| "16,32,64,128,256".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let precision = Precision::parse(&std::env::var("REMDB_VEC_PRECISION").unwrap_or("f32".into()))
+        .expect("REMDB_VEC_PRECISION");
+
+    let t = Instant::now();
+    let (data, queries) = generate(n, nq);
+    eprintln!(
+        "generated {n} x {DIMS} in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let truth = ground_truth(&data, &queries, &|_| true);
+    eprintln!(
+        "exact top-{K} of {nq} queries in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let base_rss = rss_bytes();
+
+    // remdb: rows with vectors written in batches of 1,000 through the library, the HNSW
+    // index loaded (empty) first so every batch is indexed as it commits.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(dir.path(), Default::default()).expect("open");
+    let tenant = db.create_tenant("wvec").expect("tenant");
+    tenant
+        .configure_vectors(VectorOptions {
+            dimensions: Some(DIMS),
+            metric: Metric::Cosine,
+            connectivity: M,
+            ef_construction: EF_CONSTRUCTION,
+            ef_search: 64,
+            precision,
+        })
+        .expect("configure");
+    tenant.vector_index_stats().expect("load index");
+    let t = Instant::now();
+    for start in (0..n).step_by(1000) {
+        let mut batch = Batch::new();
+        for (i, v) in data.iter().enumerate().skip(start).take(1000) {
+            batch = batch.insert(Resource {
+                id: row_id(i),
+                uri: format!("doc://{}", i / 8),
+                chunk_index: (i % 8) as i64,
+                content: format!("chunk {i}"),
+                embedding: Some(v.clone()),
+                ..Default::default()
+            });
+        }
+        tenant.write(batch).expect("write");
+        if (start / 1000) % 50 == 49 {
+            eprintln!("remdb: {} rows written", start + 1000);
+        }
+    }
+    let remdb_build = t.elapsed().as_secs_f64();
+    let (indexed, index_bytes) = tenant.vector_index_stats().expect("stats");
+    assert_eq!(indexed, n, "every vector is indexed");
+    let remdb_rss = rss_bytes();
+
+    let t = Instant::now();
+    tenant.unload_vectors().expect("unload");
+    let save_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    tenant.vector_index_stats().expect("reload");
+    let load_s = t.elapsed().as_secs_f64();
+
+    // Raw usearch at the same parameters, built with 2 threads.
+    let raw = Index::new(&IndexOptions {
+        dimensions: DIMS,
+        metric: MetricKind::Cos,
+        quantization: match precision {
+            Precision::F32 => ScalarKind::F32,
+            Precision::F16 => ScalarKind::F16,
+        },
+        connectivity: M,
+        expansion_add: EF_CONSTRUCTION,
+        expansion_search: 64,
+        multi: false,
+    })
+    .expect("usearch index");
+    raw.reserve(n).expect("reserve");
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for (part, chunk) in data.chunks(n.div_ceil(2)).enumerate() {
+            let raw = &raw;
+            let offset = part * n.div_ceil(2);
+            s.spawn(move || {
+                for (i, v) in chunk.iter().enumerate() {
+                    raw.add((offset + i) as u64, v).expect("usearch add");
+                }
+            });
+        }
+    });
+    let raw_build = t.elapsed().as_secs_f64();
+    let raw_bytes = raw.memory_usage();
+
+    println!(
+        "\n### W-VEC at {n} x {DIMS}, cosine, M={M}, ef_construction={EF_CONSTRUCTION}, {precision:?}\n"
+    );
+    println!("| system | build s | vectors/s | index MiB | bytes/vector | notes |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| remdb | {remdb_build:.1} | {:.0} | {:.1} | {:.0} | rows + vectors written to RocksDB in batches of 1,000, indexed on commit (2 threads); RSS +{:.0} MiB; save {save_s:.2}s, reload {load_s:.2}s |",
+        n as f64 / remdb_build,
+        mib(index_bytes as u64),
+        index_bytes as f64 / n as f64,
+        mib(remdb_rss.saturating_sub(base_rss)),
+    );
+    println!(
+        "| usearch | {raw_build:.1} | {:.0} | {:.1} | {:.0} | `Index::add` from 2 threads |",
+        n as f64 / raw_build,
+        mib(raw_bytes as u64),
+        raw_bytes as f64 / n as f64,
+    );
+
+    println!(
+        "\n| ef | system | recall@10 | p50 ms | p95 ms | p99 ms | QPS (2 threads) | p50 ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let rt = runtime();
+    for ef in efs {
+        raw.change_expansion_search(ef.max(K));
+        let warm = queries.len().min(50);
+        let mut found = vec![];
+        let raw_times = common::sample(warm, queries.len(), |i| {
+            found.push(raw_search(&raw, &queries[i]));
+        });
+        let raw_recall = recall(&found[warm..], &truth);
+        let raw_qps = qps_2_threads(&queries, |_, q| {
+            std::hint::black_box(raw_search(&raw, q));
+        });
+
+        let mut found = vec![];
+        let sql_times = common::sample(warm, queries.len(), |i| {
+            found.push(sql_search(&rt, &tenant, &queries[i], ef));
+        });
+        let sql_recall = recall(&found[warm..], &truth);
+        let sql_qps = qps_2_threads(&queries, |rt, q| {
+            std::hint::black_box(sql_search(rt, &tenant, q, ef));
+        });
+        let (r, s) = (percentiles(raw_times), percentiles(sql_times));
+        println!(
+            "| {ef} | usearch | {raw_recall:.4} | {:.3} | {:.3} | {:.3} | {raw_qps:.0} | 1.00 |",
+            r.p50, r.p95, r.p99
+        );
+        println!(
+            "| {ef} | remdb SQL | {sql_recall:.4} | {:.3} | {:.3} | {:.3} | {sql_qps:.0} | {:.2} |",
+            s.p50,
+            s.p95,
+            s.p99,
+            s.p50 / r.p50
+        );
+    }
+}
