@@ -122,7 +122,7 @@ fn main() {
     eprintln!("indexed in {:.1}s", t0.elapsed().as_secs_f64());
     db.storage().flush().expect("flush");
 
-    type Keep = Box<dyn Fn(usize) -> bool + Sync>;
+    type Keep<'a> = Box<dyn Fn(usize) -> bool + Sync + 'a>;
     let cases: Vec<(&str, &str, Keep, usize, Option<f32>)> = vec![
         (
             "50% language = 'en'",

@@ -1098,6 +1098,9 @@ struct IndexWalk {
     end: Option<Vec<u8>>,
     descending: bool,
     done: bool,
+    /// Row ids returned so far: a row whose key moved ahead of the walk between two
+    /// chunks (its timestamp was updated) is not returned twice.
+    returned: HashSet<u64>,
 }
 
 impl IndexWalk {
@@ -1108,6 +1111,7 @@ impl IndexWalk {
             end,
             descending,
             done,
+            returned: HashSet::new(),
         }
     }
 
@@ -1135,7 +1139,10 @@ impl IndexWalk {
         let mut last = None;
         for item in store.db.iterator_cf_opt(cf, read_options, mode) {
             let (key, _) = item?;
-            ids.push(index_row_id(&key)?);
+            let id = index_row_id(&key)?;
+            if self.returned.insert(id) {
+                ids.push(id);
+            }
             if ids.len() == max {
                 last = Some(key);
                 break;

@@ -140,7 +140,7 @@ pub fn generate_vectors(n: usize, q: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let centres: Vec<Vec<f32>> = (0..CLUSTERS)
         .map(|_| normalized((0..DIMS).map(|_| normal(&mut rng)).collect()))
         .collect();
-    let mut sample = |rng: &mut StdRng| {
+    let sample = |rng: &mut StdRng| {
         let c = &centres[rng.random_range(0..CLUSTERS)];
         normalized(c.iter().map(|x| x + NOISE * normal(rng)).collect())
     };

@@ -137,9 +137,11 @@ fn json_path(expr: &SqlExpr) -> Option<(String, Vec<String>)> {
     match expr {
         SqlExpr::Nested(inner) => json_path(inner),
         SqlExpr::Identifier(id) => Some((id.value.clone(), vec![])),
-        SqlExpr::BinaryOp { left, op, right }
-            if matches!(op, BinaryOperator::Arrow | BinaryOperator::LongArrow) =>
-        {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Arrow | BinaryOperator::LongArrow,
+            right,
+        } => {
             let (column, mut path) = json_path(left)?;
             match right.as_ref() {
                 SqlExpr::Value(v) => match &v.value {

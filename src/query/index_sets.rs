@@ -17,7 +17,9 @@
 //!
 //! SQL semantics of the values: `->>` returns text, so it matches strings, and also numbers,
 //! booleans and objects whose text might equal the constant (those make the set inexact);
-//! `json_get_int`/`json_get_float` compare numbers numerically; `json_get_str` strings only.
+//! `json_get_int`/`json_get_float` compare numbers numerically but also parse strings, so
+//! their sets take every string and are re-checked; `json_get_bool` reads `true`/`false`
+//! and the strings "true"/"false"; `json_get_str` strings only.
 
 use std::ops::Bound;
 
@@ -257,12 +259,12 @@ fn user_leaf(
         let label = format!("{} contains {}", def.name, show(&v));
         return Some((RowSet::user(def, &[point(v)], label).ok()?, true));
     }
-    // A bare boolean accessor is `= true`.
+    // A bare boolean accessor is `= true` (NOT of it, `= false`).
     if let Some((Accessor::Bool, column, path)) = json_path(expr) {
         let def = find(&column, &path, IndexKind::Value)?;
-        let v = IndexValue::Bool(!negated);
-        let label = format!("{} = {}", def.name, show(&v));
-        return Some((RowSet::user(def, &[point(v)], label).ok()?, true));
+        let (ranges, exact) = compare(Accessor::Bool, Operator::Eq, IndexValue::Bool(!negated))?;
+        let label = format!("{} = {}", def.name, !negated);
+        return Some((RowSet::user(def, &ranges, label).ok()?, exact));
     }
     let (target, ranges, exact, label) = match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
@@ -298,11 +300,23 @@ fn user_leaf(
                 exact &= e;
             }
             if not {
-                // The complement of the points is the answer only when they are exact.
-                if !exact {
-                    return None;
-                }
-                ranges = between_points(&values);
+                // The complement of exact points: among all non-null values for `->>`
+                // (each has a text), among the strings for json_get_str; the typed
+                // accessors read strings too, so they are left to a scan.
+                ranges = match target.0 {
+                    Accessor::AsText if exact => between_points(&values),
+                    Accessor::Str => {
+                        let mut r = Vec::new();
+                        let mut lower = Bound::Included(IndexValue::Text(String::new()));
+                        for v in &values {
+                            r.push((lower, Bound::Excluded(v.clone())));
+                            lower = Bound::Excluded(v.clone());
+                        }
+                        r.push((lower, Bound::Excluded(IndexValue::Json(String::new()))));
+                        r
+                    }
+                    _ => return None,
+                };
             }
             let label = format!(
                 "{{}} {}IN ({})",
@@ -350,36 +364,39 @@ fn user_leaf(
     };
     let (_, column, path) = target;
     let def = find(&column, &path, IndexKind::Value)?;
+    let mut unique: Vec<ValueRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        if !unique.contains(&r) {
+            unique.push(r);
+        }
+    }
+    let ranges = unique;
     let label = label.replacen("{}", &def.name, 1);
     Some((RowSet::user(def, &ranges, label).ok()?, exact))
 }
 
 /// The value ranges of `accessor(...) op v`, and whether they are exact.
 fn compare(accessor: Accessor, op: Operator, v: IndexValue) -> Option<(Vec<ValueRange>, bool)> {
-    let range = |op: Operator, v: IndexValue, type_end: Bound<IndexValue>, type_start| match op {
-        Operator::Eq => Some(vec![point(v)]),
-        Operator::NotEq => Some(between_points(&[v])),
-        Operator::Lt => Some(vec![(type_start, Bound::Excluded(v))]),
-        Operator::LtEq => Some(vec![(type_start, Bound::Included(v))]),
-        Operator::Gt => Some(vec![(Bound::Excluded(v), type_end)]),
-        Operator::GtEq => Some(vec![(Bound::Included(v), type_end)]),
-        _ => None,
+    let text = || {
+        (
+            Bound::Included(IndexValue::Text(String::new())),
+            Bound::Excluded(IndexValue::Json(String::new())),
+        )
     };
-    let text_start = Bound::Included(IndexValue::Text(String::new()));
-    let text_end = Bound::Excluded(IndexValue::Json(String::new()));
-    let number_start = Bound::Included(IndexValue::Number(f64::NEG_INFINITY));
-    let number_end = Bound::Excluded(IndexValue::Text(String::new()));
+    let numbers = || {
+        (
+            Bound::Included(IndexValue::Number(f64::NEG_INFINITY)),
+            Bound::Excluded(IndexValue::Text(String::new())),
+        )
+    };
     match accessor {
-        Accessor::Str => {
-            let ranges = range(op, v, text_end, text_start)?;
-            // `<>` also selects numbers and the like, for which json_get_str is NULL.
-            Some((ranges, op != Operator::NotEq))
-        }
+        // Only strings have a json_get_str: `<>` is the rest of the strings.
+        Accessor::Str => Some((within(text(), op, v)?, true)),
         Accessor::AsText => {
-            let IndexValue::Text(text) = &v else {
+            let IndexValue::Text(s) = &v else {
                 return None;
             };
-            let lookalikes = text_lookalikes(text);
+            let lookalikes = text_lookalikes(s);
             match op {
                 Operator::Eq => {
                     let exact = lookalikes.is_empty();
@@ -387,24 +404,68 @@ fn compare(accessor: Accessor, op: Operator, v: IndexValue) -> Option<(Vec<Value
                     ranges.extend(lookalikes);
                     Some((ranges, exact))
                 }
+                // Every non-null value has a text: `<>` is every other non-null value.
                 Operator::NotEq if lookalikes.is_empty() => Some((between_points(&[v]), true)),
                 Operator::NotEq => None,
                 _ => {
-                    let mut ranges = range(op, v, text_end, text_start)?;
+                    let mut ranges = within(text(), op, v)?;
                     ranges.extend(all_non_text());
                     Some((ranges, false))
                 }
             }
         }
         Accessor::Int | Accessor::Float => {
-            // json_get_int is NULL for a fraction: the scan re-checks.
-            let ranges = range(op, v, number_end, number_start)?;
-            Some((ranges, op != Operator::NotEq && accessor == Accessor::Float))
+            // json_get_int compares i64s that f64 keys may round together, and -0.0 is
+            // not 0.0 in SQL's float order: open bounds are closed, and `<>` takes every
+            // number. Both also parse numbers written as strings, so every string is a
+            // candidate: the set is always re-checked.
+            let op = match op {
+                Operator::Lt => Operator::LtEq,
+                Operator::Gt => Operator::GtEq,
+                Operator::NotEq => return Some((vec![numbers(), text()], false)),
+                op => op,
+            };
+            let mut ranges = within(numbers(), op, v)?;
+            ranges.push(text());
+            Some((ranges, false))
         }
         Accessor::Bool => {
-            let bool_start = Bound::Included(IndexValue::Bool(false));
-            let bool_end = Bound::Excluded(IndexValue::Number(f64::NEG_INFINITY));
-            Some((range(op, v, bool_end, bool_start)?, op != Operator::NotEq))
+            // json_get_bool also reads the strings "true" and "false".
+            let IndexValue::Bool(b) = v else {
+                return None;
+            };
+            let b = match op {
+                Operator::Eq => b,
+                Operator::NotEq => !b,
+                _ => return None,
+            };
+            Some((
+                vec![
+                    point(IndexValue::Bool(b)),
+                    point(IndexValue::Text(b.to_string())),
+                ],
+                true,
+            ))
         }
     }
+}
+
+/// Values of one type's range `(start, end)` that compare with `v` as `op` does.
+fn within(
+    (start, end): (Bound<IndexValue>, Bound<IndexValue>),
+    op: Operator,
+    v: IndexValue,
+) -> Option<Vec<ValueRange>> {
+    Some(match op {
+        Operator::Eq => vec![point(v)],
+        Operator::NotEq => vec![
+            (start, Bound::Excluded(v.clone())),
+            (Bound::Excluded(v), end),
+        ],
+        Operator::Lt => vec![(start, Bound::Excluded(v))],
+        Operator::LtEq => vec![(start, Bound::Included(v))],
+        Operator::Gt => vec![(Bound::Excluded(v), end)],
+        Operator::GtEq => vec![(Bound::Included(v), end)],
+        _ => return None,
+    })
 }

@@ -226,9 +226,22 @@ impl VectorSimilarTable {
     /// is evaluated inside the search.
     fn on_table_columns(&self, expr: &Expr) -> bool {
         let table_columns = table_schema(Table::Resources);
-        expr.column_refs()
-            .iter()
-            .all(|c| table_columns.index_of(&c.name).is_ok())
+        let subquery = expr
+            .exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::ScalarSubquery(_)
+                        | Expr::InSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::OuterReferenceColumn(..)
+                ))
+            })
+            .unwrap_or(true);
+        !subquery
+            && expr
+                .column_refs()
+                .iter()
+                .all(|c| table_columns.index_of(&c.name).is_ok())
     }
 }
 
@@ -588,6 +601,8 @@ impl VectorSearchExec {
             fetch = (fetch * WIDEN_FACTOR).min(total);
         }
         metric("graph_filter_checks").add(visited.into_inner());
+        // A wider search can find a nearer row than an earlier round did.
+        found.rows.sort_by(|a, b| a.1.total_cmp(&b.1));
         Ok(found.rows)
     }
 

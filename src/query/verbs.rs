@@ -321,7 +321,15 @@ fn search(c: &mut Cursor) -> Result<String> {
     if c.keyword("WHERE") {
         c.pos += 1;
         let from = c.pos;
-        while c.peek().is_some() && !c.keyword("LIMIT") {
+        // The condition runs to a LIMIT outside brackets (a subquery may have its own).
+        let mut depth = 0i32;
+        while let Some(t) = c.peek() {
+            match &t.token {
+                Token::LParen | Token::LBracket => depth += 1,
+                Token::RParen | Token::RBracket => depth -= 1,
+                _ if depth == 0 && c.keyword("LIMIT") => break,
+                _ => {}
+            }
             c.pos += 1;
         }
         if c.pos == from {
@@ -376,6 +384,10 @@ mod tests {
         assert_eq!(
             sql("SEARCH [0.1, 0.2] IN resources WHERE metadata->>'lang' = 'en' LIMIT 5"),
             "SELECT id, uri, content, metadata, score FROM vector_similar('resources', ARRAY[0.1, 0.2], 5) WHERE metadata->>'lang' = 'en' LIMIT 5"
+        );
+        assert_eq!(
+            sql("SEARCH $1 IN resources WHERE id IN (SELECT id FROM resources LIMIT 3) LIMIT 2"),
+            "SELECT id, uri, content, metadata, score FROM vector_similar('resources', $1, 2) WHERE id IN (SELECT id FROM resources LIMIT 3) LIMIT 2"
         );
         assert_eq!(
             sql("SEARCH $1 IN resources"),

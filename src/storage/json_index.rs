@@ -72,7 +72,7 @@ impl IndexDef {
     fn values(&self, json: &serde_json::Value) -> Vec<IndexValue> {
         let mut at = Some(json);
         for key in &self.path {
-            at = at.and_then(|v| v.get(key));
+            at = at.and_then(|v| step(v, key));
         }
         match (self.kind, at) {
             (IndexKind::Value, None) => vec![IndexValue::Null],
@@ -95,6 +95,19 @@ impl IndexDef {
             }
             (IndexKind::List, _) => vec![],
         }
+    }
+}
+
+/// One step of a path, as datafusion-functions-json takes it: an object's key, or, on an
+/// array, a key that is an integer is a position (negative from the end).
+fn step<'a>(value: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match value {
+        serde_json::Value::Array(items) => {
+            let i = key.parse::<i64>().ok()?;
+            let i = if i < 0 { items.len() as i64 + i } else { i };
+            items.get(usize::try_from(i).ok()?)
+        }
+        other => other.get(key),
     }
 }
 
@@ -130,7 +143,7 @@ fn row_json(row: &Row) -> &str {
     }
 }
 
-/// The user-index entries of a row: `(key without row id ... )` as full keys.
+/// The keys of a row's entries in the user indexes of its table.
 pub(super) fn user_index_keys(defs: &[IndexDef], row: &Row, row_id: u64) -> Result<Vec<Vec<u8>>> {
     let table = row.table();
     let mine: Vec<&IndexDef> = defs.iter().filter(|d| d.table == table.name()).collect();
@@ -162,6 +175,8 @@ pub enum RowSet {
     Keys {
         label: String,
         ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        /// The user index read, checked to still exist when the set is evaluated.
+        user_index: Option<u32>,
     },
     And(Vec<RowSet>),
     Or(Vec<RowSet>),
@@ -200,7 +215,11 @@ impl RowSet {
                 (start, end)
             })
             .collect();
-        RowSet::Keys { label, ranges }
+        RowSet::Keys {
+            label,
+            ranges,
+            user_index: None,
+        }
     }
 
     /// Rows whose built-in `index` entry lies between the bounds.
@@ -219,6 +238,7 @@ impl RowSet {
         RowSet::Keys {
             label,
             ranges: vec![range],
+            user_index: None,
         }
     }
 
@@ -231,7 +251,11 @@ impl RowSet {
             .iter()
             .map(|(lo, hi)| key_range(&base, lo.as_ref().map(prefix), hi.as_ref().map(prefix)))
             .collect();
-        Ok(RowSet::Keys { label, ranges })
+        Ok(RowSet::Keys {
+            label,
+            ranges,
+            user_index: Some(def.id),
+        })
     }
 
     /// Describes the set for EXPLAIN.
@@ -274,14 +298,23 @@ impl TenantStore {
         if let Some(defs) = self.state.user_indexes.read().clone() {
             return Ok(defs);
         }
-        let defs: Vec<IndexDef> = match self.get_raw(&keys::meta_key(keys::META_USER_INDEXES))? {
-            None => vec![],
-            Some(v) => serde_json::from_slice(&v)
-                .map_err(|e| Error::Corruption(format!("user index definitions: {e}")))?,
-        };
-        let defs = Arc::new(defs);
-        *self.state.user_indexes.write() = Some(Arc::clone(&defs));
+        // Loaded under the cache's lock, so a load cannot overwrite a newer list that
+        // create_index or drop_index stored meanwhile.
+        let mut cache = self.state.user_indexes.write();
+        if let Some(defs) = cache.clone() {
+            return Ok(defs);
+        }
+        let defs = Arc::new(self.stored_user_indexes()?);
+        *cache = Some(Arc::clone(&defs));
         Ok(defs)
+    }
+
+    fn stored_user_indexes(&self) -> Result<Vec<IndexDef>> {
+        match self.get_raw(&keys::meta_key(keys::META_USER_INDEXES))? {
+            None => Ok(vec![]),
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| Error::Corruption(format!("user index definitions: {e}"))),
+        }
     }
 
     /// Creates an index over a JSON path and builds it over the existing rows, calling
@@ -314,7 +347,7 @@ impl TenantStore {
         }
         let cf = self.cf()?;
         let _writer = self.state.write_lock.lock();
-        let mut defs = (*self.user_indexes()?).clone();
+        let mut defs = self.stored_user_indexes()?;
         if defs.iter().any(|d| d.name == name) || builtin_index_name(name) {
             return Err(Error::AlreadyExists(format!("index '{name}'")));
         }
@@ -330,16 +363,9 @@ impl TenantStore {
         };
         // Entries of an earlier build of this id that crashed half-way are not ours.
         let prefix = keys::user_index_prefix(table, id32);
-        let mut batch = WriteBatch::default();
         if let Some(end) = keys::prefix_successor(&prefix) {
-            batch.delete_range_cf(&cf, prefix.clone(), end);
+            self.db.delete_range_cf(&cf, prefix.clone(), end)?;
         }
-        batch.put_cf(
-            &cf,
-            keys::meta_key(keys::META_NEXT_USER_INDEX),
-            (id + 1).to_be_bytes(),
-        );
-        self.db.write(batch)?;
 
         let total = self.count(table)?;
         let one = [def.clone()];
@@ -361,9 +387,23 @@ impl TenantStore {
             done += rows.len() as u64;
             progress(done, total);
         }
-        // The definition lands last: until then no reader plans with a half-built index.
+        // The definition and the next id land last, together: until then no reader plans
+        // with a half-built index, and a crash leaves entries the next build of this id
+        // clears first.
         defs.push(def.clone());
-        self.put_user_indexes(&defs)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            &cf,
+            keys::meta_key(keys::META_NEXT_USER_INDEX),
+            (id + 1).to_be_bytes(),
+        );
+        batch.put_cf(
+            &cf,
+            keys::meta_key(keys::META_USER_INDEXES),
+            serde_json::to_vec(&defs).map_err(|e| Error::Storage(e.to_string()))?,
+        );
+        self.db.write(batch)?;
+        *self.state.user_indexes.write() = Some(Arc::new(defs));
         Ok(def)
     }
 
@@ -371,7 +411,7 @@ impl TenantStore {
     pub fn drop_index(&self, name: &str) -> Result<IndexDef> {
         let cf = self.cf()?;
         let _writer = self.state.write_lock.lock();
-        let mut defs = (*self.user_indexes()?).clone();
+        let mut defs = self.stored_user_indexes()?;
         let Some(at) = defs.iter().position(|d| d.name == name) else {
             if builtin_index_name(name) {
                 return Err(Error::invalid(format!(
@@ -396,19 +436,22 @@ impl TenantStore {
         Ok(def)
     }
 
-    fn put_user_indexes(&self, defs: &[IndexDef]) -> Result<()> {
-        let cf = self.cf()?;
-        let json = serde_json::to_vec(defs).map_err(|e| Error::Storage(e.to_string()))?;
-        self.db
-            .put_cf(&cf, keys::meta_key(keys::META_USER_INDEXES), json)?;
-        *self.state.user_indexes.write() = Some(Arc::new(defs.to_vec()));
-        Ok(())
-    }
-
     /// The sorted, distinct row ids of a set.
     pub fn row_set(&self, set: &RowSet) -> Result<Vec<u64>> {
         match set {
-            RowSet::Keys { ranges, .. } => {
+            RowSet::Keys {
+                ranges,
+                user_index,
+                label,
+            } => {
+                // A plan made before a DROP INDEX must not read an emptied index as "no rows".
+                if let Some(id) = user_index
+                    && !self.user_indexes()?.iter().any(|d| d.id == *id)
+                {
+                    return Err(Error::Query(format!(
+                        "an index this query planned with ({label}) was dropped; run the query again"
+                    )));
+                }
                 let cf = self.cf()?;
                 let mut ids = Vec::new();
                 for (start, end) in ranges {
@@ -530,6 +573,12 @@ mod tests {
         assert_eq!(def(IndexKind::Value).values(&missing), [IndexValue::Null]);
         assert!(def(IndexKind::List).values(&missing).is_empty());
         assert_eq!(def(IndexKind::Value).expression(), "metadata->'a'->>'b'");
+        // On an array an integer key is a position, as datafusion-functions-json reads it.
+        let first = IndexDef {
+            path: vec!["a".into(), "b".into(), "-1".into(), "c".into()],
+            ..def(IndexKind::Value)
+        };
+        assert_eq!(first.values(&json), [IndexValue::Bool(true)]);
     }
 
     #[test]

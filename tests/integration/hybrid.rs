@@ -49,12 +49,28 @@ fn load(t: &Tenant, n: usize) -> Vec<(String, serde_json::Value, Vec<f32>)> {
                 meta.insert("level".into(), "high".into());
             }
             1 => {}
+            // A number written as a string: json_get_float reads it as a number.
+            2 => {
+                meta.insert("level".into(), "2.5".into());
+            }
             _ => {
                 meta.insert(
                     "level".into(),
                     (rng.random_range(0..40) as f64 / 4.0).into(),
                 );
             }
+        }
+        match rng.random_range(0..4) {
+            0 => {
+                meta.insert("flag".into(), true.into());
+            }
+            1 => {
+                meta.insert("flag".into(), "false".into());
+            }
+            2 => {
+                meta.insert("flag".into(), 0.into());
+            }
+            _ => {}
         }
         let meta = serde_json::Value::Object(meta);
         let v = vector(&mut rng);
@@ -102,6 +118,22 @@ fn index_all(t: &Tenant) {
         IndexKind::Value,
     )
     .unwrap();
+    t.create_index(
+        "idx_flag",
+        Table::Resources,
+        "metadata",
+        &["flag"],
+        IndexKind::Value,
+    )
+    .unwrap();
+    t.create_index(
+        "idx_tag0",
+        Table::Resources,
+        "metadata",
+        &["tags", "0"],
+        IndexKind::Value,
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,6 +169,18 @@ async fn indexed_answers_equal_unindexed_ones() {
         "uri = 'doc://7' AND metadata->>'language' = 'en'",
         "uri = 'doc://7' OR json_array_contains(metadata, 'tags', 'urgent')",
         "content = 'chunk 3' AND json_array_contains(metadata, 'tags', 'important')",
+        "json_get_float(metadata, 'level') = 2.5",
+        "json_get_float(metadata, 'level') > 2 AND json_get_float(metadata, 'level') < 3",
+        "json_get_int(metadata, 'level') <> 5",
+        "json_get_str(metadata, 'level') NOT IN ('high')",
+        "json_get_str(metadata, 'level') <> 'high'",
+        "metadata->>'level' NOT IN ('high', 'low')",
+        "json_get_bool(metadata, 'flag')",
+        "NOT json_get_bool(metadata, 'flag')",
+        "json_get_bool(metadata, 'flag') = false",
+        "metadata->>'flag' IS NULL",
+        "metadata->'tags'->>'0' = 'important'",
+        "metadata->'tags'->>'0' IS NULL",
     ] {
         let sql = format!("SELECT id FROM resources WHERE {filter} ORDER BY id");
         let indexed = rows(&t, &sql).await;

@@ -239,13 +239,17 @@ fn crash_test() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let kill_after = rng.random_range(1..6);
         let mut seen = 0;
-        for line in stdout.lines() {
+        let note_ack = |line: std::io::Result<String>| {
             let line = line.unwrap();
-            if let Some(n) = line.strip_prefix("acked ") {
-                acked = Some(n.parse().unwrap());
+            line.strip_prefix("acked ")
+                .map(|n| n.parse::<usize>().unwrap())
+        };
+        for line in lines.by_ref() {
+            if let Some(n) = note_ack(line) {
+                acked = Some(n);
                 seen += 1;
                 if seen == kill_after {
                     break;
@@ -255,6 +259,13 @@ fn crash_test() {
         // SIGKILL: no destructor runs, nothing is saved on the way out.
         child.kill().unwrap();
         child.wait().unwrap();
+        // Acks the child printed before it died may still sit in the pipe: the last one
+        // is what it acknowledged.
+        for line in lines {
+            if let Some(n) = note_ack(line) {
+                acked = Some(n);
+            }
+        }
         let acked = acked.expect("child acknowledged a batch");
 
         let db = Db::open(dir.path(), Default::default()).unwrap();
