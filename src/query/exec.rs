@@ -36,7 +36,7 @@ use crate::storage::{AccessPath, Row, RowCursor, Table, TenantStore, WriteOp, no
 
 /// The plumbing every leaf node of ours shares: a name, cached properties, no children.
 macro_rules! leaf_exec_plumbing {
-    ($name:literal) => {
+    ($name:expr) => {
         fn name(&self) -> &str {
             $name
         }

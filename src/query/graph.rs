@@ -9,8 +9,8 @@
 //! * `lookup(key, ...)`: entities whose id, name or alias matches a key (names ignoring
 //!   case and spacing, through `entities_name`) and resources whose id or uri is the key.
 //!
-//! Both run when their plan executes (`TraverseExec`, `LookupExec`), so EXPLAIN only
-//! shows the walk they will do.
+//! Both run when their plan executes (`FunctionExec`, shown as `TraverseExec` and
+//! `LookupExec`), so EXPLAIN only shows the walk they will do.
 
 use std::fmt;
 use std::sync::Arc;
@@ -102,6 +102,106 @@ fn one_batch(schema: &SchemaRef, batch: DfResult<RecordBatch>) -> SendableRecord
     ))
 }
 
+/// A table function's work: one batch of rows, computed when its plan runs.
+trait Compute: fmt::Debug + Send + Sync + 'static {
+    /// The exec node's name in EXPLAIN.
+    const NAME: &str;
+    /// The rows' schema.
+    fn schema() -> SchemaRef;
+    fn run(&self, store: &TenantStore) -> DfResult<RecordBatch>;
+    /// The arguments and indexes, for EXPLAIN.
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result;
+}
+
+/// The table one call of a table function stands for.
+#[derive(Debug)]
+struct FunctionTable<C> {
+    store: TenantStore,
+    call: Arc<C>,
+    schema: SchemaRef,
+}
+
+impl<C: Compute> FunctionTable<C> {
+    fn new(store: TenantStore, call: C) -> Self {
+        FunctionTable {
+            store,
+            call: Arc::new(call),
+            schema: C::schema(),
+        }
+    }
+}
+
+#[async_trait]
+impl<C: Compute> TableProvider for FunctionTable<C> {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let projection = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let schema = Arc::new(self.schema.project(&projection)?);
+        Ok(Arc::new(FunctionExec {
+            store: self.store.clone(),
+            call: Arc::clone(&self.call),
+            projection,
+            properties: leaf_properties(Arc::clone(&schema)),
+            schema,
+        }))
+    }
+}
+
+/// Runs a table function's work when executed (`TraverseExec`, `LookupExec`).
+#[derive(Debug)]
+struct FunctionExec<C> {
+    store: TenantStore,
+    call: Arc<C>,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl<C: Compute> DisplayAs for FunctionExec<C> {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}: ", C::NAME)?;
+        self.call.describe(f)
+    }
+}
+
+impl<C: Compute> ExecutionPlan for FunctionExec<C> {
+    leaf_exec_plumbing!(C::NAME);
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let batch = self
+            .call
+            .run(&self.store)
+            .and_then(|b| Ok(b.project(&self.projection)?));
+        Ok(one_batch(&self.schema, batch))
+    }
+}
+
 /// `traverse(start_id, direction, max_depth [, edge_types])`.
 #[derive(Debug)]
 pub struct TraverseFunc {
@@ -155,16 +255,15 @@ impl TableFunctionImpl for TraverseFunc {
             Some(e) => edge_types_arg(session, e)?,
             None => vec![],
         };
-        Ok(Arc::new(TraverseTable {
-            store: self.store.clone(),
-            walk: Walk {
+        Ok(Arc::new(FunctionTable::new(
+            self.store.clone(),
+            Walk {
                 start,
                 direction,
                 max_depth,
                 edge_types,
             },
-            schema: traverse_schema(),
-        }))
+        )))
     }
 }
 
@@ -188,63 +287,20 @@ fn traverse_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-#[derive(Debug)]
-struct TraverseTable {
-    store: TenantStore,
-    walk: Walk,
-    schema: SchemaRef,
-}
+impl Compute for Walk {
+    const NAME: &str = "TraverseExec";
 
-#[async_trait]
-impl TableProvider for TraverseTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+    fn schema() -> SchemaRef {
+        traverse_schema()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let projection = projection
-            .cloned()
-            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        let schema = Arc::new(self.schema.project(&projection)?);
-        Ok(Arc::new(TraverseExec {
-            store: self.store.clone(),
-            walk: self.walk.clone(),
-            projection,
-            properties: leaf_properties(Arc::clone(&schema)),
-            schema,
-        }))
-    }
-}
-
-/// Walks the graph when executed and returns the nodes reached.
-#[derive(Debug)]
-pub struct TraverseExec {
-    store: TenantStore,
-    walk: Walk,
-    projection: Vec<usize>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-}
-
-impl TraverseExec {
-    fn run(&self) -> DfResult<RecordBatch> {
-        let w = &self.walk;
-        let hops = self
-            .store
+    fn run(&self, store: &TenantStore) -> DfResult<RecordBatch> {
+        let w = self;
+        let hops = store
             .traverse(&w.start, w.direction, w.max_depth, &w.edge_types)
             .map_err(external)?;
         let ids: Vec<&str> = hops.iter().map(|h| h.id.as_str()).collect();
-        let found = self.store.entities_by_id(&ids).map_err(external)?;
+        let found = store.entities_by_id(&ids).map_err(external)?;
         // Entity columns for the nodes that have a row; NULL for the others.
         let mut rows: Vec<Row> = Vec::new();
         let positions: UInt32Array = found
@@ -277,14 +333,11 @@ impl TraverseExec {
             paths.append(true);
         }
         columns.push(Arc::new(paths.finish()));
-        let batch = RecordBatch::try_new(traverse_schema(), columns)?;
-        Ok(batch.project(&self.projection)?)
+        Ok(RecordBatch::try_new(traverse_schema(), columns)?)
     }
-}
 
-impl DisplayAs for TraverseExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let w = &self.walk;
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let w = self;
         let access = match w.direction {
             Direction::Out => "primary (src, edge_type, dst)",
             Direction::In => "index edges_dst",
@@ -292,7 +345,7 @@ impl DisplayAs for TraverseExec {
         };
         write!(
             f,
-            "TraverseExec: start='{}', direction={}, max_depth={}",
+            "start='{}', direction={}, max_depth={}",
             w.start.replace('\'', "''"),
             w.direction.name(),
             w.max_depth
@@ -301,25 +354,6 @@ impl DisplayAs for TraverseExec {
             write!(f, ", edge_types=[{}]", w.edge_types.join(", "))?;
         }
         write!(f, ", access={access}")
-    }
-}
-
-impl ExecutionPlan for TraverseExec {
-    leaf_exec_plumbing!("TraverseExec");
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        Ok(one_batch(&self.schema, self.run()))
     }
 }
 
@@ -352,11 +386,10 @@ impl TableFunctionImpl for LookupFunc {
             .enumerate()
             .map(|(i, e)| text_arg(args.session(), e, "lookup", &format!("key {}", i + 1)))
             .collect::<DfResult<Vec<String>>>()?;
-        Ok(Arc::new(LookupTable {
-            store: self.store.clone(),
-            keys,
-            schema: lookup_schema(),
-        }))
+        Ok(Arc::new(FunctionTable::new(
+            self.store.clone(),
+            LookupKeys(keys),
+        )))
     }
 }
 
@@ -374,57 +407,19 @@ fn lookup_schema() -> SchemaRef {
     ]))
 }
 
-#[derive(Debug)]
-struct LookupTable {
-    store: TenantStore,
-    keys: Vec<String>,
-    schema: SchemaRef,
-}
+/// The keys of one `lookup`.
+#[derive(Debug, Clone, PartialEq)]
+struct LookupKeys(Vec<String>);
 
-#[async_trait]
-impl TableProvider for LookupTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+impl Compute for LookupKeys {
+    const NAME: &str = "LookupExec";
+
+    fn schema() -> SchemaRef {
+        lookup_schema()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let projection = projection
-            .cloned()
-            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        let schema = Arc::new(self.schema.project(&projection)?);
-        Ok(Arc::new(LookupExec {
-            store: self.store.clone(),
-            keys: self.keys.clone(),
-            projection,
-            properties: leaf_properties(Arc::clone(&schema)),
-            schema,
-        }))
-    }
-}
-
-/// Looks the keys up when executed.
-#[derive(Debug)]
-pub struct LookupExec {
-    store: TenantStore,
-    keys: Vec<String>,
-    projection: Vec<usize>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-}
-
-impl LookupExec {
-    fn run(&self) -> DfResult<RecordBatch> {
-        let found = self.store.lookup(&self.keys).map_err(external)?;
+    fn run(&self, store: &TenantStore) -> DfResult<RecordBatch> {
+        let found = store.lookup(&self.0).map_err(external)?;
         let mut columns: [Vec<Option<&str>>; 8] = Default::default();
         for f in &found {
             let values: [Option<&str>; 8] = match &f.row {
@@ -459,47 +454,25 @@ impl LookupExec {
             .into_iter()
             .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
             .collect();
-        let batch = RecordBatch::try_new(lookup_schema(), arrays)?;
-        Ok(batch.project(&self.projection)?)
+        Ok(RecordBatch::try_new(lookup_schema(), arrays)?)
     }
-}
 
-impl DisplayAs for LookupExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let keys: Vec<String> = self
-            .keys
+            .0
             .iter()
             .take(5)
             .map(|k| format!("'{}'", k.replace('\'', "''")))
             .collect();
-        let more = if self.keys.len() > 5 {
-            format!(", ... {} keys", self.keys.len())
+        let more = if self.0.len() > 5 {
+            format!(", ... {} keys", self.0.len())
         } else {
             String::new()
         };
         write!(
             f,
-            "LookupExec: keys=[{}{more}], access=primary id + index entities_name + index resources_uri",
+            "keys=[{}{more}], access=primary id + index entities_name + index resources_uri",
             keys.join(", ")
         )
-    }
-}
-
-impl ExecutionPlan for LookupExec {
-    leaf_exec_plumbing!("LookupExec");
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        Ok(one_batch(&self.schema, self.run()))
     }
 }

@@ -10,14 +10,13 @@ use std::sync::Arc;
 
 use datafusion::common::Result as DfResult;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
 
 use super::exec::RemScanExec;
-use super::vector::replace_scan;
+use super::vector::{replace_scan, rewrite_sort_inputs};
 use crate::storage::{AccessPath, IndexId, Table};
 
 /// Turns a top-n by `moments.timestamp` into an ordered, limited walk of the time index.
@@ -30,19 +29,7 @@ impl PhysicalOptimizerRule for TimeOrderRule {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|node| {
-            let Some(sort) = node.downcast_ref::<SortExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match rewrite_sort(sort)? {
-                Some(input) => Ok(Transformed::yes(replace_children_if_necessary(
-                    Arc::clone(&node),
-                    vec![input],
-                )?)),
-                None => Ok(Transformed::no(node)),
-            }
-        })
-        .data()
+        rewrite_sort_inputs(plan, rewrite_sort)
     }
 
     fn name(&self) -> &str {

@@ -716,19 +716,7 @@ impl PhysicalOptimizerRule for VectorTopKRule {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|node| {
-            let Some(sort) = node.downcast_ref::<SortExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match rewrite_sort(sort)? {
-                Some(new_input) => Ok(Transformed::yes(replace_children_if_necessary(
-                    Arc::clone(&node),
-                    vec![new_input],
-                )?)),
-                None => Ok(Transformed::no(node)),
-            }
-        })
-        .data()
+        rewrite_sort_inputs(plan, rewrite_sort)
     }
 
     fn name(&self) -> &str {
@@ -738,6 +726,30 @@ impl PhysicalOptimizerRule for VectorTopKRule {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The new input of a sort, or `None` to leave it.
+pub(super) type SortRewrite = fn(&SortExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>>;
+
+/// The body of a rule that replaces what a `SortExec` sorts: `rewrite` gives the new
+/// input of a sort, or `None` to leave it.
+pub(super) fn rewrite_sort_inputs(
+    plan: Arc<dyn ExecutionPlan>,
+    rewrite: SortRewrite,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    plan.transform_down(|node| {
+        let Some(sort) = node.downcast_ref::<SortExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        match rewrite(sort)? {
+            Some(input) => Ok(Transformed::yes(replace_children_if_necessary(
+                Arc::clone(&node),
+                vec![input],
+            )?)),
+            None => Ok(Transformed::no(node)),
+        }
+    })
+    .data()
 }
 
 /// The metric a distance function orders by, and in which direction it must be sorted.
