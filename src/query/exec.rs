@@ -70,7 +70,7 @@ macro_rules! leaf_exec_plumbing {
 }
 pub(crate) use leaf_exec_plumbing;
 
-fn plan_properties(schema: SchemaRef, emission: EmissionType) -> Arc<PlanProperties> {
+pub(super) fn plan_properties(schema: SchemaRef, emission: EmissionType) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new(schema),
         Partitioning::UnknownPartitioning(1),
@@ -79,7 +79,7 @@ fn plan_properties(schema: SchemaRef, emission: EmissionType) -> Arc<PlanPropert
     ))
 }
 
-fn external(e: Error) -> DataFusionError {
+pub(super) fn external(e: Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 

@@ -26,23 +26,18 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
 };
 
 use super::convert::{rows_to_batch, table_schema};
-use super::exec::leaf_exec_plumbing;
+use super::exec::{external, leaf_exec_plumbing, plan_properties};
 use super::vector::constant;
-use crate::error::Error;
 use crate::storage::{Direction, MAX_TRAVERSE_DEPTH, Row, Table, TenantStore};
-
-fn external(e: Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
 
 fn text_arg(session: &dyn Session, expr: &Expr, func: &str, what: &str) -> DfResult<String> {
     match constant(session, expr, func, what)? {
@@ -84,15 +79,6 @@ fn edge_types_arg(session: &dyn Session, expr: &Expr) -> DfResult<Vec<String>> {
             other => plan_err!("traverse: edge_types must hold text, got {other}"),
         })
         .collect()
-}
-
-fn leaf_properties(schema: SchemaRef) -> Arc<PlanProperties> {
-    Arc::new(PlanProperties::new(
-        EquivalenceProperties::new(schema),
-        Partitioning::UnknownPartitioning(1),
-        EmissionType::Final,
-        Boundedness::Bounded,
-    ))
 }
 
 fn one_batch(schema: &SchemaRef, batch: DfResult<RecordBatch>) -> SendableRecordBatchStream {
@@ -156,7 +142,7 @@ impl<C: Compute> TableProvider for FunctionTable<C> {
             store: self.store.clone(),
             call: Arc::clone(&self.call),
             projection,
-            properties: leaf_properties(Arc::clone(&schema)),
+            properties: plan_properties(Arc::clone(&schema), EmissionType::Final),
             schema,
         }))
     }

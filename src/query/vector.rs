@@ -22,9 +22,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -32,21 +32,16 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions, replace_children_if_necessary,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions, replace_children_if_necessary,
 };
 
 use super::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
-use super::exec::{RemScanExec, leaf_exec_plumbing};
+use super::exec::{RemScanExec, external, leaf_exec_plumbing, plan_properties};
 use super::provider::unqualified;
 use super::pushdown::{describe, plan_access};
-use crate::error::Error;
 use crate::storage::{AccessPath, Row, Table, TenantStore};
 use crate::vector::Metric;
-
-fn external(e: Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
 
 /// Evaluates a constant argument of table function `func`.
 pub(super) fn constant(
@@ -321,12 +316,7 @@ impl TableProvider for VectorSimilarTable {
                 Some(state.create_physical_expr(expr, &read_schema)?)
             }
         };
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let properties = plan_properties(Arc::clone(&schema), EmissionType::Final);
         Ok(Arc::new(VectorSearchExec {
             store: self.store.clone(),
             query: self.query.clone(),
