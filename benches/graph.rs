@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use remdb::{Batch, Db, Edge, Moment, QueryOptions, Tenant};
 
-use common::{load_entities, percentiles, sample};
+use common::{load_entities, percentiles, plan_and_run, sample};
 
 /// 2022-01-01 and 2026-01-01 in microseconds.
 const FROM: i64 = 1_640_995_200_000_000;
@@ -96,14 +96,6 @@ fn rfc3339(micros: i64) -> String {
         .to_rfc3339()
 }
 
-fn rows(rt: &tokio::runtime::Runtime, tenant: &Tenant, sql: &str) -> usize {
-    rt.block_on(tenant.sql(sql))
-        .expect("query")
-        .iter()
-        .map(|b| b.num_rows())
-        .sum()
-}
-
 fn main() {
     let n_entities = env("REMDB_GRAPH_ENTITIES", 100_000);
     let n_edges = env("REMDB_GRAPH_EDGES", 500_000);
@@ -129,13 +121,17 @@ fn main() {
         "loaded {n_moments} moments in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    db.storage().flush().expect("flush");
+    // Queries run on the compacted steady state, not beside a compaction backlog that
+    // would take one of the two cores away from them.
+    let t = Instant::now();
+    db.storage().compact().expect("compact");
+    eprintln!("compacted in {:.1}s", t.elapsed().as_secs_f64());
 
     println!(
         "\n### W-GRAPH: {n_entities} entities, {n_edges} edges (power-law in-degree), through SQL\n"
     );
-    println!("| query | p50 ms | p95 ms | p99 ms | mean rows |");
-    println!("|---|---|---|---|---|");
+    println!("| query | p50 ms | p95 ms | p99 ms | plan p50 ms | exec p50 ms | mean rows |");
+    println!("|---|---|---|---|---|---|---|");
     let mut rng = StdRng::seed_from_u64(7);
     let starts: Vec<String> = (0..500)
         .map(|_| entity_id(rng.random_range(0..n_entities)))
@@ -145,27 +141,32 @@ fn main() {
         ("1-hop both", 1, "both", 200),
         ("3-hop out", 3, "out", 50),
     ] {
-        let mut returned = 0;
+        let (mut returned, mut plans, mut execs) = (0, vec![], vec![]);
         let times = sample(10, count, |i| {
             let sql = format!(
                 "SELECT id, depth FROM traverse('{}', '{direction}', {depth})",
                 starts[i % starts.len()]
             );
-            returned += rows(&rt, &tenant, &sql);
+            let (plan, exec, rows) = rt.block_on(plan_and_run(&tenant, &sql));
+            returned += rows;
+            plans.push(plan);
+            execs.push(exec);
         });
         let p = percentiles(times);
         println!(
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.0} |",
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} |",
             p.p50,
             p.p95,
             p.p99,
+            percentiles(plans).p50,
+            percentiles(execs).p50,
             returned as f64 / (count + 10) as f64
         );
     }
 
     println!("\n### W-TIME: {n_moments} moments over 4 years, 7-day window, newest 50\n");
-    println!("| session | p50 ms | p95 ms | p99 ms | rows |");
-    println!("|---|---|---|---|---|");
+    println!("| session | p50 ms | p95 ms | p99 ms | plan p50 ms | exec p50 ms | rows |");
+    println!("|---|---|---|---|---|---|---|");
     let scan = db
         .tenant_with("graph", QueryOptions { use_indexes: false })
         .expect("tenant");
@@ -176,7 +177,7 @@ fn main() {
         ("time index", &tenant, 500),
         ("full scan + sort", &scan, 10),
     ] {
-        let mut returned = 0;
+        let (mut returned, mut plans, mut execs) = (0, vec![], vec![]);
         let times = sample(3, count, |i| {
             let from = windows[i % windows.len()];
             let sql = format!(
@@ -184,12 +185,19 @@ fn main() {
                 rfc3339(from),
                 rfc3339(from + 7 * DAY)
             );
-            returned = rows(&rt, session, &sql);
+            let (plan, exec, rows) = rt.block_on(plan_and_run(session, &sql));
+            returned = rows;
+            plans.push(plan);
+            execs.push(exec);
         });
         let p = percentiles(times);
         println!(
-            "| {label} | {:.3} | {:.3} | {:.3} | {returned} |",
-            p.p50, p.p95, p.p99
+            "| {label} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {returned} |",
+            p.p50,
+            p.p95,
+            p.p99,
+            percentiles(plans).p50,
+            percentiles(execs).p50
         );
     }
 }

@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use datafusion::physical_plan::collect;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use remdb::{Batch, Db, QueryOptions, Tenant};
@@ -49,23 +48,6 @@ fn rows() -> usize {
         .unwrap_or(100_000)
 }
 
-async fn plan_and_run(tenant: &Tenant, sql: &str) -> (Duration, Duration) {
-    let ctx = tenant.context();
-    let t0 = Instant::now();
-    let plan = ctx
-        .sql(sql)
-        .await
-        .expect("plan")
-        .create_physical_plan()
-        .await
-        .expect("physical plan");
-    let planned = t0.elapsed();
-    let t1 = Instant::now();
-    let batches = collect(plan, ctx.task_ctx()).await.expect("run");
-    std::hint::black_box(batches);
-    (planned, t1.elapsed())
-}
-
 fn report(rt: &tokio::runtime::Runtime, indexed: &Tenant, scan: &Tenant, n: usize) {
     println!("\n### W-ENT at {n} entities (single-threaded, after 20 warm-up queries)\n");
     println!("| query | session | p50 ms | p95 ms | p99 ms | plan p50 ms | exec p50 ms |");
@@ -75,7 +57,8 @@ fn report(rt: &tokio::runtime::Runtime, indexed: &Tenant, scan: &Tenant, n: usiz
             let mut plan_times = vec![];
             let mut exec_times = vec![];
             let total = sample(20.min(count), count, |i| {
-                let (p, e) = rt.block_on(plan_and_run(tenant, &query_text(template, i, n)));
+                let (p, e, _) =
+                    rt.block_on(common::plan_and_run(tenant, &query_text(template, i, n)));
                 plan_times.push(p);
                 exec_times.push(e);
             });

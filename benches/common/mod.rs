@@ -85,6 +85,26 @@ pub fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
     }
 }
 
+/// Plans one query (SQL text to physical plan) and runs it, timing each part.
+pub async fn plan_and_run(tenant: &Tenant, sql: &str) -> (Duration, Duration, usize) {
+    let ctx = tenant.context();
+    let t0 = Instant::now();
+    let plan = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .create_physical_plan()
+        .await
+        .expect("physical plan");
+    let planned = t0.elapsed();
+    let t1 = Instant::now();
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .expect("run");
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    (planned, t1.elapsed(), rows)
+}
+
 /// Times `f` `n` times after `warmup` untimed calls.
 pub fn sample(warmup: usize, n: usize, mut f: impl FnMut(usize)) -> Vec<Duration> {
     for i in 0..warmup {

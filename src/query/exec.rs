@@ -13,12 +13,20 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt64Array};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::datasource::sink::DataSink;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, Column, DynamicFilterPhysicalExpr, InListExpr, Literal,
+};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -30,9 +38,11 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::convert::{EMBEDDING_COLUMN, batch_to_rows, rows_to_batch, table_schema};
-use super::pushdown::describe;
+use super::pushdown::{describe, plan_access};
 use crate::error::Error;
-use crate::storage::{AccessPath, Row, RowCursor, Table, TenantStore, WriteOp, now_micros};
+use crate::storage::{
+    AccessPath, IndexDef, Row, RowCursor, Table, TenantStore, WriteOp, now_micros,
+};
 
 /// The plumbing every leaf node of ours shares: a name, cached properties, no children.
 macro_rules! leaf_exec_plumbing {
@@ -100,9 +110,70 @@ pub struct RemScanExec {
     output: Vec<usize>,
     residual: Option<Arc<dyn PhysicalExpr>>,
     limit: Option<usize>,
+    /// The dynamic filter of a hash join above whose probe side this full scan is: when
+    /// the join's build side has few enough keys, it becomes an IN list on an indexed
+    /// column and the scan reads those keys through the index instead of every row.
+    join_keys: Option<JoinKeys>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// A hash join's dynamic filter on one indexed column of the scan.
+#[derive(Debug, Clone)]
+struct JoinKeys {
+    filter: Arc<dyn PhysicalExpr>,
+    /// The table column the join compares (the filter's only column).
+    column: String,
+}
+
+impl JoinKeys {
+    /// The access path for the keys the filter holds now: `None` while it holds no IN
+    /// list (not built yet, or too many keys, when DataFusion sends a hash-table check).
+    fn path(&self, table: Table, user: &[IndexDef]) -> DfResult<Option<AccessPath>> {
+        let current = match self.filter.downcast_ref::<DynamicFilterPhysicalExpr>() {
+            Some(dynamic) => dynamic.current()?,
+            None => Arc::clone(&self.filter),
+        };
+        let Some(values) = in_list_values(&current, &self.column) else {
+            return Ok(None);
+        };
+        let expr = datafusion::prelude::col(self.column.as_str()).in_list(
+            values
+                .into_iter()
+                .map(|v| datafusion::logical_expr::Expr::Literal(v, None))
+                .collect(),
+            false,
+        );
+        let path = plan_access(table, &[&expr], user).path;
+        Ok((!path.is_full_scan()).then_some(path))
+    }
+}
+
+/// The values of `column IN (...)` in a conjunction (the form of a hash join's dynamic
+/// filter: bounds AND membership).
+fn in_list_values(expr: &Arc<dyn PhysicalExpr>, column: &str) -> Option<Vec<ScalarValue>> {
+    let any = expr;
+    if let Some(binary) = any.downcast_ref::<BinaryExpr>() {
+        if *binary.op() != Operator::And {
+            return None;
+        }
+        return in_list_values(binary.left(), column)
+            .or_else(|| in_list_values(binary.right(), column));
+    }
+    let list = any.downcast_ref::<InListExpr>()?;
+    let target = list.expr().downcast_ref::<Column>()?;
+    if list.negated() || target.name() != column {
+        return None;
+    }
+    list.list()
+        .iter()
+        .map(|item| {
+            item.downcast_ref::<Literal>()
+                .map(|l| l.value().clone())
+                .filter(|v| !v.is_null())
+        })
+        .collect()
 }
 
 impl RemScanExec {
@@ -131,6 +202,7 @@ impl RemScanExec {
             output,
             residual,
             limit,
+            join_keys: None,
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -164,6 +236,26 @@ impl RemScanExec {
         self
     }
 
+    /// The column of the scan's output that a hash join's dynamic filter compares, when
+    /// an IN list on it would be answered by an index of the table.
+    fn join_key_column(&self, filter: &Arc<dyn PhysicalExpr>) -> Option<String> {
+        filter.downcast_ref::<DynamicFilterPhysicalExpr>()?;
+        let children = filter.children();
+        let [child] = children.as_slice() else {
+            return None;
+        };
+        let column = child.downcast_ref::<Column>()?;
+        let name = self.schema.fields().get(column.index())?.name();
+        if name != column.name() {
+            return None;
+        }
+        let probe = datafusion::prelude::col(name.as_str())
+            .in_list(vec![datafusion::prelude::lit("k")], false);
+        let user = self.store.user_indexes().ok()?;
+        let path = plan_access(self.table, &[&probe], &user).path;
+        (!path.is_full_scan()).then(|| name.clone())
+    }
+
     /// The same scan, with its rows found by another path (the top-k rewrite).
     pub fn with_path(&self, path: AccessPath) -> Self {
         RemScanExec {
@@ -174,6 +266,7 @@ impl RemScanExec {
             output: self.output.clone(),
             residual: self.residual.clone(),
             limit: self.limit,
+            join_keys: self.join_keys.clone(),
             schema: Arc::clone(&self.schema),
             properties: Arc::clone(&self.properties),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -189,6 +282,9 @@ impl DisplayAs for RemScanExec {
             self.table.name(),
             describe(self.table, &self.path)
         )?;
+        if let Some(keys) = &self.join_keys {
+            write!(f, " or join keys of {} by index", keys.column)?;
+        }
         if let Some(residual) = &self.residual {
             write!(f, ", residual={residual}")?;
         }
@@ -208,11 +304,52 @@ impl DisplayAs for RemScanExec {
 impl ExecutionPlan for RemScanExec {
     leaf_exec_plumbing!("RemScanExec");
 
+    /// Visits the join filter the scan consumes: a hash join computes its dynamic
+    /// filter only when it finds a consumer of it below.
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
+        match &self.join_keys {
+            Some(keys) => f(&keys.filter),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    }
+
+    /// Takes a hash join's dynamic filter on an indexed column (see `join_keys`). The
+    /// filter is not applied to the rows (the join does that), so every parent filter is
+    /// reported as not pushed down.
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let filters = &child_pushdown_result.parent_filters;
+        let propagation = FilterPushdownPropagation::with_parent_pushdown_result(vec![
+            PushedDown::No;
+            filters.len()
+        ]);
+        if phase != FilterPushdownPhase::Post
+            || !self.path.is_full_scan()
+            || self.join_keys.is_some()
+        {
+            return Ok(propagation);
+        }
+        let found = filters.iter().find_map(|f| {
+            self.join_key_column(&f.filter).map(|column| JoinKeys {
+                filter: Arc::clone(&f.filter),
+                column,
+            })
+        });
+        Ok(match found {
+            Some(keys) => {
+                let mut scan = self.with_path(self.path.clone());
+                scan.join_keys = Some(keys);
+                propagation.with_updated_node(Arc::new(scan) as Arc<dyn ExecutionPlan>)
+            }
+            None => propagation,
+        })
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -233,12 +370,25 @@ impl ExecutionPlan for RemScanExec {
         } else {
             self.limit
         };
-        let cursor = self
-            .store
-            .scan(self.table, &self.path, storage_limit)
-            .map_err(external)?
-            .with_vectors(self.read.contains(&EMBEDDING_COLUMN));
+        let with_vectors = self.read.contains(&EMBEDDING_COLUMN);
+        let cursor = match &self.join_keys {
+            // The join fills its filter once its build side is read, before it pulls
+            // the first row from this scan: the path is chosen then.
+            Some(keys) => Cursor::Pending {
+                keys: keys.clone(),
+                limit: storage_limit,
+                with_vectors,
+                lookups: MetricBuilder::new(&self.metrics).counter("join_key_lookups", partition),
+            },
+            None => Cursor::Open(
+                self.store
+                    .scan(self.table, &self.path, storage_limit)
+                    .map_err(external)?
+                    .with_vectors(with_vectors),
+            ),
+        };
         let state = ScanState {
+            store: self.store.clone(),
             cursor,
             table: self.table,
             read: self.read.clone(),
@@ -283,8 +433,20 @@ impl ExecutionPlan for RemScanExec {
     }
 }
 
+/// A scan's cursor, or what it needs to open one once a join's keys are known.
+enum Cursor {
+    Open(RowCursor),
+    Pending {
+        keys: JoinKeys,
+        limit: Option<usize>,
+        with_vectors: bool,
+        lookups: Count,
+    },
+}
+
 struct ScanState {
-    cursor: RowCursor,
+    store: TenantStore,
+    cursor: Cursor,
     table: Table,
     read: Vec<usize>,
     output: Vec<usize>,
@@ -340,11 +502,46 @@ impl ScanState {
         }
     }
 
+    /// The open cursor: a scan below a hash join opens it on the first read, through
+    /// the join's keys when they are few enough to be an IN list on an indexed column.
+    fn cursor(&mut self) -> DfResult<&mut RowCursor> {
+        if let Cursor::Pending {
+            keys,
+            limit,
+            with_vectors,
+            lookups,
+        } = &self.cursor
+        {
+            let user = self.store.user_indexes().map_err(external)?;
+            let path = match keys.path(self.table, &user)? {
+                Some(path) => {
+                    lookups.add(1);
+                    path
+                }
+                None => AccessPath::FullScan,
+            };
+            let cursor = self
+                .store
+                .scan(self.table, &path, *limit)
+                .map_err(external)?
+                .with_vectors(*with_vectors);
+            self.cursor = Cursor::Open(cursor);
+        }
+        match &mut self.cursor {
+            Cursor::Open(cursor) => Ok(cursor),
+            Cursor::Pending { .. } => Err(DataFusionError::Internal("scan cursor not open".into())),
+        }
+    }
+
     /// The next batch of the `read` columns, straight from storage.
     fn read_batch(&mut self) -> DfResult<Option<RecordBatch>> {
+        let batch_size = self.batch_size;
+        let chunk = self.chunk;
+        let read_nothing = self.read.is_empty();
+        let cursor = self.cursor()?;
         // No columns wanted (count(*)): an index path is counted without reading rows.
-        if self.read.is_empty() && self.cursor.is_indexed() {
-            let n = self.cursor.skip_ids(self.batch_size).map_err(external)?;
+        if read_nothing && cursor.is_indexed() {
+            let n = cursor.skip_ids(batch_size).map_err(external)?;
             self.index_keys.add(n);
             if n == 0 {
                 return Ok(None);
@@ -356,10 +553,10 @@ impl ScanState {
                 &options,
             )?));
         }
-        let keys_before = self.cursor.index_keys_read();
-        let rows = self.cursor.next_chunk(self.chunk).map_err(external)?;
-        self.index_keys
-            .add(self.cursor.index_keys_read() - keys_before);
+        let keys_before = cursor.index_keys_read();
+        let rows = cursor.next_chunk(chunk).map_err(external)?;
+        let keys_read = cursor.index_keys_read() - keys_before;
+        self.index_keys.add(keys_read);
         self.chunk = (self.chunk * 2).min(self.batch_size);
         if rows.is_empty() {
             return Ok(None);

@@ -436,29 +436,44 @@ impl TenantStore {
         Ok(def)
     }
 
+    /// The key ranges of a one-index set (`None` for AND/OR), after checking that its
+    /// index still exists: a plan made before a DROP INDEX must not read an emptied index
+    /// as "no rows".
+    pub(super) fn leaf_ranges(
+        &self,
+        set: &RowSet,
+    ) -> Result<Option<Vec<(Vec<u8>, Option<Vec<u8>>)>>> {
+        let RowSet::Keys {
+            label,
+            ranges,
+            user_index,
+        } = set
+        else {
+            return Ok(None);
+        };
+        if let Some(id) = user_index
+            && !self.user_indexes()?.iter().any(|d| d.id == *id)
+        {
+            return Err(Error::Query(format!(
+                "an index this query planned with ({label}) was dropped; run the query again"
+            )));
+        }
+        let ranges = ranges
+            .iter()
+            .filter(|(start, end)| end.as_ref().is_none_or(|e| start < e))
+            .cloned()
+            .collect();
+        Ok(Some(ranges))
+    }
+
     /// The sorted, distinct row ids of a set.
     pub fn row_set(&self, set: &RowSet) -> Result<Vec<u64>> {
         match set {
-            RowSet::Keys {
-                ranges,
-                user_index,
-                label,
-            } => {
-                // A plan made before a DROP INDEX must not read an emptied index as "no rows".
-                if let Some(id) = user_index
-                    && !self.user_indexes()?.iter().any(|d| d.id == *id)
-                {
-                    return Err(Error::Query(format!(
-                        "an index this query planned with ({label}) was dropped; run the query again"
-                    )));
-                }
+            RowSet::Keys { .. } => {
                 let cf = self.cf()?;
                 let mut ids = Vec::new();
-                for (start, end) in ranges {
-                    if end.as_ref().is_some_and(|e| start >= e) {
-                        continue;
-                    }
-                    for item in self.range(&cf, start.clone(), end.clone()) {
+                for (start, end) in self.leaf_ranges(set)?.unwrap_or_default() {
+                    for item in self.range(&cf, start, end) {
                         let (key, _) = item?;
                         ids.push(index_row_id(&key)?);
                     }

@@ -244,3 +244,81 @@ async fn time_ordered_moments_equal_a_sort() {
         "{plan}"
     );
 }
+
+/// The text of `EXPLAIN ANALYZE sql`, lines joined.
+async fn analyze(t: &remdb::Tenant, sql: &str) -> String {
+    rows(t, &format!("EXPLAIN ANALYZE {sql}")).await.join("\n")
+}
+
+/// Joins to `entities` on its id read the joined rows through the primary index when the
+/// other side has few keys (the hash join's dynamic filter), and the answer is the one a
+/// session without indexes gives; with more keys than an IN list holds, the scan reads
+/// the table, with the same answer.
+#[tokio::test]
+async fn joins_on_ids_look_keys_up() {
+    let (_dir, db, t) = fresh("joins");
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut batch = Batch::new();
+    for i in 0..2_000 {
+        batch = batch.insert(Entity {
+            id: node(i),
+            entity_type: "person".into(),
+            name: format!("name {i}"),
+            ..Default::default()
+        });
+    }
+    for i in 0..400usize {
+        let refs = (0..rng.random_range(0..4))
+            .map(|_| node(rng.random_range(0..2_100)))
+            .collect();
+        batch = batch.insert(Moment {
+            id: format!("m{i:04}"),
+            timestamp: 1_767_225_600_000_000 + i as i64 * 3_600_000_000,
+            moment_type: if i % 40 == 0 { "rare" } else { "common" }.into(),
+            entity_refs: refs,
+            ..Default::default()
+        });
+    }
+    t.write(batch).unwrap();
+    let scan = db
+        .tenant_with("joins", QueryOptions { use_indexes: false })
+        .unwrap();
+
+    let join = |filter: &str| {
+        format!(
+            "WITH refs AS (SELECT id AS moment, unnest(entity_refs) AS ref FROM moments WHERE {filter}) \
+             SELECT refs.moment, e.id, e.name FROM refs JOIN entities e ON e.id = refs.ref \
+             ORDER BY refs.moment, e.id"
+        )
+    };
+    // Few keys: looked up. All moments: ~600 keys, more than an IN list holds.
+    for (filter, looked_up) in [("type = 'rare'", true), ("type <> 'nothing'", false)] {
+        let sql = join(filter);
+        let indexed = rows(&t, &sql).await;
+        assert!(!indexed.is_empty(), "{filter}");
+        assert_eq!(indexed, rows(&scan, &sql).await, "{filter}");
+        let text = analyze(&t, &sql).await;
+        assert!(
+            text.contains("or join keys of id by index"),
+            "{filter}: the plan offers the lookup\n{text}"
+        );
+        assert_eq!(
+            text.contains("join_key_lookups=1"),
+            looked_up,
+            "{filter}: lookup taken\n{text}"
+        );
+    }
+    // A lookup reads only the rows of those keys.
+    let text = analyze(&t, &join("type = 'rare'")).await;
+    let scanned: usize = text
+        .lines()
+        .find(|l| l.contains("RemScanExec: table=entities"))
+        .and_then(|l| l.split("output_rows=").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("output_rows of the entities scan in\n{text}"));
+    assert!(
+        scanned <= 30,
+        "{scanned} entity rows read for 10 moments\n{text}"
+    );
+}
