@@ -125,6 +125,9 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
     ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
         index_ddl::JsonArrayContains::default(),
     ));
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+        vector::VectorParamFunc::default(),
+    ));
     for table in Table::ALL {
         let provider = RemTable::new(store.clone(), table, options.use_indexes);
         ctx.register_table(table.name(), Arc::new(provider))?;

@@ -14,12 +14,16 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
-use datafusion::sql::sqlparser::ast::{Array, Expr as SqlExpr, Value, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, Ident, ObjectName, Value, visit_expressions_mut,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::query::index_ddl::{IndexCommand, index_command};
+use crate::query::vector::{VECTOR_PARAM_FUNC, encode_vector_param};
 use crate::query::{QueryOptions, tenant_context};
 use crate::storage::{
     Direction, Edge, Entity, Found, Hop, IndexDef, IndexKind, KeyPart, Moment, Resource, Row,
@@ -582,9 +586,22 @@ fn param_expr(param: &Param) -> Result<SqlExpr> {
             if let Some(x) = v.iter().find(|x| !x.is_finite()) {
                 return Err(Error::invalid(format!("vector parameter contains {x}")));
             }
-            SqlExpr::Array(Array {
-                elem: v.iter().map(|x| number(format!("{x:?}"))).collect(),
-                named: true,
+            // One literal, not an array of numbers: see `VectorParamFunc`.
+            SqlExpr::Function(Function {
+                name: ObjectName::from(vec![Ident::new(VECTOR_PARAM_FUNC)]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::value(
+                        Value::SingleQuotedString(encode_vector_param(v)),
+                    )))],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
             })
         }
     })
