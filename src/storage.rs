@@ -33,7 +33,7 @@ use rocksdb::{
 use crate::error::{Error, Result};
 use crate::vector::{VectorIndex, VectorOptions, decode_vector, encode_vector};
 pub use graph::{Direction, Found, Hop, MAX_TRAVERSE_DEPTH};
-pub use json_index::{IndexDef, IndexKind, RowSet, ValueRange, index_value, json_column};
+pub use json_index::{IndexDef, IndexKind, KeyRange, RowSet, ValueRange, index_value, json_column};
 pub use keys::IndexValue;
 pub use rows::{
     Edge, Entity, IndexId, KeyPart, Micros, Moment, Resource, Row, Table, normalize_name,
@@ -1127,7 +1127,7 @@ enum IdIn {
 #[derive(Debug)]
 struct KeyWalk {
     /// The ranges still to walk; the first one is in progress.
-    ranges: std::collections::VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
+    ranges: std::collections::VecDeque<KeyRange>,
     descending: bool,
     id_in: IdIn,
     /// Row ids returned so far: a row listed in two ranges (an IN list over a list-valued
@@ -1137,7 +1137,7 @@ struct KeyWalk {
 }
 
 impl KeyWalk {
-    fn new(ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>, descending: bool, id_in: IdIn) -> Self {
+    fn new(ranges: Vec<KeyRange>, descending: bool, id_in: IdIn) -> Self {
         let ranges = ranges
             .into_iter()
             .filter(|(start, end)| end.as_ref().is_none_or(|end| start < end))

@@ -126,7 +126,7 @@ fn decode_vector_param(text: &str) -> DfResult<Vec<f32>> {
         }
     };
     let bytes = text.as_bytes();
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return plan_err!(
             "{VECTOR_PARAM_FUNC}: {} hex digits are not a whole number of f32 values",
             bytes.len()

@@ -167,6 +167,9 @@ pub(super) fn user_index_keys(defs: &[IndexDef], row: &Row, row_id: u64) -> Resu
     Ok(out)
 }
 
+/// The keys `[start, end)`; no end means up to the end of the column family.
+pub type KeyRange = (Vec<u8>, Option<Vec<u8>>);
+
 /// Rows whose entries fall into key ranges of indexes, combined with AND and OR.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowSet {
@@ -174,7 +177,7 @@ pub enum RowSet {
     /// and values, for EXPLAIN.
     Keys {
         label: String,
-        ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        ranges: Vec<KeyRange>,
         /// The user index read, checked to still exist when the set is evaluated.
         user_index: Option<u32>,
     },
@@ -439,10 +442,7 @@ impl TenantStore {
     /// The key ranges of a one-index set (`None` for AND/OR), after checking that its
     /// index still exists: a plan made before a DROP INDEX must not read an emptied index
     /// as "no rows".
-    pub(super) fn leaf_ranges(
-        &self,
-        set: &RowSet,
-    ) -> Result<Option<Vec<(Vec<u8>, Option<Vec<u8>>)>>> {
+    pub(super) fn leaf_ranges(&self, set: &RowSet) -> Result<Option<Vec<KeyRange>>> {
         let RowSet::Keys {
             label,
             ranges,
