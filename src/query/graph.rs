@@ -94,7 +94,8 @@ trait Compute: fmt::Debug + Send + Sync + 'static {
     const NAME: &str;
     /// The rows' schema.
     fn schema() -> SchemaRef;
-    fn run(&self, store: &TenantStore) -> DfResult<RecordBatch>;
+    /// The rows; columns outside `projection` may be left NULL.
+    fn run(&self, store: &TenantStore, projection: &[usize]) -> DfResult<RecordBatch>;
     /// The arguments and indexes, for EXPLAIN.
     fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result;
 }
@@ -182,7 +183,7 @@ impl<C: Compute> ExecutionPlan for FunctionExec<C> {
     ) -> DfResult<SendableRecordBatchStream> {
         let batch = self
             .call
-            .run(&self.store)
+            .run(&self.store, &self.projection)
             .and_then(|b| Ok(b.project(&self.projection)?));
         Ok(one_batch(&self.schema, batch))
     }
@@ -280,13 +281,18 @@ impl Compute for Walk {
         traverse_schema()
     }
 
-    fn run(&self, store: &TenantStore) -> DfResult<RecordBatch> {
+    fn run(&self, store: &TenantStore, projection: &[usize]) -> DfResult<RecordBatch> {
         let w = self;
         let hops = store
             .traverse(&w.start, w.direction, w.max_depth, &w.edge_types)
             .map_err(external)?;
         let ids: Vec<&str> = hops.iter().map(|h| h.id.as_str()).collect();
-        let found = store.entities_by_id(&ids).map_err(external)?;
+        // The entity rows are read only when an entity column (other than id) is wanted.
+        let found = if projection.iter().any(|c| (1..ENTITY_COLUMNS).contains(c)) {
+            store.entities_by_id(&ids).map_err(external)?
+        } else {
+            vec![None; ids.len()]
+        };
         // Entity columns for the nodes that have a row; NULL for the others.
         let mut rows: Vec<Row> = Vec::new();
         let positions: UInt32Array = found
@@ -404,7 +410,7 @@ impl Compute for LookupKeys {
         lookup_schema()
     }
 
-    fn run(&self, store: &TenantStore) -> DfResult<RecordBatch> {
+    fn run(&self, store: &TenantStore, _projection: &[usize]) -> DfResult<RecordBatch> {
         let found = store.lookup(&self.0).map_err(external)?;
         let mut columns: [Vec<Option<&str>>; 8] = Default::default();
         for f in &found {
