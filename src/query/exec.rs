@@ -135,33 +135,40 @@ impl JoinKeys {
             Some(dynamic) => dynamic.current()?,
             None => Arc::clone(&self.filter),
         };
-        let Some(values) = in_list_values(&current, &self.column) else {
-            return Ok(None);
-        };
-        let expr = datafusion::prelude::col(self.column.as_str()).in_list(
-            values
-                .into_iter()
-                .map(|v| datafusion::logical_expr::Expr::Literal(v, None))
-                .collect(),
-            false,
-        );
-        let path = plan_access(table, &[&expr], user).path;
-        Ok((!path.is_full_scan()).then_some(path))
+        Ok(in_list_values(&current, &self.column)
+            .and_then(|values| in_list_path(table, &self.column, values, user)))
     }
+}
+
+/// The index path of `column IN (values)`, if an index answers it.
+fn in_list_path(
+    table: Table,
+    column: &str,
+    values: Vec<ScalarValue>,
+    user: &[IndexDef],
+) -> Option<AccessPath> {
+    let expr = datafusion::prelude::col(column).in_list(
+        values
+            .into_iter()
+            .map(|v| datafusion::logical_expr::Expr::Literal(v, None))
+            .collect(),
+        false,
+    );
+    let path = plan_access(table, &[&expr], user).path;
+    (!path.is_full_scan()).then_some(path)
 }
 
 /// The values of `column IN (...)` in a conjunction (the form of a hash join's dynamic
 /// filter: bounds AND membership).
 fn in_list_values(expr: &Arc<dyn PhysicalExpr>, column: &str) -> Option<Vec<ScalarValue>> {
-    let any = expr;
-    if let Some(binary) = any.downcast_ref::<BinaryExpr>() {
+    if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
         if *binary.op() != Operator::And {
             return None;
         }
         return in_list_values(binary.left(), column)
             .or_else(|| in_list_values(binary.right(), column));
     }
-    let list = any.downcast_ref::<InListExpr>()?;
+    let list = expr.downcast_ref::<InListExpr>()?;
     let target = list.expr().downcast_ref::<Column>()?;
     if list.negated() || target.name() != column {
         return None;
@@ -249,11 +256,9 @@ impl RemScanExec {
         if name != column.name() {
             return None;
         }
-        let probe = datafusion::prelude::col(name.as_str())
-            .in_list(vec![datafusion::prelude::lit("k")], false);
         let user = self.store.user_indexes().ok()?;
-        let path = plan_access(self.table, &[&probe], &user).path;
-        (!path.is_full_scan()).then(|| name.clone())
+        let probe = vec![ScalarValue::from("k")];
+        in_list_path(self.table, name, probe, &user).map(|_| name.clone())
     }
 
     /// The same scan, with its rows found by another path (the top-k rewrite).

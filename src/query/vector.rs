@@ -957,17 +957,17 @@ pub(super) fn replace_scan(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn vector_params_round_trip() {
         let v = [0.0f32, -1.5, 3.25e-7, f32::MAX];
-        let text = super::encode_vector_param(&v);
+        let text = encode_vector_param(&v);
         assert_eq!(text.len(), 32);
-        assert_eq!(super::decode_vector_param(&text).unwrap(), v);
-        assert!(super::decode_vector_param("0000803").is_err());
-        assert!(super::decode_vector_param("0000803g").is_err());
+        assert_eq!(decode_vector_param(&text).unwrap(), v);
+        assert!(decode_vector_param("0000803").is_err());
+        assert!(decode_vector_param("0000803g").is_err());
     }
-
-    use super::*;
 
     #[test]
     fn query_vectors_from_constants() {
