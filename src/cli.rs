@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
+use crate::auth::Credentials;
 use crate::error::{Error, Result};
 use crate::session::{Batch, Db, DbOptions, Tenant};
 use crate::storage::{Edge, Entity, Moment, Resource, StorageOptions};
@@ -29,10 +30,19 @@ pub struct Cli {
 pub enum Command {
     /// Run SQL against one tenant and print the results.
     Sql(SqlArgs),
-    /// Create, list or drop tenants.
+    /// Interactive SQL shell bound to one tenant (reads piped standard input too).
+    Shell(ShellArgs),
+    /// Create, list or drop tenants, and manage the users who sign in to them.
     Tenant {
         #[command(subcommand)]
         action: TenantAction,
+    },
+    /// Serve the database over Arrow Flight SQL (each credential reaches one tenant).
+    Serve(ServeArgs),
+    /// Create, list or revoke the bearer tokens of `remdb serve`.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Load sample REM data into a tenant (once) and show a few queries over it.
     Demo {
@@ -70,6 +80,33 @@ pub struct SqlArgs {
     pub file: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Tenant whose tables the shell sees.
+    #[arg(long, env = "REMDB_TENANT")]
+    pub tenant: String,
+    /// Create the tenant if it does not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// Run these `;`-separated statements and exit (instead of reading input).
+    #[arg(short = 'c', long = "command", conflicts_with = "file")]
+    pub command: Option<String>,
+    /// Run the statements of this file and exit.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// How results are printed.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::shell::Format,
+    /// Rows a table shows at most (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub maxrows: usize,
+    /// Print how long each statement took.
+    #[arg(long)]
+    pub timing: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TenantAction {
     Create {
@@ -86,6 +123,76 @@ pub enum TenantAction {
         db: DbArgs,
         name: String,
     },
+    /// Add a user who signs in to TENANT with a password (read from standard input, or
+    /// from REMDB_PASSWORD).
+    AddUser {
+        #[arg(long, env = "REMDB_PATH")]
+        path: PathBuf,
+        tenant: String,
+        user: String,
+    },
+    /// Replace a user's password (read as for add-user).
+    Passwd {
+        #[arg(long, env = "REMDB_PATH")]
+        path: PathBuf,
+        user: String,
+    },
+    /// Remove a user.
+    RemoveUser {
+        #[arg(long, env = "REMDB_PATH")]
+        path: PathBuf,
+        user: String,
+    },
+    /// List users and their tenants.
+    Users {
+        #[arg(long, env = "REMDB_PATH")]
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token for TENANT and print it (it is stored hashed and shown only once).
+    Create {
+        #[arg(long, env = "REMDB_PATH")]
+        path: PathBuf,
+        tenant: String,
+        /// What the token is for (shown by `token list`).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List tokens (ids, tenants, labels), never the tokens themselves.
+    List {
+        #[arg(long, env = "REMDB_PATH")]
+        path: PathBuf,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        #[arg(long, env = "REMDB_PATH")]
+        path: PathBuf,
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to listen on (port 0: any free port; the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Cancel a query or update that runs longer than this many seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub query_timeout: f64,
+    /// Memory one query's sorts, joins and aggregates may hold, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory_limit_mib: usize,
+    /// Largest gRPC message accepted or sent, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub max_message_mib: usize,
+    /// After SIGTERM, seconds in-flight requests may take before they are cancelled.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_grace: f64,
 }
 
 fn open(db: &DbArgs) -> Result<Db> {
@@ -122,6 +229,35 @@ pub async fn run(cli: Cli) -> Result<()> {
             let tenant = open_tenant(&db, &args.tenant, args.create)?;
             run_script(&tenant, &script).await
         }
+        Command::Shell(args) => {
+            let db = open(&args.db)?;
+            let tenant = open_tenant(&db, &args.tenant, args.create)?;
+            let settings = crate::shell::Settings {
+                format: args.format,
+                max_rows: (args.maxrows > 0).then_some(args.maxrows),
+                timing: args.timing,
+            };
+            let mut shell = crate::shell::Shell::new(tenant, settings);
+            match (&args.command, &args.file) {
+                (Some(sql), _) => shell.run_script(sql).await,
+                (None, Some(file)) => {
+                    let script = std::fs::read_to_string(file).map_err(|e| {
+                        Error::invalid(format!("cannot read {}: {e}", file.display()))
+                    })?;
+                    shell.run_script(&script).await
+                }
+                (None, None) => {
+                    shell.run_stdin().await?;
+                    match shell.failures() {
+                        0 => Ok(()),
+                        n => Err(Error::Query(format!(
+                            "{n} statement{} failed",
+                            if n == 1 { "" } else { "s" }
+                        ))),
+                    }
+                }
+            }
+        }
         Command::Tenant { action } => match action {
             TenantAction::Create { db, name } => {
                 open(&db)?.create_tenant(&name)?;
@@ -137,6 +273,58 @@ pub async fn run(cli: Cli) -> Result<()> {
             TenantAction::Drop { db, name } => {
                 open(&db)?.drop_tenant(&name)?;
                 println!("dropped tenant {name}");
+                Ok(())
+            }
+            TenantAction::AddUser { path, tenant, user } => {
+                require_tenant(&path, &tenant)?;
+                let password = read_password()?;
+                Credentials::open(&path).add_user(&user, &tenant, &password)?;
+                println!("added user {user} to tenant {tenant}");
+                Ok(())
+            }
+            TenantAction::Passwd { path, user } => {
+                let password = read_password()?;
+                Credentials::open(&path).set_password(&user, &password)?;
+                println!("changed the password of {user}");
+                Ok(())
+            }
+            TenantAction::RemoveUser { path, user } => {
+                Credentials::open(&path).remove_user(&user)?;
+                println!("removed user {user}");
+                Ok(())
+            }
+            TenantAction::Users { path } => {
+                for u in Credentials::open(&path).users()? {
+                    println!("{}\t{}\t{}", u.name, u.tenant, u.created);
+                }
+                Ok(())
+            }
+        },
+        Command::Serve(args) => serve(args).await,
+        Command::Token { action } => match action {
+            TokenAction::Create {
+                path,
+                tenant,
+                label,
+            } => {
+                require_tenant(&path, &tenant)?;
+                let (entry, token) = Credentials::open(&path).create_token(&tenant, &label)?;
+                eprintln!(
+                    "created token {} for tenant {tenant}; it is shown once:",
+                    entry.id
+                );
+                println!("{token}");
+                Ok(())
+            }
+            TokenAction::List { path } => {
+                for t in Credentials::open(&path).tokens()? {
+                    println!("{}\t{}\t{}\t{}", t.id, t.tenant, t.created, t.label);
+                }
+                Ok(())
+            }
+            TokenAction::Revoke { path, id } => {
+                Credentials::open(&path).revoke_token(&id)?;
+                println!("revoked token {id}");
                 Ok(())
             }
         },
@@ -161,6 +349,90 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Fails unless the database at `path` has the tenant. Reads the directory without
+/// opening it, so that it works while a server holds the database.
+fn require_tenant(path: &std::path::Path, tenant: &str) -> Result<()> {
+    if crate::storage::Storage::tenants_at(path)?
+        .iter()
+        .any(|t| t == tenant)
+    {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!(
+            "tenant '{tenant}' in {} (create it with `remdb tenant create`)",
+            path.display()
+        )))
+    }
+}
+
+/// A password from REMDB_PASSWORD or the first line of standard input.
+fn read_password() -> Result<String> {
+    if let Ok(password) = std::env::var("REMDB_PASSWORD") {
+        return Ok(password);
+    }
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("password (the input is shown): ");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Error::invalid(format!("cannot read the password: {e}")))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(Error::invalid(
+            "no password: pipe it to standard input or set REMDB_PASSWORD",
+        ));
+    }
+    Ok(password)
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let db = std::sync::Arc::new(open(&args.db)?);
+    let seconds = |s: f64, what: &str| {
+        if s.is_finite() && s > 0.0 {
+            Ok(std::time::Duration::from_secs_f64(s))
+        } else {
+            Err(Error::invalid(format!(
+                "--{what} must be a positive number of seconds"
+            )))
+        }
+    };
+    let options = crate::server::ServeOptions {
+        query_timeout: seconds(args.query_timeout, "query-timeout")?,
+        memory_limit: args.memory_limit_mib.max(1) << 20,
+        max_message_bytes: args.max_message_mib.max(1) << 20,
+        shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "remdb serving Flight SQL on {addr} (database {})",
+        args.db.path.display()
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!("cannot watch SIGTERM: {e}");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+        }
+    };
+    crate::server::serve(db, options, listener, shutdown).await
 }
 
 async fn run_script(tenant: &Tenant, script: &str) -> Result<()> {

@@ -5,7 +5,10 @@
 //!
 //! | module      | layer    | promise |
 //! |-------------|----------|---------|
-//! | [`cli`]     | front end| `remdb` command line: `sql -c/-f`, tenants, demo data |
+//! | [`cli`]     | front end| `remdb` command line: `sql`, `shell`, `serve`, tenants, tokens, demo |
+//! | [`shell`]   | front end| interactive SQL shell of one tenant (line editing, history, formats) |
+//! | [`server`]  | front end| Arrow Flight SQL server; every request bound to one tenant |
+//! | [`auth`]    | front end| users and tokens of the server, stored hashed, one tenant each |
 //! | [`session`] | session  | `Db` -> `Tenant`: SQL returning Arrow batches, typed REM calls |
 //! | [`query`]   | query    | DataFusion glue: table providers, pushdown, exec nodes |
 //! | [`storage`] | storage  | RocksDB, one column family per tenant; no DataFusion |
@@ -21,16 +24,19 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod query;
+pub mod server;
 pub mod session;
+pub mod shell;
 pub mod storage;
 pub mod vector;
 
 pub use error::{Error, Result};
 pub use query::QueryOptions;
-pub use session::{Batch, Db, DbOptions, Param, StatementResult, Tenant};
+pub use session::{Batch, ClientLimits, Db, DbOptions, Param, StatementResult, Tenant};
 pub use storage::{
     Direction, Edge, Entity, Found, Hop, IndexDef, IndexKind, MAX_TRAVERSE_DEPTH, Moment, Resource,
     Row, StorageOptions, Table,

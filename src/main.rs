@@ -8,8 +8,11 @@ async fn main() -> std::process::ExitCode {
     // shows more, REMDB_LOG=warn less.
     let filter = tracing_subscriber::EnvFilter::try_from_env("REMDB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("remdb=info"));
+    // Colors only on a terminal: logs of `remdb serve` usually go to files.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let cli = remdb::cli::Cli::parse();

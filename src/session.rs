@@ -8,15 +8,23 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
+use datafusion::logical_expr::{cast, col, lit};
+use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, Value, visit_expressions_mut,
+    FunctionArguments, Ident, ObjectName, Statement as SqlStatement, Value, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use parking_lot::Mutex;
@@ -30,6 +38,26 @@ use crate::storage::{
     Storage, StorageOptions, Table, TenantStore, WriteOp,
 };
 use crate::vector::VectorOptions;
+
+/// Limits on the statements of a remote client (see [`Tenant::client_stream`]).
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// Memory a query's sorts, joins and aggregates may hold (they fail beyond it).
+    pub memory_bytes: usize,
+}
+
+/// The row count a DML statement reports (its `count` column), 0 for anything else.
+pub fn count_of(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| {
+            b.column_by_name("count")?
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .map(|a| a.iter().flatten().sum::<u64>())
+        })
+        .sum()
+}
 
 /// Options for [`Db::open`].
 #[derive(Debug, Clone, Default)]
@@ -95,7 +123,9 @@ impl Db {
     /// Drops a tenant and all of its rows; its sessions stop working.
     pub fn drop_tenant(&self, id: &str) -> Result<()> {
         self.sessions.lock().retain(|(t, _), _| t != id);
-        self.storage.drop_tenant(id)
+        self.storage.drop_tenant(id)?;
+        // Its users and tokens go with it (a later tenant of that name is someone else).
+        crate::auth::Credentials::open(self.storage.path()).remove_tenant(id)
     }
 
     pub fn list_tenants(&self) -> Vec<String> {
@@ -226,6 +256,159 @@ impl Tenant {
         check_dml(&plan)?;
         let frame = self.inner.ctx.execute_logical_plan(plan).await?;
         Ok(frame.collect().await?)
+    }
+
+    /// Parses one statement from a remote client and binds its parameters.
+    fn client_statement(sql: &str, params: &[Param]) -> Result<Statement> {
+        let mut statements = parse(sql)?;
+        if statements.len() != 1 {
+            return Err(Error::invalid(format!(
+                "expected one SQL statement, got {}",
+                statements.len()
+            )));
+        }
+        let mut statement = statements
+            .pop()
+            .ok_or_else(|| Error::invalid("empty SQL"))?;
+        if !params.is_empty() {
+            bind_params(&mut statement, params)?;
+        }
+        Ok(statement)
+    }
+
+    /// Plans a statement of a remote client (the Flight SQL server) under its limits.
+    /// Besides what every session refuses (DDL), it refuses what would reach the
+    /// server's files or change the session other clients of the tenant share: `COPY`,
+    /// `SET` and other session statements. Index commands run only when executed.
+    async fn client_plan(
+        &self,
+        statement: Statement,
+        limits: &ClientLimits,
+    ) -> Result<Option<DataFrame>> {
+        if index_command(&statement)?.is_some() {
+            return Ok(None);
+        }
+        const NO_COPY: &str =
+            "COPY is not allowed from a client: it would write the server's files";
+        if matches!(statement, Statement::CopyTo(_)) {
+            return Err(Error::invalid(NO_COPY));
+        }
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .build_arc()?;
+        let state = SessionStateBuilder::new_from_existing(self.inner.ctx.state())
+            .with_runtime_env(runtime)
+            .build();
+        let plan = state.statement_to_plan(statement).await?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)?;
+        let mut copy = false;
+        plan.apply(|node| {
+            copy |= matches!(node, LogicalPlan::Copy(_));
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if copy {
+            return Err(Error::invalid(NO_COPY));
+        }
+        check_dml(&plan)?;
+        Ok(Some(DataFrame::new(state, plan)))
+    }
+
+    /// True when a statement changes data or indexes (INSERT, UPDATE, DELETE, CREATE or
+    /// DROP INDEX): a client runs it for its effect, not for rows.
+    pub fn writes_data(sql: &str) -> Result<bool> {
+        let statement = Self::client_statement(sql, &[])?;
+        if index_command(&statement)?.is_some() {
+            return Ok(true);
+        }
+        Ok(matches!(
+            &statement,
+            Statement::Statement(inner) if matches!(
+                inner.as_ref(),
+                SqlStatement::Insert(_) | SqlStatement::Update(_) | SqlStatement::Delete(_)
+            )
+        ))
+    }
+
+    /// The schema a client statement's result will have, without running it.
+    pub async fn client_schema(
+        &self,
+        sql: &str,
+        params: &[Param],
+        limits: &ClientLimits,
+    ) -> Result<SchemaRef> {
+        let statement = Self::client_statement(sql, params)?;
+        Ok(match self.client_plan(statement, limits).await? {
+            Some(frame) => Arc::new(frame.schema().as_arrow().clone()),
+            None => Arc::new(Schema::empty()),
+        })
+    }
+
+    /// Runs a client statement and streams its result (see [`ClientLimits`]).
+    pub async fn client_stream(
+        &self,
+        sql: &str,
+        params: &[Param],
+        limits: &ClientLimits,
+    ) -> Result<SendableRecordBatchStream> {
+        let statement = Self::client_statement(sql, params)?;
+        match self.client_plan(statement.clone(), limits).await? {
+            Some(frame) => Ok(frame.execute_stream().await?),
+            None => {
+                if let Some(command) = index_command(&statement)? {
+                    self.run_index_command(command)?;
+                }
+                Ok(Box::pin(EmptyRecordBatchStream::new(Arc::new(
+                    Schema::empty(),
+                ))))
+            }
+        }
+    }
+
+    /// Appends Arrow batches to a table (bulk ingest): columns are matched by name,
+    /// missing ones are NULL (and get their defaults: a generated id, the current time),
+    /// and the whole ingest is one atomic write. Returns the rows written.
+    pub async fn insert_batches(&self, table: Table, batches: Vec<RecordBatch>) -> Result<u64> {
+        let Some(first) = batches.first() else {
+            return Ok(0);
+        };
+        let target = crate::query::convert::table_schema(table);
+        let input = first.schema();
+        for field in input.fields() {
+            if target.field_with_name(field.name()).is_err() {
+                return Err(Error::invalid(format!(
+                    "{} has no column '{}' (its columns: {})",
+                    table.name(),
+                    field.name(),
+                    target
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        let frame = self.inner.ctx.read_batches(batches)?;
+        let columns = target
+            .fields()
+            .iter()
+            .map(|f| {
+                let value = if input.field_with_name(f.name()).is_ok() {
+                    col(Column::from_name(f.name()))
+                } else {
+                    lit(ScalarValue::Null)
+                };
+                cast(value, f.data_type().clone()).alias(f.name())
+            })
+            .collect::<Vec<_>>();
+        let written = frame
+            .select(columns)?
+            .write_table(table.name(), DataFrameWriteOptions::new())
+            .await?;
+        Ok(count_of(&written))
     }
 
     fn run_index_command(&self, command: IndexCommand) -> Result<()> {

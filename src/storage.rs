@@ -207,6 +207,24 @@ impl Storage {
         &self.path
     }
 
+    /// The tenants of the database in `path`, read from its manifest without opening
+    /// it (so it works while another process holds the database).
+    pub fn tenants_at(path: impl AsRef<Path>) -> Result<Vec<String>> {
+        let path = path.as_ref();
+        if !path.join("CURRENT").exists() {
+            return Err(Error::NotFound(format!(
+                "no remdb database in {}",
+                path.display()
+            )));
+        }
+        let mut ids: Vec<String> = Rocks::list_cf(&Options::default(), path)?
+            .into_iter()
+            .filter_map(|name| name.strip_prefix(TENANT_CF_PREFIX).map(str::to_string))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Creates a tenant (an empty column family).
     pub fn create_tenant(&self, id: &str) -> Result<()> {
         validate_tenant_id(id)?;

@@ -7,6 +7,8 @@ mod concurrency;
 mod graph;
 mod hybrid;
 mod isolation;
+mod server;
+mod shell;
 mod slt;
 mod vectors;
 

@@ -1,0 +1,1110 @@
+//! Front end: `remdb serve`, an Arrow Flight SQL server in which every request runs in
+//! exactly one tenant's session.
+//!
+//! A request proves who it is with a bearer token (from `remdb token create`, or handed
+//! out by the handshake for a user's password) or with basic auth; the credential names
+//! one tenant and nothing in a request can name another: tickets and prepared-statement
+//! handles carry the tenant they were made for and are refused under any other. Client
+//! statements are planned with [`Tenant::client_stream`]: no DDL, no `COPY`, no `SET`,
+//! a memory limit per query, and a timeout. Every log line of a request carries its
+//! tenant and query id.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTables, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TableExistsOption, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
+};
+use datafusion::arrow::array::{Array, Float32Array, RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::auth::{Credentials, Sessions};
+use crate::error::{Error, Result};
+use crate::session::{ClientLimits, Db, Param, Tenant, count_of};
+use crate::storage::Table;
+
+/// Settings of `remdb serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// A query (or update) still running after this long is cancelled.
+    pub query_timeout: Duration,
+    /// Memory one query's sorts, joins and aggregates may hold.
+    pub memory_limit: usize,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+    /// After SIGTERM, how long in-flight requests may take before they are cancelled.
+    pub shutdown_grace: Duration,
+    /// Prepared statements one tenant may hold open at once.
+    pub max_prepared_per_tenant: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            query_timeout: Duration::from_secs(300),
+            memory_limit: 1 << 30,
+            max_message_bytes: 64 << 20,
+            shutdown_grace: Duration::from_secs(30),
+            max_prepared_per_tenant: 1024,
+        }
+    }
+}
+
+/// A statement ticket: the tenant it was made for, and the SQL to run or the id of the
+/// result of a write that already ran.
+#[derive(Debug, Serialize, Deserialize)]
+struct StatementTicket {
+    tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sql: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<String>,
+}
+
+/// The row count of a write, kept until the client fetches it.
+struct WriteResult {
+    tenant: String,
+    made: Instant,
+    batch: RecordBatch,
+}
+
+/// How long an unfetched write result is kept.
+const WRITE_RESULT_LIFETIME: Duration = Duration::from_secs(600);
+
+struct Prepared {
+    tenant: String,
+    sql: String,
+    /// Rows of bound parameters (none bound: run once without parameters).
+    params: Vec<Vec<Param>>,
+}
+
+/// The Flight SQL service of one database directory.
+pub struct RemFlightSql {
+    db: Arc<Db>,
+    credentials: Credentials,
+    sessions: Sessions,
+    prepared: Mutex<HashMap<String, Prepared>>,
+    results: Mutex<HashMap<String, WriteResult>>,
+    options: ServeOptions,
+    limits: ClientLimits,
+    next_query: AtomicU64,
+}
+
+type DoGetStream = <RemFlightSql as FlightService>::DoGetStream;
+
+fn status(e: Error) -> Status {
+    match e {
+        Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::NotFound(m) => Status::not_found(m),
+        Error::AlreadyExists(m) => Status::already_exists(m),
+        Error::Query(m) if m.contains("Resources exhausted") => Status::resource_exhausted(m),
+        Error::Query(m) => Status::invalid_argument(m),
+        Error::Storage(m) | Error::Corruption(m) => Status::internal(m),
+    }
+}
+
+fn flight_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => Status::invalid_argument(other.to_string()),
+    }
+}
+
+static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+    let mut b = SqlInfoDataBuilder::new();
+    b.append(SqlInfo::FlightSqlServerName, "remdb");
+    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    b.append(SqlInfo::FlightSqlServerArrowVersion, "59");
+    b.append(SqlInfo::FlightSqlServerReadOnly, false);
+    b.append(SqlInfo::FlightSqlServerSql, true);
+    b.append(SqlInfo::FlightSqlServerSubstrait, false);
+    b.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+    b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
+    b.append(SqlInfo::SqlDdlCatalog, false);
+    b.append(SqlInfo::SqlDdlSchema, false);
+    b.append(SqlInfo::SqlDdlTable, false);
+    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    // A static table of constants: building it cannot fail.
+    b.build()
+        .unwrap_or_else(|_| SqlInfoDataBuilder::new().build().expect("empty SqlInfo"))
+});
+
+impl RemFlightSql {
+    pub fn new(db: Arc<Db>, options: ServeOptions) -> RemFlightSql {
+        let credentials = Credentials::open(db.storage().path());
+        let limits = ClientLimits {
+            memory_bytes: options.memory_limit,
+        };
+        RemFlightSql {
+            db,
+            credentials,
+            sessions: Sessions::default(),
+            prepared: Mutex::new(HashMap::new()),
+            results: Mutex::new(HashMap::new()),
+            options,
+            limits,
+            next_query: AtomicU64::new(1),
+        }
+    }
+
+    /// The tenant a basic-auth header (`base64(user:password)`) signs in to.
+    async fn check_basic(&self, encoded: &str) -> Result<String, Status> {
+        use base64::Engine;
+        use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+        // Go clients (ADBC) send the value without '=' padding.
+        let engine = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
+        let bytes = engine
+            .decode(encoded.trim())
+            .map_err(|_| Status::unauthenticated("malformed basic authorization header"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Status::unauthenticated("malformed basic authorization header"))?;
+        let (user, password) = text
+            .split_once(':')
+            .ok_or_else(|| Status::unauthenticated("malformed basic authorization header"))?;
+        let (user, password) = (user.to_string(), password.to_string());
+        // Argon2 takes tens of milliseconds of CPU: off the async workers.
+        let credentials = Credentials::open(self.db.storage().path());
+        let checked = tokio::task::spawn_blocking(move || {
+            credentials
+                .check_password(&user, &password)
+                .map_err(|e| (user, e))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        checked.map_err(|(user, e)| {
+            tracing::warn!(user, "sign-in refused: {e}");
+            Status::unauthenticated("wrong user name or password")
+        })
+    }
+
+    /// The tenant whose session runs this request, from its `authorization` header.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "no credentials: sign in with a user name and password or send a bearer token",
+                )
+            })?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+        let tenant = if let Some(token) = header.strip_prefix("Bearer ") {
+            let token = token.trim();
+            match self.sessions.tenant_of(token) {
+                Some(tenant) => tenant,
+                None => self
+                    .credentials
+                    .check_token(token)
+                    .map_err(|_| Status::unauthenticated("unknown, expired or revoked token"))?,
+            }
+        } else if let Some(basic) = header.strip_prefix("Basic ") {
+            self.check_basic(basic).await?
+        } else {
+            return Err(Status::unauthenticated(
+                "unsupported authorization scheme (use Basic or Bearer)",
+            ));
+        };
+        self.db.tenant(&tenant).map_err(|e| {
+            tracing::warn!(tenant, "credential of a missing tenant: {e}");
+            Status::unauthenticated("the tenant of this credential does not exist")
+        })
+    }
+
+    fn query_span(&self, tenant: &Tenant) -> (u64, tracing::Span) {
+        let id = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("query", tenant = %tenant.id(), query_id = id);
+        (id, span)
+    }
+
+    /// Streams a statement's result as Flight data, cancelled at the query timeout.
+    async fn stream_statement(
+        &self,
+        tenant: &Tenant,
+        sql: &str,
+        params: Vec<Vec<Param>>,
+        span: tracing::Span,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.options.query_timeout;
+        let timeout = self.options.query_timeout;
+        tracing::info!(parent: &span, sql = %truncate(sql), "query started");
+        let rows = if params.is_empty() {
+            vec![vec![]]
+        } else {
+            params
+        };
+        let mut streams = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let stream = tokio::time::timeout_at(
+                deadline,
+                tenant
+                    .client_stream(sql, row, &self.limits)
+                    .instrument(span.clone()),
+            )
+            .await
+            .map_err(|_| timed_out(timeout))?
+            .map_err(|e| {
+                tracing::info!(parent: &span, "query failed: {e}");
+                status(e)
+            })?;
+            streams.push(stream);
+        }
+        let schema = streams
+            .first()
+            .map(|s| s.schema())
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let batches = futures::stream::iter(streams).flatten();
+        let limited = with_deadline(Box::pin(batches), deadline, timeout, span, started);
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_max_flight_data_size(self.options.max_message_bytes / 2)
+            .build(limited)
+            .map_err(flight_status);
+        Ok(Response::new(Box::pin(flight)))
+    }
+
+    /// Runs an update for each row of parameters and returns the rows it changed.
+    async fn run_update(
+        &self,
+        tenant: &Tenant,
+        sql: &str,
+        params: Vec<Vec<Param>>,
+    ) -> Result<i64, Status> {
+        let (_, span) = self.query_span(tenant);
+        let started = Instant::now();
+        let timeout = self.options.query_timeout;
+        let rows = if params.is_empty() {
+            vec![vec![]]
+        } else {
+            params
+        };
+        let total = rows.len();
+        let work = async {
+            let mut changed = 0u64;
+            for (i, row) in rows.iter().enumerate() {
+                let outcome = async {
+                    let stream = tenant.client_stream(sql, row, &self.limits).await?;
+                    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+                    Ok::<_, Error>(count_of(&batches))
+                }
+                .await;
+                match outcome {
+                    Ok(n) => changed += n,
+                    Err(e) if total > 1 => {
+                        return Err(Error::invalid(format!(
+                            "parameter row {} of {total} failed ({i} rows before it were applied): {e}",
+                            i + 1
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(changed)
+        };
+        tracing::info!(parent: &span, sql = %truncate(sql), rows = total, "update started");
+        let changed = tokio::time::timeout(timeout, work.instrument(span.clone()))
+            .await
+            .map_err(|_| {
+                tracing::info!(parent: &span, "update timed out");
+                timed_out(timeout)
+            })?
+            .map_err(|e| {
+                tracing::info!(parent: &span, "update failed: {e}");
+                status(e)
+            })?;
+        tracing::info!(
+            parent: &span,
+            changed,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "update finished"
+        );
+        Ok(changed as i64)
+    }
+
+    /// The FlightInfo of a statement. A query is only planned here and runs when its
+    /// ticket is fetched; a write runs here (ADBC clients may never fetch its result),
+    /// and its ticket fetches the row count.
+    async fn statement_info(
+        &self,
+        tenant: &Tenant,
+        sql: &str,
+        params: Vec<Vec<Param>>,
+        query_ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        if Tenant::writes_data(sql).map_err(status)? {
+            let changed = self.run_update(tenant, sql, params).await?;
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "count",
+                DataType::UInt64,
+                false,
+            )]));
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(UInt64Array::from(vec![changed as u64]))],
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+            let id = random_id();
+            {
+                let mut results = self.results.lock();
+                results.retain(|_, r| r.made.elapsed() < WRITE_RESULT_LIFETIME);
+                results.insert(
+                    id.clone(),
+                    WriteResult {
+                        tenant: tenant.id().to_string(),
+                        made: Instant::now(),
+                        batch,
+                    },
+                );
+            }
+            let ticket = StatementTicket {
+                tenant: tenant.id().to_string(),
+                sql: None,
+                result: Some(id),
+            };
+            let handle =
+                serde_json::to_vec(&ticket).map_err(|e| Status::internal(e.to_string()))?;
+            let ticket = TicketStatementQuery {
+                statement_handle: handle.into(),
+            };
+            let info = flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)?;
+            return Ok(Response::new(info.into_inner().with_total_records(changed)));
+        }
+        let (_, span) = self.query_span(tenant);
+        let first = params.first().cloned().unwrap_or_default();
+        let schema = tenant
+            .client_schema(sql, &first, &self.limits)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                tracing::info!(parent: &span, sql = %truncate(sql), "planning failed: {e}");
+                status(e)
+            })?;
+        flight_info(&schema, query_ticket, descriptor)
+    }
+
+    /// A prepared statement of the caller's tenant.
+    fn prepared_of(
+        &self,
+        tenant: &Tenant,
+        handle: &[u8],
+    ) -> Result<(String, Vec<Vec<Param>>), Status> {
+        let key = String::from_utf8_lossy(handle).to_string();
+        let map = self.prepared.lock();
+        match map.get(&key) {
+            Some(p) if p.tenant == tenant.id() => Ok((p.sql.clone(), p.params.clone())),
+            Some(_) => {
+                tracing::warn!(tenant = %tenant.id(), "prepared statement of another tenant refused");
+                Err(Status::permission_denied(
+                    "this prepared statement belongs to another tenant",
+                ))
+            }
+            None => Err(Status::not_found(
+                "no such prepared statement (closed, or the server restarted)",
+            )),
+        }
+    }
+}
+
+/// 128 random bits, hex.
+fn random_id() -> String {
+    use rand_core::{OsRng, RngCore};
+    format!("{:016x}{:016x}", OsRng.next_u64(), OsRng.next_u64())
+}
+
+fn timed_out(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "query cancelled: it ran longer than the server's timeout of {:.1} s",
+        timeout.as_secs_f64()
+    ))
+}
+
+fn truncate(sql: &str) -> String {
+    const MAX: usize = 300;
+    if sql.len() <= MAX {
+        return sql.to_string();
+    }
+    let mut end = MAX;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &sql[..end])
+}
+
+/// Ends a result stream with a deadline-exceeded error once the deadline passes, and
+/// logs how the query ended.
+fn with_deadline(
+    stream: Pin<Box<dyn Stream<Item = datafusion::error::Result<RecordBatch>> + Send>>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    span: tracing::Span,
+    started: Instant,
+) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send {
+    struct State {
+        stream: Pin<Box<dyn Stream<Item = datafusion::error::Result<RecordBatch>> + Send>>,
+        rows: usize,
+        done: bool,
+        span: tracing::Span,
+    }
+    let state = State {
+        stream,
+        rows: 0,
+        done: false,
+        span,
+    };
+    futures::stream::unfold(state, move |mut s| async move {
+        if s.done {
+            return None;
+        }
+        let ms = || started.elapsed().as_secs_f64() * 1e3;
+        match tokio::time::timeout_at(deadline, s.stream.next()).await {
+            Ok(Some(Ok(batch))) => {
+                s.rows += batch.num_rows();
+                Some((Ok(batch), s))
+            }
+            Ok(Some(Err(e))) => {
+                tracing::info!(parent: &s.span, ms = ms(), "query failed: {e}");
+                s.done = true;
+                let e = status(Error::from(e));
+                Some((Err(FlightError::Tonic(Box::new(e))), s))
+            }
+            Ok(None) => {
+                tracing::info!(parent: &s.span, rows = s.rows, ms = ms(), "query finished");
+                None
+            }
+            Err(_) => {
+                tracing::info!(parent: &s.span, ms = ms(), "query timed out");
+                s.done = true;
+                Some((Err(FlightError::Tonic(Box::new(timed_out(timeout)))), s))
+            }
+        }
+    })
+}
+
+/// Converts a row of an Arrow parameter batch into statement parameters.
+fn params_of(batch: &RecordBatch, row: usize) -> Result<Vec<Param>> {
+    batch
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let value = ScalarValue::try_from_array(column, row)?;
+            param_of(&value).ok_or_else(|| {
+                Error::invalid(format!(
+                    "parameter ${} has a type remdb cannot bind: {}",
+                    i + 1,
+                    column.data_type()
+                ))
+            })?
+        })
+        .collect()
+}
+
+fn param_of(value: &ScalarValue) -> Option<Result<Param>> {
+    if value.is_null() {
+        return Some(Ok(Param::Null));
+    }
+    let float_list = |values: datafusion::arrow::array::ArrayRef| -> Result<Param> {
+        let floats = datafusion::arrow::compute::cast(&values, &DataType::Float32)
+            .map_err(|e| Error::invalid(format!("vector parameter: {e}")))?;
+        let floats = floats
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| Error::invalid("vector parameter is not a list of numbers"))?;
+        if floats.null_count() > 0 {
+            return Err(Error::invalid("vector parameter contains NULL"));
+        }
+        Ok(Param::Vector(floats.values().to_vec()))
+    };
+    Some(Ok(match value {
+        ScalarValue::Boolean(Some(b)) => Param::Bool(*b),
+        ScalarValue::Int8(Some(v)) => Param::Int(i64::from(*v)),
+        ScalarValue::Int16(Some(v)) => Param::Int(i64::from(*v)),
+        ScalarValue::Int32(Some(v)) => Param::Int(i64::from(*v)),
+        ScalarValue::Int64(Some(v)) => Param::Int(*v),
+        ScalarValue::UInt8(Some(v)) => Param::Int(i64::from(*v)),
+        ScalarValue::UInt16(Some(v)) => Param::Int(i64::from(*v)),
+        ScalarValue::UInt32(Some(v)) => Param::Int(i64::from(*v)),
+        ScalarValue::UInt64(Some(v)) => match i64::try_from(*v) {
+            Ok(v) => Param::Int(v),
+            Err(_) => return Some(Err(Error::invalid(format!("parameter {v} is too large")))),
+        },
+        ScalarValue::Float32(Some(v)) => Param::Float(f64::from(*v)),
+        ScalarValue::Float64(Some(v)) => Param::Float(*v),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Param::Text(s.clone()),
+        ScalarValue::List(list) => return Some(float_list(list.value(0))),
+        ScalarValue::LargeList(list) => return Some(float_list(list.value(0))),
+        ScalarValue::FixedSizeList(list) => return Some(float_list(list.value(0))),
+        ScalarValue::TimestampSecond(..)
+        | ScalarValue::TimestampMillisecond(..)
+        | ScalarValue::TimestampMicrosecond(..)
+        | ScalarValue::TimestampNanosecond(..)
+        | ScalarValue::Date32(..)
+        | ScalarValue::Date64(..) => Param::Text(value.to_string()),
+        _ => return None,
+    }))
+}
+
+async fn read_batches(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>, Status> {
+    // An update sends a single message without data; the decoder refuses empty headers.
+    let data = stream
+        .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
+        .map_err(FlightError::from);
+    FlightRecordBatchStream::new_from_flight_data(data)
+        .try_collect()
+        .await
+        .map_err(flight_status)
+}
+
+fn param_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Param>>> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            rows.push(params_of(batch, row)?);
+        }
+    }
+    Ok(rows)
+}
+
+fn schema_info(schema: &Schema) -> Result<Vec<u8>, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(bytes.to_vec())
+}
+
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+fn one_batch(schema: SchemaRef, batch: Result<RecordBatch, FlightError>) -> Response<DoGetStream> {
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async { batch }))
+        .map_err(flight_status);
+    Response::new(Box::pin(stream))
+}
+
+/// The tables of a tenant's session, by catalog and schema, with their schemas.
+async fn tenant_tables(
+    tenant: &Tenant,
+) -> Result<Vec<(String, String, String, String, SchemaRef)>> {
+    let ctx = tenant.context();
+    let mut out = Vec::new();
+    for catalog_name in ctx.catalog_names() {
+        let Some(catalog) = ctx.catalog(&catalog_name) else {
+            continue;
+        };
+        for schema_name in catalog.schema_names() {
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for name in names {
+                if let Some(table) = schema.table(&name).await? {
+                    let kind = match table.table_type() {
+                        datafusion::datasource::TableType::View => "VIEW",
+                        _ => "TABLE",
+                    };
+                    out.push((
+                        catalog_name.clone(),
+                        schema_name.clone(),
+                        name,
+                        kind.to_string(),
+                        table.schema(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for RemFlightSql {
+    type FlightService = RemFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let tenant = self.caller(&request).await?;
+        let token = self.sessions.issue(tenant.id());
+        tracing::info!(tenant = %tenant.id(), "signed in");
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let out = futures::stream::iter(vec![Ok(reply)]);
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(out));
+        let header = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let tenant = self.caller(&request).await?;
+        let handle = serde_json::to_vec(&StatementTicket {
+            tenant: tenant.id().to_string(),
+            sql: Some(query.query.clone()),
+            result: None,
+        })
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into(),
+        };
+        self.statement_info(
+            &tenant,
+            &query.query,
+            vec![],
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+        .await
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let tenant = self.caller(&request).await?;
+        let statement: StatementTicket = serde_json::from_slice(&ticket.statement_handle)
+            .map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
+        if statement.tenant != tenant.id() {
+            tracing::warn!(tenant = %tenant.id(), "ticket of another tenant refused");
+            return Err(Status::permission_denied(
+                "this ticket was issued to another tenant",
+            ));
+        }
+        match (statement.sql, statement.result) {
+            (Some(sql), _) => {
+                let (_, span) = self.query_span(&tenant);
+                self.stream_statement(&tenant, &sql, vec![], span).await
+            }
+            (None, Some(id)) => {
+                let result = self.results.lock().remove(&id);
+                match result {
+                    Some(r) if r.tenant == tenant.id() => {
+                        Ok(one_batch(r.batch.schema(), Ok(r.batch)))
+                    }
+                    _ => Err(Status::not_found(
+                        "this result was fetched already or has expired",
+                    )),
+                }
+            }
+            (None, None) => Err(Status::invalid_argument("malformed statement ticket")),
+        }
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let tenant = self.caller(&request).await?;
+        self.run_update(&tenant, &command.query, vec![]).await
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let tenant = self.caller(&request).await?;
+        let (_, span) = self.query_span(&tenant);
+        let table = Table::from_name(&command.table).ok_or_else(|| {
+            Status::not_found(format!(
+                "no table '{}' to ingest into (the tables are resources, entities, edges, moments)",
+                command.table
+            ))
+        })?;
+        if command.temporary {
+            return Err(Status::invalid_argument(
+                "temporary tables are not supported",
+            ));
+        }
+        if command.transaction_id.is_some() {
+            return Err(Status::invalid_argument("transactions are not supported"));
+        }
+        if let Some(options) = &command.table_definition_options {
+            match TableExistsOption::try_from(options.if_exists) {
+                Ok(TableExistsOption::Append) => {}
+                Ok(TableExistsOption::Fail) => {
+                    return Err(Status::already_exists(format!(
+                        "table {} exists: ingest with mode 'append' (or 'create_append')",
+                        command.table
+                    )));
+                }
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "ingest into {} can only append (replacing a REM table is not supported)",
+                        command.table
+                    )));
+                }
+            }
+        }
+        let batches = read_batches(request.into_inner()).await?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        tracing::info!(parent: &span, table = %command.table, rows, "ingest started");
+        let written = tokio::time::timeout(
+            self.options.query_timeout,
+            tenant
+                .insert_batches(table, batches)
+                .instrument(span.clone()),
+        )
+        .await
+        .map_err(|_| timed_out(self.options.query_timeout))?
+        .map_err(|e| {
+            tracing::info!(parent: &span, "ingest failed: {e}");
+            status(e)
+        })?;
+        tracing::info!(parent: &span, written, "ingest finished");
+        Ok(written as i64)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let tenant = self.caller(&request).await?;
+        if query.transaction_id.is_some() {
+            return Err(Status::invalid_argument("transactions are not supported"));
+        }
+        // The result schema when it does not depend on the parameters (a vector parameter
+        // of vector_similar must be bound before the statement can be planned).
+        let dataset_schema = match tenant.client_schema(&query.query, &[], &self.limits).await {
+            Ok(schema) => schema_info(&schema)?,
+            Err(Error::InvalidArgument(_)) | Err(Error::Query(_)) => vec![],
+            Err(e) => return Err(status(e)),
+        };
+        let handle = random_id();
+        {
+            let mut map = self.prepared.lock();
+            let open = map.values().filter(|p| p.tenant == tenant.id()).count();
+            if open >= self.options.max_prepared_per_tenant {
+                return Err(Status::resource_exhausted(format!(
+                    "{open} prepared statements are open for this tenant: close some first"
+                )));
+            }
+            map.insert(
+                handle.clone(),
+                Prepared {
+                    tenant: tenant.id().to_string(),
+                    sql: query.query,
+                    params: vec![],
+                },
+            );
+        }
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into_bytes().into(),
+            dataset_schema: dataset_schema.into(),
+            parameter_schema: Default::default(),
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let tenant = self.caller(&request).await?;
+        self.prepared_of(&tenant, &query.prepared_statement_handle)?;
+        let key = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
+        self.prepared.lock().remove(&key);
+        Ok(())
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let tenant = self.caller(&request).await?;
+        self.prepared_of(&tenant, &query.prepared_statement_handle)?;
+        let batches = read_batches(request.into_inner()).await?;
+        let rows = param_rows(&batches).map_err(status)?;
+        let key = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
+        if let Some(p) = self.prepared.lock().get_mut(&key) {
+            p.params = rows;
+        }
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let tenant = self.caller(&request).await?;
+        let (sql, params) = self.prepared_of(&tenant, &cmd.prepared_statement_handle)?;
+        let ticket = cmd.as_any().encode_to_vec();
+        self.statement_info(&tenant, &sql, params, ticket, request.into_inner())
+            .await
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let tenant = self.caller(&request).await?;
+        let (sql, params) = self.prepared_of(&tenant, &query.prepared_statement_handle)?;
+        let (_, span) = self.query_span(&tenant);
+        self.stream_statement(&tenant, &sql, params, span).await
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let tenant = self.caller(&request).await?;
+        let (sql, bound) = self.prepared_of(&tenant, &query.prepared_statement_handle)?;
+        let batches = read_batches(request.into_inner()).await?;
+        // executemany sends its rows here; a plain execute of a prepared update may
+        // have bound them before.
+        let rows = param_rows(&batches).map_err(status)?;
+        let rows = if rows.is_empty() { bound } else { rows };
+        self.run_update(&tenant, &sql, rows).await
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        let ticket = query.as_any().encode_to_vec();
+        let schema = query.into_builder().schema();
+        flight_info(&schema, ticket, request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let tenant = self.caller(&request).await?;
+        let mut builder = query.into_builder();
+        let mut names = tenant.context().catalog_names();
+        names.sort();
+        for name in names {
+            builder.append(name);
+        }
+        let schema = builder.schema();
+        Ok(one_batch(schema, builder.build()))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        let ticket = query.as_any().encode_to_vec();
+        let schema = query.into_builder().schema();
+        flight_info(&schema, ticket, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let tenant = self.caller(&request).await?;
+        let mut builder = query.into_builder();
+        let ctx = tenant.context();
+        let mut catalogs = ctx.catalog_names();
+        catalogs.sort();
+        for catalog_name in catalogs {
+            if let Some(catalog) = ctx.catalog(&catalog_name) {
+                let mut schemas = catalog.schema_names();
+                schemas.sort();
+                for schema in schemas {
+                    builder.append(&catalog_name, schema);
+                }
+            }
+        }
+        let schema = builder.schema();
+        Ok(one_batch(schema, builder.build()))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        let ticket = query.as_any().encode_to_vec();
+        let schema = query.into_builder().schema();
+        flight_info(&schema, ticket, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let tenant = self.caller(&request).await?;
+        let mut builder = query.into_builder();
+        for (catalog, schema, table, kind, table_schema) in
+            tenant_tables(&tenant).await.map_err(status)?
+        {
+            builder
+                .append(&catalog, &schema, &table, &kind, &table_schema)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        let schema = builder.schema();
+        Ok(one_batch(schema, builder.build()))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request).await?;
+        let ticket = query.as_any().encode_to_vec();
+        let schema = query.into_builder(&SQL_INFO).schema();
+        flight_info(&schema, ticket, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request).await?;
+        let builder = query.into_builder(&SQL_INFO);
+        let schema = builder.schema();
+        Ok(one_batch(schema, builder.build()))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.caller(&request).await?;
+        Err(Status::unimplemented(format!(
+            "remdb does not serve {} tickets",
+            message.type_url
+        )))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Serves Flight SQL on `listener` until `shutdown` resolves; then stops accepting,
+/// lets in-flight requests finish for the grace period, cancels the rest, and saves
+/// the loaded vector indexes.
+pub async fn serve(
+    db: Arc<Db>,
+    options: ServeOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let grace = options.shutdown_grace;
+    let max_message = options.max_message_bytes;
+    let service = RemFlightSql::new(Arc::clone(&db), options);
+    let service = FlightServiceServer::new(service)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new requests, waiting for in-flight ones");
+        let _ = stopping_tx.send(());
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, signal);
+    let cancel = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = server => served.map_err(|e| Error::Storage(format!("server failed: {e}")))?,
+        _ = cancel => tracing::warn!("grace period over: in-flight requests cancelled"),
+    }
+    for id in db.list_tenants() {
+        if let Ok(tenant) = db.tenant(&id)
+            && let Err(e) = tenant.save_vectors()
+        {
+            tracing::warn!(tenant = %id, "cannot save the vector index: {e}");
+        }
+    }
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Runs an already-planned stream to completion (used by tests of the limits).
+pub async fn drain(stream: SendableRecordBatchStream) -> Result<usize> {
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    Ok(batches.iter().map(RecordBatch::num_rows).sum())
+}

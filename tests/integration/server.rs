@@ -1,0 +1,407 @@
+//! `remdb serve` through arrow-flight's own Flight SQL client: sign-in, queries,
+//! prepared statements with parameters, writes, ingest, metadata, the guards, and tenant
+//! isolation. (The ADBC end-to-end tests in tests/e2e drive the `remdb` binary.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetDbSchemas, CommandGetTables, CommandPreparedStatementQuery, CommandStatementIngest,
+    ProstMessageExt,
+};
+use arrow_flight::{Action, FlightDescriptor};
+use datafusion::arrow::array::{Array, ArrayRef, ListArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema};
+use futures::TryStreamExt;
+use prost::Message;
+use remdb::auth::Credentials;
+use remdb::server::{ServeOptions, serve};
+use remdb::{Db, Entity, Resource, VectorOptions};
+use tonic::transport::Channel;
+
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<remdb::Result<()>>,
+    _dir: tempfile::TempDir,
+    globex_token: String,
+}
+
+/// Two tenants with a few rows each, a user of `acme` (ada / pw) and a token of
+/// `globex`, served on a free port.
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Default::default()).unwrap();
+    for (tenant, names) in [("acme", ["Ada", "Alan"]), ("globex", ["Grace", "Gus"])] {
+        let t = db.create_tenant(tenant).unwrap();
+        for name in names {
+            t.create_entity(Entity {
+                id: name.to_lowercase(),
+                entity_type: "person".into(),
+                name: name.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+    }
+    let acme = db.tenant("acme").unwrap();
+    acme.configure_vectors(VectorOptions {
+        dimensions: Some(3),
+        ..Default::default()
+    })
+    .unwrap();
+    for (i, v) in [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+        .iter()
+        .enumerate()
+    {
+        acme.create_resource(Resource {
+            id: format!("r{i}"),
+            uri: format!("doc://{i}"),
+            content: format!("chunk {i}"),
+            embedding: Some(v.to_vec()),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let creds = Credentials::open(dir.path());
+    creds.add_user("ada", "acme", "pw").unwrap();
+    let (_, globex_token) = creds.create_token("globex", "test").unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        query_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let task = tokio::spawn(serve(Arc::new(db), options, listener, async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        stop: Some(stop),
+        task,
+        _dir: dir,
+        globex_token,
+    }
+}
+
+async fn client(addr: std::net::SocketAddr) -> FlightSqlServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FlightSqlServiceClient::new(channel)
+}
+
+async fn query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, String> {
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let stream = client.do_get(ticket).await.map_err(|e| e.to_string())?;
+    stream.try_collect().await.map_err(|e| e.to_string())
+}
+
+fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let a = datafusion::arrow::compute::cast(b.column(column), &DataType::Utf8).unwrap();
+            let a = a.as_any().downcast_ref::<StringArray>().unwrap().clone();
+            (0..a.len()).map(move |i| a.value(i).to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_credential_reaches_only_its_tenant() {
+    let mut server = start().await;
+
+    // No credential, a wrong password: refused.
+    let mut anonymous = client(server.addr).await;
+    let err = query(&mut anonymous, "SELECT 1").await.unwrap_err();
+    assert!(err.contains("no credentials"), "{err}");
+    let mut acme = client(server.addr).await;
+    assert!(acme.handshake("ada", "wrong").await.is_err());
+    assert!(acme.handshake("nobody", "pw").await.is_err());
+
+    // The password signs in to acme; the token reaches globex.
+    acme.handshake("ada", "pw").await.unwrap();
+    let batches = query(&mut acme, "SELECT name FROM entities ORDER BY name")
+        .await
+        .unwrap();
+    assert_eq!(strings(&batches, 0), ["Ada", "Alan"]);
+    let mut globex = client(server.addr).await;
+    globex.set_token(server.globex_token.clone());
+    let batches = query(&mut globex, "SELECT name FROM entities ORDER BY name")
+        .await
+        .unwrap();
+    assert_eq!(strings(&batches, 0), ["Grace", "Gus"]);
+
+    // A ticket made for acme, replayed with globex's token, is refused.
+    let info = acme
+        .execute("SELECT name FROM entities".into(), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let replayed = match globex.do_get(ticket.clone()).await {
+        Ok(stream) => stream.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let err = replayed.unwrap_err().to_string();
+    assert!(err.contains("another tenant"), "{err}");
+    // So is a prepared statement of acme's used under globex's token.
+    let handle = create_prepared(&mut acme, "SELECT name FROM entities").await;
+    let command = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    };
+    let mut request =
+        tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", server.globex_token).parse().unwrap(),
+    );
+    let err = globex
+        .inner()
+        .clone()
+        .get_flight_info(request)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
+    // SQL cannot name another tenant: its tables are simply not in this session.
+    let err = query(&mut globex, "SELECT * FROM acme.entities")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("acme.entities") || err.contains("not found"),
+        "{err}"
+    );
+
+    // Guards: no DDL, no COPY, no SET, no URL tables.
+    for (sql, expected) in [
+        (
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+            "DDL",
+        ),
+        ("COPY (SELECT 1) TO '/tmp/remdb-copy.csv'", "COPY"),
+        ("SET datafusion.execution.batch_size = 1", "Statement"),
+        ("SELECT * FROM '/etc/passwd'", "passwd"),
+    ] {
+        let err = query(&mut acme, sql).await.unwrap_err();
+        assert!(err.contains(expected), "{sql}: {err}");
+    }
+    assert!(!std::path::Path::new("/tmp/remdb-copy.csv").exists());
+
+    // The timeout cancels a query that runs too long.
+    let started = std::time::Instant::now();
+    let err = query(
+        &mut acme,
+        "SELECT count(*) FROM generate_series(1, 100000000000) WHERE value % 7 = 3",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("timeout"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
+
+/// Creates a prepared statement through the raw action and returns its handle.
+async fn create_prepared(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> prost::bytes::Bytes {
+    let request = ActionCreatePreparedStatementRequest {
+        query: sql.to_string(),
+        transaction_id: None,
+    };
+    let action = Action {
+        r#type: "CreatePreparedStatement".into(),
+        body: request.as_any().encode_to_vec().into(),
+    };
+    let mut results = client.do_action(action).await.unwrap();
+    let result = results.message().await.unwrap().unwrap();
+    let any = Any::decode(&*result.body).unwrap();
+    let created: ActionCreatePreparedStatementResult = any.unpack().unwrap().unwrap();
+    created.prepared_statement_handle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_writes_ingest_and_metadata() {
+    let mut server = start().await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+
+    // A prepared query with a text parameter.
+    let mut prepared = acme
+        .prepare("SELECT name FROM entities WHERE id = $1".into(), None)
+        .await
+        .unwrap();
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("0", DataType::Utf8, false)])),
+        vec![Arc::new(StringArray::from(vec!["alan"])) as ArrayRef],
+    )
+    .unwrap();
+    prepared.set_parameters(params).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let batches: Vec<RecordBatch> = acme
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(strings(&batches, 0), ["Alan"]);
+    prepared.close().await.unwrap();
+
+    // A vector parameter (a list of doubles, as Python clients send) in vector_similar.
+    let mut search = acme
+        .prepare(
+            "SELECT id FROM vector_similar('resources', $1, 1)".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let vector = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(vec![
+        Some(0.0),
+        Some(0.1),
+        Some(0.9),
+    ])]);
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "0",
+            vector.data_type().clone(),
+            false,
+        )])),
+        vec![Arc::new(vector) as ArrayRef],
+    )
+    .unwrap();
+    search.set_parameters(params).unwrap();
+    let info = search.execute().await.unwrap();
+    let batches: Vec<RecordBatch> = acme
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(strings(&batches, 0), ["r2"]);
+
+    // A prepared update with many rows of parameters: every row is written.
+    let mut insert = acme
+        .prepare(
+            "INSERT INTO entities (id, type, name) VALUES ($1, 'project', $2)".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..25).map(|i| format!("p{i}")).collect();
+    let names: Vec<String> = (0..25).map(|i| format!("Project {i}")).collect();
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("0", DataType::Utf8, false),
+            Field::new("1", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(ids)) as ArrayRef,
+            Arc::new(StringArray::from(names)) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    insert.set_parameters(params).unwrap();
+    assert_eq!(insert.execute_update().await.unwrap(), 25);
+    let batches = query(
+        &mut acme,
+        "SELECT count(*) FROM entities WHERE type = 'project'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&batches, 0), ["25"]);
+
+    // A plain update statement.
+    let changed = acme
+        .execute_update("DELETE FROM entities WHERE id = 'p0'".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+
+    // Bulk ingest: columns by name, missing ones get their defaults.
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["i1", "i2", "i3"])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["topic"; 3])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["x", "y", "z"])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let ingest = CommandStatementIngest {
+        table_definition_options: Some(arrow_flight::sql::TableDefinitionOptions {
+            if_not_exist: 2,
+            if_exists: 2,
+        }),
+        table: "entities".into(),
+        ..Default::default()
+    };
+    let written = acme
+        .execute_ingest(ingest, futures::stream::iter(vec![Ok(batch)]))
+        .await
+        .unwrap();
+    assert_eq!(written, 3);
+    let batches = query(
+        &mut acme,
+        "SELECT name FROM entities WHERE type = 'topic' ORDER BY name",
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&batches, 0), ["x", "y", "z"]);
+
+    // Metadata: only this tenant's session's catalog and tables.
+    let info = acme
+        .get_tables(CommandGetTables {
+            include_schema: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = acme
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let tables = strings(&batches, 2);
+    for t in ["edges", "entities", "moments", "resources"] {
+        assert!(tables.iter().any(|x| x == t), "{tables:?}");
+    }
+    let info = acme
+        .get_db_schemas(CommandGetDbSchemas::default())
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = acme
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(strings(&batches, 1).iter().any(|s| s == "public"));
+
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
