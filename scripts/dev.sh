@@ -2,7 +2,9 @@
 # The project's own set-up and entry points. Usage:
 #   scripts/dev.sh setup   install the system packages the build needs (libclang, a C++ compiler)
 #   scripts/dev.sh run     set up, build, and run the demo on ./.remdb-demo
-#   scripts/dev.sh test    set up, build, and run the whole test suite
+#   scripts/dev.sh test    set up, build, and run the whole test suite (cargo's tests, then
+#                          the end-to-end tests of the shell and the Flight SQL server)
+#   scripts/dev.sh e2e     only the end-to-end tests (Python: ADBC Flight SQL, pexpect)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,38 @@ setup() {
     echo "cargo not found: install the Rust toolchain (https://rustup.rs) first" >&2
     exit 1
   fi
+  setup_python
+}
+
+# The end-to-end tests' client libraries, pinned, in a virtualenv of the project.
+VENV=.venv-e2e
+PY_PACKAGES=(adbc-driver-flightsql==1.13.0 adbc-driver-manager==1.13.0 pyarrow==26.0.1 pytest==9.2.0 pexpect==4.9.0)
+
+setup_python() {
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "installing system packages: python3 python3-venv" >&2
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+      echo "installing system packages: python3-venv" >&2
+      as_root apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+      rm -rf "$VENV"
+      python3 -m venv "$VENV"
+    fi
+  fi
+  if ! "$VENV/bin/python" -c 'import adbc_driver_flightsql, pyarrow, pytest, pexpect' 2>/dev/null; then
+    echo "installing the end-to-end tests' Python packages into $VENV" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+  fi
+}
+
+e2e() {
+  cargo build --quiet --bin remdb
+  REMDB_BIN="${CARGO_TARGET_DIR:-target}/debug/remdb" \
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e
 }
 
 case "${1:-}" in
@@ -45,9 +79,15 @@ case "${1:-}" in
     setup
     shift
     cargo test "$@"
+    # A filtered run (arguments given) is cargo's only.
+    if [ $# -eq 0 ]; then e2e; fi
+    ;;
+  e2e)
+    setup
+    e2e
     ;;
   *)
-    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]" >&2
+    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,66 @@
+"""`remdb shell` on a terminal (a pseudo-terminal): prompts, multi-line statements,
+Ctrl-C cancelling a running query without leaving the shell, and persistent history."""
+
+import os
+import tempfile
+
+import pexpect
+
+from conftest import REMDB
+
+
+def spawn(path, history):
+    env = dict(os.environ, REMDB_HISTORY=history, REMDB_LOG="warn", TERM="xterm")
+    return pexpect.spawn(
+        REMDB, ["shell", "--path", path, "--tenant", "acme", "--create"],
+        env=env, encoding="utf-8", timeout=60, dimensions=(40, 200),
+    )
+
+
+def test_interactive_shell_cancels_with_ctrl_c_and_keeps_history():
+    tmp = tempfile.mkdtemp(prefix="remdb-shell-")
+    path = os.path.join(tmp, "db")
+    history = os.path.join(tmp, "history")
+    sh = spawn(path, history)
+    sh.expect("acme> ")
+    # A statement over two lines: the continuation prompt, then the result.
+    sh.sendline("SELECT 40 + 2")
+    sh.expect("-> ")
+    sh.sendline("  AS answer;")
+    sh.expect(r"\| 42 +\|")
+    sh.expect("acme> ")
+    # Ctrl-C cancels a long query and the shell stays.
+    sh.sendline("SELECT count(*) FROM generate_series(1, 100000000000) WHERE value % 7 = 3;")
+    sh.expect_exact("SELECT count(*)")
+    import time
+    time.sleep(1.5)
+    sh.sendintr()
+    sh.expect("query cancelled")
+    sh.expect("acme> ")
+    sh.sendline("\\timing on")
+    sh.expect("timing is on")
+    sh.sendline("SELECT 'still here' AS s;")
+    sh.expect("still here")
+    sh.expect("1 row in")
+    # Ctrl-C while typing drops the line, not the shell.
+    sh.send("SELECT 'dropped'")
+    sh.sendintr()
+    sh.expect("acme> ")
+    sh.sendline("\\q")
+    sh.expect(pexpect.EOF)
+    sh.close()
+    assert sh.exitstatus == 0
+    # The history survives the session.
+    with open(history) as f:
+        saved = f.read()
+    assert "SELECT 'still here' AS s;" in saved
+    sh = spawn(path, history)
+    sh.expect("acme> ")
+    sh.sendcontrol("p")  # the saved history: \\q, then the statement before it
+    sh.expect(r"\\q")
+    sh.sendcontrol("p")
+    sh.expect("still here")
+    sh.sendcontrol("c")
+    sh.expect("acme> ")
+    sh.sendeof()
+    sh.expect(pexpect.EOF)
