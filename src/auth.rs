@@ -22,6 +22,10 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 const FILE_NAME: &str = "credentials.json";
+/// Held (an exclusive file lock) by whoever changes the file, across processes.
+const LOCK_NAME: &str = "credentials.lock";
+
+type FileVersion = (SystemTime, u64, u64);
 /// Prefix of every token remdb issues, so that a leaked one is recognizable.
 const TOKEN_PREFIX: &str = "rdb_";
 
@@ -59,8 +63,8 @@ pub struct TokenEntry {
 /// The credential store of one database directory.
 pub struct Credentials {
     path: PathBuf,
-    /// The file as last read, with its modification time.
-    cache: RwLock<(Option<SystemTime>, CredentialFile)>,
+    /// The file as last read, with what identifies that version of it.
+    cache: RwLock<(Option<FileVersion>, CredentialFile)>,
     /// Serializes read-modify-write changes within this process.
     write: Mutex<()>,
 }
@@ -121,10 +125,15 @@ impl Credentials {
         }
     }
 
-    fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
+    /// Modification time, length and inode: a replaced file (rename) has a new inode even
+    /// when its time stamp is as coarse as the file system's.
+    fn modified(&self) -> Option<FileVersion> {
+        let m = std::fs::metadata(&self.path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some((m.modified().ok()?, m.len(), inode))
     }
 
     /// The file's current content (re-read when its modification time changed).
@@ -155,12 +164,22 @@ impl Credentials {
     /// Applies `change` to the file and writes it back atomically.
     fn update<T>(&self, change: impl FnOnce(&mut CredentialFile) -> Result<T>) -> Result<T> {
         let _guard = self.write.lock();
+        // Another process (a `remdb token` command beside the server) may change it too.
+        let lock_path = self.path.with_file_name(LOCK_NAME);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        lock.lock()?;
         let mut file = self.current()?;
         let out = change(&mut file)?;
         file.version = 1;
         let json = serde_json::to_vec_pretty(&file)
             .map_err(|e| Error::Storage(format!("cannot encode credentials: {e}")))?;
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp.{}", std::process::id()));
         {
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create(true).truncate(true);
@@ -273,7 +292,7 @@ impl Credentials {
     }
 
     /// The tenant of a user whose password matches.
-    pub fn check_password(&self, name: &str, password: &str) -> Result<String> {
+    pub fn check_password(&self, name: &str, password: &str) -> Result<(String, Origin)> {
         let file = self.current()?;
         let user = file.users.iter().find(|u| u.name == name);
         // An unknown user costs the same hash as a wrong password.
@@ -287,20 +306,44 @@ impl Credentials {
             .verify_password(password.as_bytes(), &parsed)
             .is_ok();
         match user {
-            Some(u) if ok => Ok(u.tenant.clone()),
+            Some(u) if ok => Ok((
+                u.tenant.clone(),
+                Origin::User {
+                    name: u.name.clone(),
+                    hash: u.hash.clone(),
+                },
+            )),
             _ => Err(Error::invalid("wrong user name or password")),
         }
     }
 
-    /// The tenant of a stored bearer token.
-    pub fn check_token(&self, token: &str) -> Result<String> {
+    /// The tenant of a stored bearer token, and the token's id.
+    pub fn check_token(&self, token: &str) -> Result<(String, Origin)> {
         let digest = sha256_hex(token);
         let file = self.current()?;
         file.tokens
             .iter()
             .find(|t| constant_time_eq(&t.hash, &digest))
-            .map(|t| t.tenant.clone())
+            .map(|t| (t.tenant.clone(), Origin::Token(t.id.clone())))
             .ok_or_else(|| Error::invalid("unknown or revoked token"))
+    }
+
+    /// Whether the credential a session was opened with still exists for its tenant (a
+    /// removed user, a changed password or a revoked token ends its sessions).
+    pub fn still_valid(&self, origin: &Origin, tenant: &str) -> bool {
+        let Ok(file) = self.current() else {
+            return false;
+        };
+        match origin {
+            Origin::User { name, hash } => file
+                .users
+                .iter()
+                .any(|u| &u.name == name && u.tenant == tenant && &u.hash == hash),
+            Origin::Token(id) => file
+                .tokens
+                .iter()
+                .any(|t| &t.id == id && t.tenant == tenant),
+        }
     }
 }
 
@@ -325,32 +368,45 @@ fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| Error::invalid(format!("cannot hash the password: {e}")))
 }
 
+/// The credential a sign-in used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A user, with the password hash of the moment (a new password ends the session).
+    User { name: String, hash: String },
+    /// A stored token, by id.
+    Token(String),
+}
+
 /// Short-lived tokens handed out by the Flight SQL handshake, in memory only.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    by_token: Mutex<HashMap<String, (String, Instant)>>,
+    by_token: Mutex<HashMap<String, (String, Origin, Instant)>>,
 }
 
 impl Sessions {
     /// How long a handshake token stays valid.
     pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-    /// A new session token for `tenant`.
-    pub fn issue(&self, tenant: &str) -> String {
+    /// A new session token for `tenant`, signed in with `origin`.
+    pub fn issue(&self, tenant: &str, origin: Origin) -> String {
         let token = format!("{TOKEN_PREFIX}s_{}", random_hex(32));
         let mut map = self.by_token.lock();
         let now = Instant::now();
-        map.retain(|_, (_, issued)| now.duration_since(*issued) < Self::LIFETIME);
-        map.insert(token.clone(), (tenant.to_string(), now));
+        map.retain(|_, (_, _, issued)| now.duration_since(*issued) < Self::LIFETIME);
+        map.insert(token.clone(), (tenant.to_string(), origin, now));
         token
     }
 
-    /// The tenant of a live session token.
-    pub fn tenant_of(&self, token: &str) -> Option<String> {
+    /// The tenant and origin of a live session token.
+    pub fn get(&self, token: &str) -> Option<(String, Origin)> {
         let map = self.by_token.lock();
         map.get(token)
-            .filter(|(_, issued)| issued.elapsed() < Self::LIFETIME)
-            .map(|(tenant, _)| tenant.clone())
+            .filter(|(_, _, issued)| issued.elapsed() < Self::LIFETIME)
+            .map(|(tenant, origin, _)| (tenant.clone(), origin.clone()))
+    }
+
+    pub fn revoke(&self, token: &str) {
+        self.by_token.lock().remove(token);
     }
 }
 
@@ -363,7 +419,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let creds = Credentials::open(dir.path());
         creds.add_user("ada", "acme", "s3cret").unwrap();
-        assert_eq!(creds.check_password("ada", "s3cret").unwrap(), "acme");
+        let (tenant, ada) = creds.check_password("ada", "s3cret").unwrap();
+        assert_eq!(tenant, "acme");
+        assert!(creds.still_valid(&ada, "acme") && !creds.still_valid(&ada, "globex"));
         assert!(creds.check_password("ada", "wrong").is_err());
         assert!(creds.check_password("bob", "s3cret").is_err());
         assert!(matches!(
@@ -373,7 +431,11 @@ mod tests {
 
         let (entry, token) = creds.create_token("globex", "ci").unwrap();
         assert!(token.starts_with(&format!("rdb_{}_", entry.id)));
-        assert_eq!(creds.check_token(&token).unwrap(), "globex");
+        let (tenant, origin) = creds.check_token(&token).unwrap();
+        assert_eq!(
+            (tenant.as_str(), &origin),
+            ("globex", &Origin::Token(entry.id.clone()))
+        );
         assert!(creds.check_token("rdb_nope").is_err());
 
         // Neither the password nor the token is in the file.
@@ -384,6 +446,10 @@ mod tests {
         let other = Credentials::open(dir.path());
         other.revoke_token(&entry.id).unwrap();
         assert!(creds.check_token(&token).is_err());
+        assert!(!creds.still_valid(&origin, "globex"));
+        // A new password ends the sessions of the old one.
+        creds.set_password("ada", "n3w").unwrap();
+        assert!(!creds.still_valid(&ada, "acme"));
         other.remove_tenant("acme").unwrap();
         assert!(creds.check_password("ada", "s3cret").is_err());
     }

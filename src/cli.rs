@@ -407,6 +407,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         ..Default::default()
     };
+    // Watch SIGTERM before announcing the address: a supervisor may send it right away.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -417,16 +419,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     use std::io::Write;
     std::io::stdout().flush()?;
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::warn!("cannot watch SIGTERM: {e}");
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
+    let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),

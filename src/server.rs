@@ -48,7 +48,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::auth::{Credentials, Sessions};
+use crate::auth::{Credentials, Origin, Sessions};
 use crate::error::{Error, Result};
 use crate::session::{ClientLimits, Db, Param, Tenant, count_of};
 use crate::storage::Table;
@@ -98,18 +98,32 @@ struct WriteResult {
     batch: RecordBatch,
 }
 
+/// How long a prepared statement nobody uses is kept.
+const PREPARED_IDLE_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// How long an unfetched write result is kept.
 const WRITE_RESULT_LIFETIME: Duration = Duration::from_secs(600);
 
 struct Prepared {
     tenant: String,
+    last_used: Instant,
     sql: String,
     /// Rows of bound parameters (none bound: run once without parameters).
     params: Vec<Vec<Param>>,
 }
 
+/// Who sent a request.
+struct Identity {
+    tenant: String,
+    origin: Origin,
+    /// The session token it came with, if it came with one.
+    session: Option<String>,
+}
+
 /// The Flight SQL service of one database directory.
 pub struct RemFlightSql {
+    /// Bounds concurrent password checks (each is an Argon2 hash).
+    password_checks: tokio::sync::Semaphore,
     db: Arc<Db>,
     credentials: Credentials,
     sessions: Sessions,
@@ -129,7 +143,11 @@ fn status(e: Error) -> Status {
         Error::AlreadyExists(m) => Status::already_exists(m),
         Error::Query(m) if m.contains("Resources exhausted") => Status::resource_exhausted(m),
         Error::Query(m) => Status::invalid_argument(m),
-        Error::Storage(m) | Error::Corruption(m) => Status::internal(m),
+        // The message may name the server's files: it goes to the log, not the client.
+        Error::Storage(m) | Error::Corruption(m) => {
+            tracing::error!("internal error: {m}");
+            Status::internal("internal error (see the server's log)")
+        }
     }
 }
 
@@ -167,6 +185,7 @@ impl RemFlightSql {
             memory_bytes: options.memory_limit,
         };
         RemFlightSql {
+            password_checks: tokio::sync::Semaphore::new(2),
             db,
             credentials,
             sessions: Sessions::default(),
@@ -179,7 +198,7 @@ impl RemFlightSql {
     }
 
     /// The tenant a basic-auth header (`base64(user:password)`) signs in to.
-    async fn check_basic(&self, encoded: &str) -> Result<String, Status> {
+    async fn check_basic(&self, encoded: &str) -> Result<(String, Origin), Status> {
         use base64::Engine;
         use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
         // Go clients (ADBC) send the value without '=' padding.
@@ -187,16 +206,18 @@ impl RemFlightSql {
             &base64::alphabet::STANDARD,
             GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
         );
-        let bytes = engine
-            .decode(encoded.trim())
-            .map_err(|_| Status::unauthenticated("malformed basic authorization header"))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Status::unauthenticated("malformed basic authorization header"))?;
-        let (user, password) = text
-            .split_once(':')
-            .ok_or_else(|| Status::unauthenticated("malformed basic authorization header"))?;
+        let malformed = || Status::unauthenticated("malformed basic authorization header");
+        let bytes = engine.decode(encoded.trim()).map_err(|_| malformed())?;
+        let text = String::from_utf8(bytes).map_err(|_| malformed())?;
+        let (user, password) = text.split_once(':').ok_or_else(malformed)?;
         let (user, password) = (user.to_string(), password.to_string());
-        // Argon2 takes tens of milliseconds of CPU: off the async workers.
+        // Argon2 takes tens of milliseconds of CPU and 19 MiB: a few at a time, off the
+        // async workers.
+        let _permit = self
+            .password_checks
+            .acquire()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         let credentials = Credentials::open(self.db.storage().path());
         let checked = tokio::task::spawn_blocking(move || {
             credentials
@@ -211,8 +232,10 @@ impl RemFlightSql {
         })
     }
 
-    /// The tenant whose session runs this request, from its `authorization` header.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
+    /// Who sends a request, from its `authorization` header: a session token (whose
+    /// credential must still exist), a stored token, or, at the handshake only, a user
+    /// name and password.
+    async fn identify<T>(&self, request: &Request<T>, handshake: bool) -> Result<Identity, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -223,26 +246,61 @@ impl RemFlightSql {
             })?
             .to_str()
             .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
-        let tenant = if let Some(token) = header.strip_prefix("Bearer ") {
+        if let Some(token) = header.strip_prefix("Bearer ") {
             let token = token.trim();
-            match self.sessions.tenant_of(token) {
-                Some(tenant) => tenant,
-                None => self
-                    .credentials
-                    .check_token(token)
-                    .map_err(|_| Status::unauthenticated("unknown, expired or revoked token"))?,
+            if let Some((tenant, origin)) = self.sessions.get(token) {
+                if !self.credentials.still_valid(&origin, &tenant) {
+                    self.sessions.revoke(token);
+                    return Err(Status::unauthenticated(
+                        "the credential this session signed in with was removed or changed",
+                    ));
+                }
+                return Ok(Identity {
+                    tenant,
+                    origin,
+                    session: Some(token.to_string()),
+                });
             }
-        } else if let Some(basic) = header.strip_prefix("Basic ") {
-            self.check_basic(basic).await?
-        } else {
-            return Err(Status::unauthenticated(
-                "unsupported authorization scheme (use Basic or Bearer)",
-            ));
-        };
-        self.db.tenant(&tenant).map_err(|e| {
+            let (tenant, origin) = self
+                .credentials
+                .check_token(token)
+                .map_err(|_| Status::unauthenticated("unknown, expired or revoked token"))?;
+            return Ok(Identity {
+                tenant,
+                origin,
+                session: None,
+            });
+        }
+        if let Some(basic) = header.strip_prefix("Basic ") {
+            if !handshake {
+                return Err(Status::unauthenticated(
+                    "a user name and password are accepted by the handshake only: sign in, then \
+                     send the bearer token it returns",
+                ));
+            }
+            let (tenant, origin) = self.check_basic(basic).await?;
+            return Ok(Identity {
+                tenant,
+                origin,
+                session: None,
+            });
+        }
+        Err(Status::unauthenticated(
+            "unsupported authorization scheme (use Basic at the handshake, or Bearer)",
+        ))
+    }
+
+    fn session_of(&self, tenant: &str) -> Result<Tenant, Status> {
+        self.db.tenant(tenant).map_err(|e| {
             tracing::warn!(tenant, "credential of a missing tenant: {e}");
             Status::unauthenticated("the tenant of this credential does not exist")
         })
+    }
+
+    /// The tenant whose session runs this request.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
+        let identity = self.identify(request, false).await?;
+        self.session_of(&identity.tenant)
     }
 
     fn query_span(&self, tenant: &Tenant) -> (u64, tracing::Span) {
@@ -263,6 +321,12 @@ impl RemFlightSql {
         let deadline = tokio::time::Instant::now() + self.options.query_timeout;
         let timeout = self.options.query_timeout;
         tracing::info!(parent: &span, sql = %truncate(sql), "query started");
+        if params.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "a query takes one row of parameters, {} were bound (executemany is for writes)",
+                params.len()
+            )));
+        }
         let rows = if params.is_empty() {
             vec![vec![]]
         } else {
@@ -367,7 +431,14 @@ impl RemFlightSql {
         query_ticket: Vec<u8>,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
-        if Tenant::writes_data(sql).map_err(status)? {
+        let writes = Tenant::writes_data(sql).map_err(status)?;
+        if !writes && params.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "a query takes one row of parameters, {} were bound (executemany is for writes)",
+                params.len()
+            )));
+        }
+        if writes {
             let changed = self.run_update(tenant, sql, params).await?;
             let schema = Arc::new(Schema::new(vec![Field::new(
                 "count",
@@ -425,9 +496,12 @@ impl RemFlightSql {
         handle: &[u8],
     ) -> Result<(String, Vec<Vec<Param>>), Status> {
         let key = String::from_utf8_lossy(handle).to_string();
-        let map = self.prepared.lock();
-        match map.get(&key) {
-            Some(p) if p.tenant == tenant.id() => Ok((p.sql.clone(), p.params.clone())),
+        let mut map = self.prepared.lock();
+        match map.get_mut(&key) {
+            Some(p) if p.tenant == tenant.id() => {
+                p.last_used = Instant::now();
+                Ok((p.sql.clone(), p.params.clone()))
+            }
             Some(_) => {
                 tracing::warn!(tenant = %tenant.id(), "prepared statement of another tenant refused");
                 Err(Status::permission_denied(
@@ -678,8 +752,13 @@ impl FlightSqlService for RemFlightSql {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let tenant = self.caller(&request).await?;
-        let token = self.sessions.issue(tenant.id());
+        let identity = self.identify(&request, true).await?;
+        let tenant = self.session_of(&identity.tenant)?;
+        // A live session token is returned as it is (never renewed by itself).
+        let token = match identity.session {
+            Some(token) => token,
+            None => self.sessions.issue(tenant.id(), identity.origin),
+        };
         tracing::info!(tenant = %tenant.id(), "signed in");
         let reply = HandshakeResponse {
             protocol_version: 0,
@@ -740,15 +819,20 @@ impl FlightSqlService for RemFlightSql {
                 self.stream_statement(&tenant, &sql, vec![], span).await
             }
             (None, Some(id)) => {
-                let result = self.results.lock().remove(&id);
-                match result {
-                    Some(r) if r.tenant == tenant.id() => {
-                        Ok(one_batch(r.batch.schema(), Ok(r.batch)))
+                let mut results = self.results.lock();
+                match results.get(&id) {
+                    Some(r) if r.tenant == tenant.id() => {}
+                    _ => {
+                        return Err(Status::not_found(
+                            "this result was fetched already or has expired",
+                        ));
                     }
-                    _ => Err(Status::not_found(
-                        "this result was fetched already or has expired",
-                    )),
                 }
+                let batch = results
+                    .remove(&id)
+                    .map(|r| r.batch)
+                    .ok_or_else(|| Status::not_found("this result was fetched already"))?;
+                Ok(one_batch(batch.schema(), Ok(batch)))
             }
             (None, None) => Err(Status::invalid_argument("malformed statement ticket")),
         }
@@ -839,6 +923,8 @@ impl FlightSqlService for RemFlightSql {
         let handle = random_id();
         {
             let mut map = self.prepared.lock();
+            // Clients that crash never close theirs.
+            map.retain(|_, p| p.last_used.elapsed() < PREPARED_IDLE_LIFETIME);
             let open = map.values().filter(|p| p.tenant == tenant.id()).count();
             if open >= self.options.max_prepared_per_tenant {
                 return Err(Status::resource_exhausted(format!(
@@ -849,6 +935,7 @@ impl FlightSqlService for RemFlightSql {
                 handle.clone(),
                 Prepared {
                     tenant: tenant.id().to_string(),
+                    last_used: Instant::now(),
                     sql: query.query,
                     params: vec![],
                 },
@@ -925,7 +1012,13 @@ impl FlightSqlService for RemFlightSql {
         // executemany sends its rows here; a plain execute of a prepared update may
         // have bound them before.
         let rows = param_rows(&batches).map_err(status)?;
-        let rows = if rows.is_empty() { bound } else { rows };
+        let rows = match (batches.is_empty(), rows.is_empty()) {
+            // No parameter message: the parameters bound before, if any.
+            (true, _) => bound,
+            // An empty batch of parameters: nothing to run.
+            (false, true) => return Ok(0),
+            (false, false) => rows,
+        };
         self.run_update(&tenant, &sql, rows).await
     }
 

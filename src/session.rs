@@ -15,6 +15,7 @@ use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
@@ -122,10 +123,14 @@ impl Db {
 
     /// Drops a tenant and all of its rows; its sessions stop working.
     pub fn drop_tenant(&self, id: &str) -> Result<()> {
+        if !self.storage.has_tenant(id) {
+            return Err(Error::NotFound(format!("tenant '{id}'")));
+        }
+        // Its users and tokens go first: a later tenant of that name is someone else, and
+        // must not inherit them even if dropping the data fails halfway.
+        crate::auth::Credentials::open(self.storage.path()).remove_tenant(id)?;
         self.sessions.lock().retain(|(t, _), _| t != id);
-        self.storage.drop_tenant(id)?;
-        // Its users and tokens go with it (a later tenant of that name is someone else).
-        crate::auth::Credentials::open(self.storage.path()).remove_tenant(id)
+        self.storage.drop_tenant(id)
     }
 
     pub fn list_tenants(&self) -> Vec<String> {
@@ -293,8 +298,12 @@ impl Tenant {
         if matches!(statement, Statement::CopyTo(_)) {
             return Err(Error::invalid(NO_COPY));
         }
+        // Beyond the limit a query fails; it never spills to the server's disk.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()?;
         let state = SessionStateBuilder::new_from_existing(self.inner.ctx.state())
             .with_runtime_env(runtime)
@@ -842,6 +851,20 @@ fn parse(sql: &str) -> Result<Vec<Statement>> {
 /// WHERE with a subquery or a join would lose its condition and touch every row. Such
 /// statements are refused until they are supported properly.
 fn check_dml(plan: &LogicalPlan) -> Result<()> {
+    // Anywhere in the plan: `EXPLAIN ANALYZE DELETE ...` runs the DELETE below its Analyze.
+    let mut found = Ok(());
+    plan.apply(|node| {
+        found = check_one_dml(node);
+        Ok(if found.is_ok() {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    })?;
+    found
+}
+
+fn check_one_dml(plan: &LogicalPlan) -> Result<()> {
     let LogicalPlan::Dml(DmlStatement {
         op: op @ (DfWriteOp::Delete | DfWriteOp::Update),
         input,

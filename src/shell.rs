@@ -295,10 +295,10 @@ impl Shell {
                 Err(e) => return Err(Error::invalid(format!("cannot read input: {e}"))),
             }
         }
-        if let Some(path) = &history {
-            if let Err(e) = editor.save_history(path) {
-                eprintln!("warning: cannot save history to {}: {e}", path.display());
-            }
+        if let Some(path) = &history
+            && let Err(e) = editor.save_history(path)
+        {
+            eprintln!("warning: cannot save history to {}: {e}", path.display());
         }
         Ok(())
     }
@@ -376,9 +376,11 @@ impl Shell {
         let batches = if self.interactive {
             tokio::select! {
                 joined = &mut task => joined,
-                _ = tokio::signal::ctrl_c() => {
-                    // Dropping the query's streams stops its scans at their next batch.
+                                _ = tokio::signal::ctrl_c() => {
+                    // Dropping the query's streams stops its scans at their next batch;
+                    // wait for that, so that the next statement does not run beside it.
                     task.abort();
+                    let _ = task.await;
                     return Err(Error::Query("query cancelled".into()));
                 }
             }

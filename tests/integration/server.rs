@@ -25,7 +25,7 @@ struct Running {
     addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<remdb::Result<()>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     globex_token: String,
 }
 
@@ -83,7 +83,7 @@ async fn start() -> Running {
         addr,
         stop: Some(stop),
         task,
-        _dir: dir,
+        dir,
         globex_token,
     }
 }
@@ -211,6 +211,13 @@ async fn each_credential_reaches_only_its_tenant() {
     .unwrap_err();
     assert!(err.contains("timeout"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20));
+
+    // A new password ends the sessions signed in with the old one.
+    Credentials::open(server.dir.path())
+        .set_password("ada", "changed")
+        .unwrap();
+    let err = query(&mut acme, "SELECT 1").await.unwrap_err();
+    assert!(err.contains("removed or changed"), "{err}");
 
     let _ = server.stop.take().map(|s| s.send(()));
     server.task.await.unwrap().unwrap();
