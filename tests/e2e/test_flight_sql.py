@@ -84,6 +84,23 @@ def test_ingest_then_count(server):
         assert cur.adbc_ingest("entities", table, mode="append") == 500
         cur.execute("SELECT count(*), max(CAST(properties->>'rank' AS INT)) FROM entities WHERE type = 'topic'")
         assert cur.fetchone() == (500, 499)
+        # Resources with embeddings: searchable right after the ingest.
+        chunks = pa.table({
+            "id": ["x1", "x2"],
+            "uri": ["doc://ingest", "doc://ingest"],
+            "chunk_index": [0, 1],
+            "content": ["ingested alpha", "ingested beta"],
+            "metadata": ['{"lang": "en"}', '{"lang": "de"}'],
+            "embedding": [[0.6, 0.0, 0.8], [0.0, 0.6, 0.8]],
+        })
+        assert cur.adbc_ingest("resources", chunks, mode="append") == 2
+        cur.execute(
+            "SELECT id FROM vector_similar('resources', $1, 1) WHERE uri = 'doc://ingest'",
+            ([0.0, 0.6, 0.8],),
+        )
+        assert cur.fetchall() == [("x2",)]
+        cur.execute("SELECT content FROM resources WHERE metadata->>'lang' = 'en' AND uri = 'doc://ingest'")
+        assert cur.fetchall() == [("ingested alpha",)]
         with pytest.raises(adbc_driver_manager.Error) as refused:
             cur.adbc_ingest("entities", table, mode="replace")
         assert "append" in str(refused.value)
@@ -201,6 +218,9 @@ def test_sigterm_shuts_down_gracefully():
     assert query_lines and all("tenant=acme" in l and "query_id=" in l for l in query_lines)
 
 
+# The cancelled client's statement is closed after its server is gone: ADBC complains
+# from a destructor, which pytest reports as a warning.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_sigterm_cancels_a_query_that_outlasts_the_grace_period():
     import threading
     import time
