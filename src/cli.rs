@@ -190,6 +190,9 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted or sent, in MiB.
     #[arg(long, default_value_t = 64)]
     pub max_message_mib: usize,
+    /// Largest upload (ingest, parameters) in all of its messages, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub max_upload_mib: usize,
     /// After SIGTERM, seconds in-flight requests may take before they are cancelled.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
@@ -404,6 +407,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         query_timeout: seconds(args.query_timeout, "query-timeout")?,
         memory_limit: args.memory_limit_mib.max(1) << 20,
         max_message_bytes: args.max_message_mib.max(1) << 20,
+        max_upload_bytes: args.max_upload_mib.max(1) << 20,
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         ..Default::default()
     };

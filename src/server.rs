@@ -62,6 +62,8 @@ pub struct ServeOptions {
     pub memory_limit: usize,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
+    /// Largest upload (parameters, ingest) in all of its messages.
+    pub max_upload_bytes: usize,
     /// After SIGTERM, how long in-flight requests may take before they are cancelled.
     pub shutdown_grace: Duration,
     /// Prepared statements one tenant may hold open at once.
@@ -74,6 +76,7 @@ impl Default for ServeOptions {
             query_timeout: Duration::from_secs(300),
             memory_limit: 1 << 30,
             max_message_bytes: 64 << 20,
+            max_upload_bytes: 1 << 30,
             shutdown_grace: Duration::from_secs(30),
             max_prepared_per_tenant: 1024,
         }
@@ -656,15 +659,35 @@ fn param_of(value: &ScalarValue) -> Option<Result<Param>> {
     }))
 }
 
-async fn read_batches(stream: PeekableFlightDataStream) -> Result<Vec<RecordBatch>, Status> {
+/// Reads the batches of a DoPut, at most `max_bytes` of them in all, within `timeout`.
+async fn read_batches(
+    stream: PeekableFlightDataStream,
+    max_bytes: usize,
+    timeout: Duration,
+) -> Result<Vec<RecordBatch>, Status> {
+    let mut received = 0usize;
     // An update sends a single message without data; the decoder refuses empty headers.
     let data = stream
         .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
+        .and_then(move |fd| {
+            received += fd.data_header.len() + fd.data_body.len();
+            futures::future::ready(if received > max_bytes {
+                Err(Status::resource_exhausted(format!(
+                    "the upload is larger than the server's limit of {} MiB (--max-upload-mib)",
+                    max_bytes >> 20
+                )))
+            } else {
+                Ok(fd)
+            })
+        })
         .map_err(FlightError::from);
-    FlightRecordBatchStream::new_from_flight_data(data)
-        .try_collect()
-        .await
-        .map_err(flight_status)
+    tokio::time::timeout(
+        timeout,
+        FlightRecordBatchStream::new_from_flight_data(data).try_collect(),
+    )
+    .await
+    .map_err(|_| timed_out(timeout))?
+    .map_err(flight_status)
 }
 
 fn param_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Param>>> {
@@ -885,7 +908,12 @@ impl FlightSqlService for RemFlightSql {
                 }
             }
         }
-        let batches = read_batches(request.into_inner()).await?;
+        let batches = read_batches(
+            request.into_inner(),
+            self.options.max_upload_bytes,
+            self.options.query_timeout,
+        )
+        .await?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         tracing::info!(parent: &span, table = %command.table, rows, "ingest started");
         let written = tokio::time::timeout(
@@ -967,7 +995,12 @@ impl FlightSqlService for RemFlightSql {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let tenant = self.caller(&request).await?;
         self.prepared_of(&tenant, &query.prepared_statement_handle)?;
-        let batches = read_batches(request.into_inner()).await?;
+        let batches = read_batches(
+            request.into_inner(),
+            self.options.max_upload_bytes,
+            self.options.query_timeout,
+        )
+        .await?;
         let rows = param_rows(&batches).map_err(status)?;
         let key = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
         if let Some(p) = self.prepared.lock().get_mut(&key) {
@@ -1008,7 +1041,12 @@ impl FlightSqlService for RemFlightSql {
     ) -> Result<i64, Status> {
         let tenant = self.caller(&request).await?;
         let (sql, bound) = self.prepared_of(&tenant, &query.prepared_statement_handle)?;
-        let batches = read_batches(request.into_inner()).await?;
+        let batches = read_batches(
+            request.into_inner(),
+            self.options.max_upload_bytes,
+            self.options.query_timeout,
+        )
+        .await?;
         // executemany sends its rows here; a plain execute of a prepared update may
         // have bound them before.
         let rows = param_rows(&batches).map_err(status)?;

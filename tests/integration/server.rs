@@ -32,6 +32,14 @@ struct Running {
 /// Two tenants with a few rows each, a user of `acme` (ada / pw) and a token of
 /// `globex`, served on a free port.
 async fn start() -> Running {
+    start_with(ServeOptions {
+        query_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn start_with(options: ServeOptions) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), Default::default()).unwrap();
     for (tenant, names) in [("acme", ["Ada", "Alan"]), ("globex", ["Grace", "Gus"])] {
@@ -72,10 +80,6 @@ async fn start() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = ServeOptions {
-        query_timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
     let task = tokio::spawn(serve(Arc::new(db), options, listener, async move {
         let _ = stopped.await;
     }));
@@ -409,6 +413,59 @@ async fn parameters_writes_ingest_and_metadata() {
         .unwrap();
     assert!(strings(&batches, 1).iter().any(|s| s == "public"));
 
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_limit_is_refused() {
+    let mut server = start_with(ServeOptions {
+        max_upload_bytes: 64 << 10,
+        ..Default::default()
+    })
+    .await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+    let n = 20_000;
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("big{i}")),
+            )) as ArrayRef,
+            Arc::new(StringArray::from(vec!["bulk"; n])) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("name {i}")),
+            )) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let ingest = CommandStatementIngest {
+        table_definition_options: Some(arrow_flight::sql::TableDefinitionOptions {
+            if_not_exist: 2,
+            if_exists: 2,
+        }),
+        table: "entities".into(),
+        ..Default::default()
+    };
+    let err = acme
+        .execute_ingest(ingest, futures::stream::iter(vec![Ok(batch)]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("larger than the server's limit"), "{err}");
+    // Nothing of it was written.
+    let batches = query(
+        &mut acme,
+        "SELECT count(*) FROM entities WHERE type = 'bulk'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&batches, 0), ["0"]);
     let _ = server.stop.take().map(|s| s.send(()));
     server.task.await.unwrap().unwrap();
 }
