@@ -82,20 +82,10 @@ pub struct SqlArgs {
 
 #[derive(Debug, Args)]
 pub struct ShellArgs {
+    /// The database, tenant and statements, as for `remdb sql` (without -c or -f, the
+    /// shell reads standard input).
     #[command(flatten)]
-    pub db: DbArgs,
-    /// Tenant whose tables the shell sees.
-    #[arg(long, env = "REMDB_TENANT")]
-    pub tenant: String,
-    /// Create the tenant if it does not exist.
-    #[arg(long)]
-    pub create: bool,
-    /// Run these `;`-separated statements and exit (instead of reading input).
-    #[arg(short = 'c', long = "command", conflicts_with = "file")]
-    pub command: Option<String>,
-    /// Run the statements of this file and exit.
-    #[arg(short = 'f', long = "file")]
-    pub file: Option<PathBuf>,
+    pub sql: SqlArgs,
     /// How results are printed.
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::shell::Format,
@@ -222,34 +212,25 @@ fn open_tenant(db: &Db, tenant: &str, create: bool) -> Result<Tenant> {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sql(args) => {
-            let script = match (&args.command, &args.file) {
-                (Some(sql), None) => sql.clone(),
-                (None, Some(file)) => std::fs::read_to_string(file)
-                    .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?,
-                _ => return Err(Error::invalid("give the SQL with -c \"...\" or -f FILE")),
-            };
+            let script = script_of(&args)?
+                .ok_or_else(|| Error::invalid("give the SQL with -c \"...\" or -f FILE"))?;
             let db = open(&args.db)?;
             let tenant = open_tenant(&db, &args.tenant, args.create)?;
             run_script(&tenant, &script).await
         }
         Command::Shell(args) => {
-            let db = open(&args.db)?;
-            let tenant = open_tenant(&db, &args.tenant, args.create)?;
+            let script = script_of(&args.sql)?;
+            let db = open(&args.sql.db)?;
+            let tenant = open_tenant(&db, &args.sql.tenant, args.sql.create)?;
             let settings = crate::shell::Settings {
                 format: args.format,
                 max_rows: (args.maxrows > 0).then_some(args.maxrows),
                 timing: args.timing,
             };
             let mut shell = crate::shell::Shell::new(tenant, settings);
-            match (&args.command, &args.file) {
-                (Some(sql), _) => shell.run_script(sql).await,
-                (None, Some(file)) => {
-                    let script = std::fs::read_to_string(file).map_err(|e| {
-                        Error::invalid(format!("cannot read {}: {e}", file.display()))
-                    })?;
-                    shell.run_script(&script).await
-                }
-                (None, None) => {
+            match script {
+                Some(script) => shell.run_script(&script).await,
+                None => {
                     shell.run_stdin().await?;
                     match shell.failures() {
                         0 => Ok(()),
@@ -351,6 +332,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// The statements of `-c` or `-f`, if one was given.
+fn script_of(args: &SqlArgs) -> Result<Option<String>> {
+    match (&args.command, &args.file) {
+        (Some(sql), _) => Ok(Some(sql.clone())),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(Some)
+            .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display()))),
+        (None, None) => Ok(None),
     }
 }
 

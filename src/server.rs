@@ -37,7 +37,6 @@ use datafusion::arrow::array::{Array, Float32Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::ScalarValue;
-use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
@@ -128,7 +127,7 @@ pub struct RemFlightSql {
     /// Bounds concurrent password checks (each is an Argon2 hash).
     password_checks: tokio::sync::Semaphore,
     db: Arc<Db>,
-    credentials: Credentials,
+    credentials: Arc<Credentials>,
     sessions: Sessions,
     prepared: Mutex<HashMap<String, Prepared>>,
     results: Mutex<HashMap<String, WriteResult>>,
@@ -183,7 +182,7 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
 
 impl RemFlightSql {
     pub fn new(db: Arc<Db>, options: ServeOptions) -> RemFlightSql {
-        let credentials = Credentials::open(db.storage().path());
+        let credentials = Arc::new(Credentials::open(db.storage().path()));
         let limits = ClientLimits {
             memory_bytes: options.memory_limit,
         };
@@ -221,7 +220,7 @@ impl RemFlightSql {
             .acquire()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        let credentials = Credentials::open(self.db.storage().path());
+        let credentials = Arc::clone(&self.credentials);
         let checked = tokio::task::spawn_blocking(move || {
             credentials
                 .check_password(&user, &password)
@@ -1232,10 +1231,4 @@ pub async fn serve(
     }
     tracing::info!("server stopped");
     Ok(())
-}
-
-/// Runs an already-planned stream to completion (used by tests of the limits).
-pub async fn drain(stream: SendableRecordBatchStream) -> Result<usize> {
-    let batches: Vec<RecordBatch> = stream.try_collect().await?;
-    Ok(batches.iter().map(RecordBatch::num_rows).sum())
 }

@@ -263,8 +263,9 @@ impl Tenant {
         Ok(frame.collect().await?)
     }
 
-    /// Parses one statement from a remote client and binds its parameters.
-    fn client_statement(sql: &str, params: &[Param]) -> Result<Statement> {
+    /// Parses exactly one statement and binds its parameters (none given: placeholders
+    /// stay, so that a prepared statement can be planned before they are bound).
+    fn one_statement(sql: &str, params: &[Param]) -> Result<Statement> {
         let mut statements = parse(sql)?;
         if statements.len() != 1 {
             return Err(Error::invalid(format!(
@@ -328,7 +329,7 @@ impl Tenant {
     /// True when a statement changes data or indexes (INSERT, UPDATE, DELETE, CREATE or
     /// DROP INDEX): a client runs it for its effect, not for rows.
     pub fn writes_data(sql: &str) -> Result<bool> {
-        let statement = Self::client_statement(sql, &[])?;
+        let statement = Self::one_statement(sql, &[])?;
         if index_command(&statement)?.is_some() {
             return Ok(true);
         }
@@ -348,7 +349,7 @@ impl Tenant {
         params: &[Param],
         limits: &ClientLimits,
     ) -> Result<SchemaRef> {
-        let statement = Self::client_statement(sql, params)?;
+        let statement = Self::one_statement(sql, params)?;
         Ok(match self.client_plan(statement, limits).await? {
             Some(frame) => Arc::new(frame.schema().as_arrow().clone()),
             None => Arc::new(Schema::empty()),
@@ -362,7 +363,7 @@ impl Tenant {
         params: &[Param],
         limits: &ClientLimits,
     ) -> Result<SendableRecordBatchStream> {
-        let statement = Self::client_statement(sql, params)?;
+        let statement = Self::one_statement(sql, params)?;
         match self.client_plan(statement.clone(), limits).await? {
             Some(frame) => Ok(frame.execute_stream().await?),
             None => {
@@ -615,16 +616,7 @@ impl Tenant {
     /// Runs one SQL statement whose `$1`, `$2`, ... are replaced by `params` (a vector
     /// parameter becomes an array literal, so it works inside `vector_similar`).
     pub async fn sql_with_params(&self, sql: &str, params: &[Param]) -> Result<Vec<RecordBatch>> {
-        let mut statements = parse(sql)?;
-        if statements.len() != 1 {
-            return Err(Error::invalid(format!(
-                "expected one SQL statement, got {}",
-                statements.len()
-            )));
-        }
-        let mut statement = statements
-            .pop()
-            .ok_or_else(|| Error::invalid("empty SQL"))?;
+        let mut statement = Self::one_statement(sql, &[])?;
         bind_params(&mut statement, params)?;
         self.run(statement).await
     }

@@ -321,27 +321,20 @@ impl Shell {
         }
         self.buffer.push_str(line);
         if statement_complete(&self.buffer) {
-            let text = std::mem::take(&mut self.buffer);
-            match crate::session::split_statements(&text) {
-                Ok(statements) => {
-                    for sql in statements {
-                        if let Err(e) = self.run_statement(&sql).await {
-                            self.report(&e);
-                            break;
-                        }
-                    }
-                }
-                Err(e) => self.report(&e),
-            }
+            self.run_buffer().await;
         }
         Step::Continue
     }
 
     /// At the end of piped input, a statement without its final `;` still runs.
     async fn finish_input(&mut self) {
-        if self.buffer.trim().is_empty() {
-            return;
+        if !self.buffer.trim().is_empty() {
+            self.run_buffer().await;
         }
+    }
+
+    /// Runs the statements collected so far, up to the first that fails.
+    async fn run_buffer(&mut self) {
         let text = std::mem::take(&mut self.buffer);
         match crate::session::split_statements(&text) {
             Ok(statements) => {
