@@ -998,13 +998,15 @@ impl TenantStore {
             | AccessPath::IndexRange { .. } => {
                 let cf = self.cf()?;
                 let mut walk = self.key_walk(table, path)?;
+                // Only the ids are wanted: rows held by the index are not copied out.
+                walk.with_rows = false;
                 let mut ids = Vec::new();
                 loop {
-                    let chunk = walk.next_ids(self, &cf, 8192)?;
+                    let chunk = walk.next_entries(self, &cf, 8192)?;
                     if chunk.is_empty() {
                         return Ok(Some(ids));
                     }
-                    ids.extend(chunk);
+                    ids.extend(chunk.into_iter().map(|(id, _)| id));
                 }
             }
         }
@@ -1027,11 +1029,15 @@ impl TenantStore {
                 lower,
                 upper,
                 descending,
-            } => KeyWalk::new(
-                vec![index_range_keys(*index, lower, upper)],
-                *descending,
-                IdIn::Key,
-            ),
+            } => {
+                let mut walk = KeyWalk::new(
+                    vec![index_range_keys(*index, lower, upper)],
+                    *descending,
+                    IdIn::Key,
+                );
+                walk.with_rows = index.holds_rows();
+                walk
+            }
             AccessPath::RowSet(set) => match self.leaf_ranges(set)? {
                 Some(ranges) => KeyWalk::new(ranges, false, IdIn::Key),
                 None => return Err(Error::Query("an AND/OR index set is not one walk".into())),
@@ -1161,7 +1167,12 @@ struct KeyWalk {
     /// column) or whose key moved ahead of the walk between two chunks (its value was
     /// updated) is returned once.
     returned: HashSet<u64>,
+    /// The entries' values are copies of their rows (see [`IndexId::holds_rows`]).
+    with_rows: bool,
 }
+
+/// A row id and, from an index that holds rows, the encoded row.
+type Entry = (u64, Option<Box<[u8]>>);
 
 impl KeyWalk {
     fn new(ranges: Vec<KeyRange>, descending: bool, id_in: IdIn) -> Self {
@@ -1174,6 +1185,7 @@ impl KeyWalk {
             descending,
             id_in,
             returned: HashSet::new(),
+            with_rows: false,
         }
     }
 
@@ -1189,13 +1201,14 @@ impl KeyWalk {
         KeyWalk::new(ranges, false, id_in)
     }
 
-    /// The row ids of the next `max` entries (fewer at the end of the last range).
-    fn next_ids(
+    /// The row ids of the next `max` entries (fewer at the end of the last range), with
+    /// their rows when the index holds them.
+    fn next_entries(
         &mut self,
         store: &TenantStore,
         cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
         max: usize,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<Entry>> {
         let mut ids = Vec::with_capacity(max.min(8192));
         while ids.len() < max {
             let Some((start, end)) = self.ranges.front_mut() else {
@@ -1219,7 +1232,9 @@ impl KeyWalk {
                     IdIn::Value => decode_row_id(&value)?,
                 };
                 if self.returned.insert(id) {
-                    ids.push(id);
+                    // An entry written before its index held rows has an empty value.
+                    let row = (self.with_rows && !value.is_empty()).then_some(value);
+                    ids.push((id, row));
                 }
                 if ids.len() == max {
                     last = Some(key);
@@ -1263,11 +1278,13 @@ fn put_row(
     user: &[IndexDef],
 ) -> Result<()> {
     let table = row.table();
-    batch.put_cf(cf, keys::row_key(table, row_id), row.encode()?);
-    batch.put_cf(cf, pk, row_id.to_be_bytes());
+    let encoded = row.encode()?;
     for (index, parts) in row.index_entries() {
-        batch.put_cf(cf, keys::index_key(index, &parts, row_id), []);
+        let value: &[u8] = if index.holds_rows() { &encoded } else { &[] };
+        batch.put_cf(cf, keys::index_key(index, &parts, row_id), value);
     }
+    batch.put_cf(cf, keys::row_key(table, row_id), encoded);
+    batch.put_cf(cf, pk, row_id.to_be_bytes());
     for key in json_index::user_index_keys(user, row, row_id)? {
         batch.put_cf(cf, key, []);
     }
@@ -1364,23 +1381,35 @@ impl RowCursor {
             }
             Source::Ids { .. } | Source::Walk(_) => {
                 while out.len() < want {
-                    let chunk = self.source.next_ids(&self.store, &cf, want - out.len())?;
+                    let chunk = self
+                        .source
+                        .next_entries(&self.store, &cf, want - out.len())?;
                     if chunk.is_empty() {
                         break;
                     }
                     self.keys_read += chunk.len();
+                    // Rows not held by their index entry are read in one batch.
                     let row_keys: Vec<Vec<u8>> = chunk
                         .iter()
-                        .map(|id| keys::row_key(self.table, *id))
+                        .filter(|(_, row)| row.is_none())
+                        .map(|(id, _)| keys::row_key(self.table, *id))
                         .collect();
-                    let values = self
+                    let mut values = self
                         .store
                         .db
-                        .batched_multi_get_cf(&cf, row_keys.iter(), false);
-                    for (id, value) in chunk.iter().zip(values) {
+                        .batched_multi_get_cf(&cf, row_keys.iter(), false)
+                        .into_iter();
+                    for (id, row) in chunk {
+                        if let Some(bytes) = row {
+                            out.push((id, Row::decode(self.table, &bytes)?));
+                            continue;
+                        }
+                        let value = values.next().ok_or_else(|| {
+                            Error::Storage("multi-get returned fewer values than keys".into())
+                        })?;
                         // A row deleted after its ids were resolved is skipped.
                         if let Some(bytes) = value? {
-                            out.push((*id, Row::decode(self.table, &bytes)?));
+                            out.push((id, Row::decode(self.table, &bytes)?));
                         }
                     }
                 }
@@ -1417,7 +1446,7 @@ impl RowCursor {
         let cf = self.store.cf()?;
         let n = self
             .source
-            .next_ids(&self.store, &cf, n.min(self.remaining))?
+            .next_entries(&self.store, &cf, n.min(self.remaining))?
             .len();
         self.keys_read += n;
         self.remaining -= n;
@@ -1426,22 +1455,26 @@ impl RowCursor {
 }
 
 impl Source {
-    /// The next row ids of an index source (empty for a full scan or when exhausted).
-    fn next_ids(
+    /// The next row ids of an index source (empty for a full scan or when exhausted),
+    /// with their rows where the index holds them.
+    fn next_entries(
         &mut self,
         store: &TenantStore,
         cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
         max: usize,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<Entry>> {
         match self {
             Source::Table { .. } => Ok(vec![]),
             Source::Ids { ids, pos } => {
                 let take = max.min(ids.len() - *pos);
-                let chunk = ids[*pos..*pos + take].to_vec();
+                let chunk = ids[*pos..*pos + take]
+                    .iter()
+                    .map(|id| (*id, None))
+                    .collect();
                 *pos += take;
                 Ok(chunk)
             }
-            Source::Walk(walk) => walk.next_ids(store, cf, max),
+            Source::Walk(walk) => walk.next_entries(store, cf, max),
         }
     }
 }
@@ -1539,6 +1572,78 @@ mod tests {
         assert_eq!(
             t.get(Table::Entities, &["e5".into()]).unwrap().unwrap().0,
             4
+        );
+    }
+
+    #[test]
+    fn the_time_index_holds_current_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+        storage.create_tenant("a").unwrap();
+        let t = storage.tenant("a").unwrap();
+        let moment = |id: &str, ts: i64, ty: &str| {
+            Row::Moment(Moment {
+                id: id.into(),
+                timestamp: ts,
+                moment_type: ty.into(),
+                ..Default::default()
+            })
+        };
+        t.apply(
+            (1..=4)
+                .map(|i| WriteOp::Insert(moment(&format!("m{i}"), i * 10, "note")))
+                .collect(),
+        )
+        .unwrap();
+        // An update keeps the copy current; one that moves the timestamp moves it.
+        t.apply(vec![
+            WriteOp::Update(moment("m2", 20, "chat")),
+            WriteOp::Update(moment("m3", 50, "call")),
+        ])
+        .unwrap();
+        // An entry written before the index held rows (an empty value) is read through
+        // its row.
+        let cf = t.cf().unwrap();
+        let key = keys::index_key(IndexId::MomentTimestamp, &[KeyPart::I64(40)], 4);
+        t.db.put_cf(&cf, key, []).unwrap();
+        let walk = |descending| AccessPath::IndexRange {
+            index: IndexId::MomentTimestamp,
+            lower: Bound::Unbounded,
+            upper: Bound::Unbounded,
+            descending,
+        };
+        let read = |descending| -> Vec<(String, i64, String)> {
+            let mut cursor = t.scan(Table::Moments, &walk(descending), None).unwrap();
+            cursor
+                .next_chunk(100)
+                .unwrap()
+                .into_iter()
+                .map(|(_, row)| match row {
+                    Row::Moment(m) => (m.id, m.timestamp, m.moment_type),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let expect = |id: &str, ts: i64, ty: &str| (id.to_string(), ts, ty.to_string());
+        assert_eq!(
+            read(true),
+            [
+                expect("m3", 50, "call"),
+                expect("m4", 40, "note"),
+                expect("m2", 20, "chat"),
+                expect("m1", 10, "note"),
+            ]
+        );
+        t.apply(vec![WriteOp::Delete {
+            table: Table::Moments,
+            key: vec!["m4".into()],
+        }])
+        .unwrap();
+        assert_eq!(read(false).len(), 3);
+        // Resolving ids does not need the rows.
+        assert_eq!(
+            t.resolve(Table::Moments, &walk(false)).unwrap(),
+            Some(vec![1, 2, 3])
         );
     }
 

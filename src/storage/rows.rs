@@ -108,6 +108,13 @@ impl IndexId {
         }
     }
 
+    /// True when the index's entries hold a copy of their row (the encoded row is the
+    /// entry's value): the time index of moments, so that a time window or a newest-n
+    /// reads one key range instead of one random row read per moment.
+    pub fn holds_rows(self) -> bool {
+        matches!(self, IndexId::MomentTimestamp)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             IndexId::EntityType => "entities_type",
