@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use remdb::{Batch, Db, Edge, Moment, QueryOptions, Tenant};
+use remdb::{Batch, Db, Edge, Moment, Param, QueryOptions, Tenant};
 
 use common::{load_entities, percentiles, plan_and_run, sample};
 
@@ -200,4 +200,25 @@ fn main() {
             percentiles(execs).p50
         );
     }
+    // The same window as a prepared statement: planned once, the bounds bound per call.
+    let prepared = rt
+        .block_on(tenant.prepare(
+            "SELECT id, type, timestamp FROM moments WHERE timestamp >= $1 AND timestamp < $2 ORDER BY timestamp DESC LIMIT 50",
+        ))
+        .expect("prepare");
+    let mut returned = 0;
+    let times = sample(3, 500, |i| {
+        let from = windows[i % windows.len()];
+        let params = [
+            Param::Text(rfc3339(from)),
+            Param::Text(rfc3339(from + 7 * DAY)),
+        ];
+        let batches = rt.block_on(prepared.execute(&params)).expect("window");
+        returned = batches.iter().map(|b| b.num_rows()).sum();
+    });
+    let p = percentiles(times);
+    println!(
+        "| time index, prepared statement | {:.3} | {:.3} | {:.3} | - | - | {returned} |",
+        p.p50, p.p95, p.p99
+    );
 }

@@ -36,7 +36,9 @@ pub mod vector;
 
 pub use error::{Error, Result};
 pub use query::QueryOptions;
-pub use session::{Batch, ClientLimits, Db, DbOptions, Param, StatementResult, Tenant};
+pub use session::{
+    Batch, ClientLimits, Db, DbOptions, Param, PreparedStatement, StatementResult, Tenant,
+};
 pub use storage::{
     Direction, Edge, Entity, Found, Hop, IndexDef, IndexKind, MAX_TRAVERSE_DEPTH, Moment, Resource,
     Row, StorageOptions, Table,

@@ -30,6 +30,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use parking_lot::Mutex;
 
+mod prepared;
+pub use prepared::PreparedStatement;
+
 use crate::error::{Error, Result};
 use crate::query::index_ddl::{IndexCommand, index_command};
 use crate::query::vector::{VECTOR_PARAM_FUNC, encode_vector_param};
@@ -261,6 +264,16 @@ impl Tenant {
         check_dml(&plan)?;
         let frame = self.inner.ctx.execute_logical_plan(plan).await?;
         Ok(frame.collect().await?)
+    }
+
+    /// Plans a statement (no index command) and streams its result.
+    async fn run_stream(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
+        let state = self.inner.ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        SQLOptions::new().with_allow_ddl(false).verify_plan(&plan)?;
+        check_dml(&plan)?;
+        let frame = self.inner.ctx.execute_logical_plan(plan).await?;
+        Ok(frame.execute_stream().await?)
     }
 
     /// Parses exactly one statement and binds its parameters (none given: placeholders

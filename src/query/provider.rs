@@ -7,14 +7,17 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{
     Column, DFSchema, DataFusionError, Result as DfResult, SchemaExt, not_impl_err, plan_err,
 };
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
@@ -98,6 +101,37 @@ impl RemTable {
     }
 }
 
+fn has_placeholder(expr: &Expr) -> bool {
+    expr.exists(|e| Ok(matches!(e, Expr::Placeholder(_))))
+        .unwrap_or(false)
+}
+
+/// Replaces each placeholder of a known type by a non-null value of that type.
+fn with_sample_values(expr: Expr) -> DfResult<Expr> {
+    expr.transform(|e| match &e {
+        Expr::Placeholder(Placeholder {
+            field: Some(field), ..
+        }) => Ok(match sample_value(field.data_type()) {
+            Some(value) => Transformed::yes(Expr::Literal(value, None)),
+            None => Transformed::no(e),
+        }),
+        _ => Ok(Transformed::no(e)),
+    })
+    .data()
+}
+
+fn sample_value(data_type: &DataType) -> Option<ScalarValue> {
+    match data_type {
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+            ScalarValue::Utf8(Some(String::new()))
+                .cast_to(data_type)
+                .ok()
+        }
+        DataType::Boolean => Some(ScalarValue::Boolean(Some(false))),
+        other => ScalarValue::new_zero(other).ok(),
+    }
+}
+
 /// Drops table qualifiers (`edges.dst` -> `dst`): the scan evaluates over its own columns.
 pub(super) fn unqualified(expr: Expr) -> DfResult<Expr> {
     expr.transform(|e| match e {
@@ -123,7 +157,19 @@ impl TableProvider for RemTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(self.access_path(filters)?.1)
+        if !filters.iter().any(|f| has_placeholder(f)) {
+            return Ok(self.access_path(filters)?.1);
+        }
+        // A statement prepared before its parameters are known: each placeholder is
+        // classified as a value of its type, so that a filter an index serves reaches the
+        // scan. `scan` classifies the bound filters again and re-checks what the index
+        // does not decide, so a misleading sample costs speed, never a wrong row.
+        let sampled: Vec<Expr> = filters
+            .iter()
+            .map(|f| with_sample_values((*f).clone()))
+            .collect::<DfResult<_>>()?;
+        let refs: Vec<&Expr> = sampled.iter().collect();
+        Ok(self.access_path(&refs)?.1)
     }
 
     async fn scan(

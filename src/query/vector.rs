@@ -242,12 +242,14 @@ impl TableFunctionImpl for VectorSimilarFunc {
             }
             None => return plan_err!("vector_similar: unknown table '{table}'"),
         }
-        let query = vector_from_scalar(&constant(
-            session,
-            &exprs[1],
-            "vector_similar",
-            "the query vector",
-        )?)?;
+        // A placeholder (`$1`) of a prepared statement is bound later (see `bind`).
+        let (query, param) = match &exprs[1] {
+            Expr::Placeholder(p) => (Vec::new(), Some(p.id.clone())),
+            e => (
+                vector_from_scalar(&constant(session, e, "vector_similar", "the query vector")?)?,
+                None,
+            ),
+        };
         let k =
             match constant(session, &exprs[2], "vector_similar", "k")?.cast_to(&DataType::Int64)? {
                 ScalarValue::Int64(Some(k)) if (1..=10_000).contains(&k) => k as usize,
@@ -286,19 +288,19 @@ impl TableFunctionImpl for VectorSimilarFunc {
                 }
             },
         };
-        if let Some(options) = self.store.vector_options().map_err(external)? {
-            options
-                .check("the query vector", &query)
-                .map_err(|e| DataFusionError::Plan(format!("vector_similar: {e}")))?;
-        }
-        Ok(Arc::new(VectorSimilarTable {
+        let table = VectorSimilarTable {
             store: self.store.clone(),
             query,
+            param,
             k,
             min_score,
             ef,
             schema: similar_schema(),
-        }))
+        };
+        if table.param.is_none() {
+            table.check_query()?;
+        }
+        Ok(Arc::new(table))
     }
 }
 
@@ -318,6 +320,8 @@ fn similar_schema() -> SchemaRef {
 pub struct VectorSimilarTable {
     store: TenantStore,
     query: Vec<f32>,
+    /// The placeholder the query vector is still to be bound from (empty `query`).
+    param: Option<String>,
     k: usize,
     min_score: Option<f32>,
     ef: Option<usize>,
@@ -325,6 +329,35 @@ pub struct VectorSimilarTable {
 }
 
 impl VectorSimilarTable {
+    /// The placeholder (`$1`) the query vector comes from, while it is not bound.
+    pub fn parameter(&self) -> Option<&str> {
+        self.param.as_deref()
+    }
+
+    /// The same call with its query vector bound, checked like a literal one.
+    pub fn bind(&self, query: Vec<f32>) -> DfResult<VectorSimilarTable> {
+        let table = VectorSimilarTable {
+            store: self.store.clone(),
+            query,
+            param: None,
+            k: self.k,
+            min_score: self.min_score,
+            ef: self.ef,
+            schema: Arc::clone(&self.schema),
+        };
+        table.check_query()?;
+        Ok(table)
+    }
+
+    fn check_query(&self) -> DfResult<()> {
+        if let Some(options) = self.store.vector_options().map_err(external)? {
+            options
+                .check("the query vector", &self.query)
+                .map_err(|e| DataFusionError::Plan(format!("vector_similar: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Columns of the table (not `score`/`distance`) that a filter reads: such a filter
     /// is evaluated inside the search.
     fn on_table_columns(&self, expr: &Expr) -> bool {
@@ -383,6 +416,9 @@ impl TableProvider for VectorSimilarTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(id) = &self.param {
+            return plan_err!("vector_similar: no value is bound to parameter {id}");
+        }
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());

@@ -1,0 +1,346 @@
+//! Session layer: prepared statements, planned once and run many times.
+//!
+//! [`Tenant::prepare`] parses a statement, plans it and runs the logical optimizer with
+//! its `$1`, `$2`, ... placeholders still in place. Each [`PreparedStatement::execute`]
+//! binds the values into that optimized plan (a vector parameter of `vector_similar` into
+//! its table, checked like a literal) and goes straight to physical planning, so parsing,
+//! SQL-to-logical planning and the logical optimizer run once per statement rather than
+//! once per call. Filters with placeholders still reach the indexes: the scan classifies
+//! the bound filters when the physical plan is made (see `RemTable`).
+//!
+//! A statement that cannot be planned before its values are known (a placeholder where
+//! a constant is required, such as `traverse`'s arguments or `vector_similar`'s `k`) is
+//! kept as parsed and planned on every call with its values in place, as
+//! [`Tenant::sql_with_params`] does; [`PreparedStatement::is_planned`] tells which.
+//!
+//! The plan is made under the session settings of the moment it is prepared.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNodeRecursion};
+use datafusion::datasource::{DefaultTableSource, provider_as_source};
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::OptimizerRule;
+use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
+use datafusion::physical_plan::{collect, displayable, execute_stream};
+use datafusion::sql::parser::Statement;
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions};
+
+use super::{Param, Tenant, bind_params, check_dml};
+use crate::error::{Error, Result};
+use crate::query::index_ddl::index_command;
+use crate::query::vector::VectorSimilarTable;
+
+/// A statement of one tenant, planned once; see the module documentation.
+pub struct PreparedStatement {
+    tenant: Tenant,
+    form: Form,
+}
+
+enum Form {
+    Planned(Box<Planned>),
+    /// Planned on each call, with the values written into the statement.
+    Reparsed(Statement),
+}
+
+struct Planned {
+    state: SessionState,
+    task: Arc<TaskContext>,
+    plan: LogicalPlan,
+    /// The type DataFusion inferred for each placeholder of an expression (`$1` -> ...).
+    types: HashMap<String, Option<DataType>>,
+    /// Placeholders that are query vectors of `vector_similar` calls.
+    vectors: Vec<String>,
+    /// Parameters the statement needs: the highest `$n` it names.
+    count: usize,
+}
+
+impl std::fmt::Debug for PreparedStatement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedStatement")
+            .field("tenant", &self.tenant.id())
+            .field("planned", &self.is_planned())
+            .finish()
+    }
+}
+
+impl Tenant {
+    /// Prepares one SQL statement with `$1`, `$2`, ... placeholders, to be run by
+    /// [`PreparedStatement::execute`] with a value for each. Index commands cannot be
+    /// prepared; DDL and session statements are refused as in [`Tenant::sql`].
+    pub async fn prepare(&self, sql: &str) -> Result<PreparedStatement> {
+        let statement = Self::one_statement(sql, &[])?;
+        if index_command(&statement)?.is_some() {
+            return Err(Error::invalid(
+                "CREATE INDEX and DROP INDEX cannot be prepared; run them as statements",
+            ));
+        }
+        let state = self.inner.ctx.state();
+        let form = match plan_with_placeholders(&state, statement.clone()).await {
+            Ok(planned) => Form::Planned(Box::new(planned)),
+            // Without placeholders, a statement that does not plan now never will.
+            Err(e) if !has_placeholders(&statement) => return Err(e),
+            Err(_) => Form::Reparsed(statement),
+        };
+        Ok(PreparedStatement {
+            tenant: self.clone(),
+            form,
+        })
+    }
+}
+
+async fn plan_with_placeholders(state: &SessionState, statement: Statement) -> Result<Planned> {
+    let plan = state.statement_to_plan(statement).await?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)?;
+    check_dml(&plan)?;
+    let plan = state.optimize(&plan)?;
+    let types = plan.get_parameter_types()?;
+    let mut vectors = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let Some(id) = vector_table(node).and_then(|t| t.parameter()) {
+            vectors.push(id.to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let mut count = 0;
+    for id in types.keys().chain(&vectors) {
+        count = count.max(placeholder_index(id)? + 1);
+    }
+    Ok(Planned {
+        task: Arc::new(TaskContext::from(state)),
+        state: state.clone(),
+        plan,
+        types,
+        vectors,
+        count,
+    })
+}
+
+fn has_placeholders(statement: &Statement) -> bool {
+    let inner = match statement {
+        Statement::Statement(inner) => inner.as_ref(),
+        Statement::Explain(explain) => return has_placeholders(&explain.statement),
+        _ => return false,
+    };
+    visit_expressions(inner, |expr| {
+        if let SqlExpr::Value(v) = expr
+            && matches!(v.value, Value::Placeholder(_))
+        {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })
+    .is_break()
+}
+
+/// `$3` -> 2.
+fn placeholder_index(id: &str) -> Result<usize> {
+    id.strip_prefix('$')
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| n.checked_sub(1))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "parameter {id}: only numbered parameters ($1, $2, ...) are supported"
+            ))
+        })
+}
+
+fn vector_table(node: &LogicalPlan) -> Option<&VectorSimilarTable> {
+    let LogicalPlan::TableScan(scan) = node else {
+        return None;
+    };
+    scan.source
+        .as_ref()
+        .downcast_ref::<DefaultTableSource>()?
+        .table_provider
+        .as_ref()
+        .downcast_ref::<VectorSimilarTable>()
+}
+
+impl PreparedStatement {
+    /// True when the statement was planned once at prepare time; false when it is
+    /// planned on every call (see the module documentation).
+    pub fn is_planned(&self) -> bool {
+        matches!(self.form, Form::Planned(_))
+    }
+
+    /// The schema of the statement's result, when it is planned.
+    pub fn schema(&self) -> Option<SchemaRef> {
+        match &self.form {
+            Form::Planned(p) => Some(Arc::clone(p.plan.schema().inner())),
+            Form::Reparsed(_) => None,
+        }
+    }
+
+    /// Runs the statement with these values for `$1`, `$2`, ... and collects its result.
+    pub async fn execute(&self, params: &[Param]) -> Result<Vec<RecordBatch>> {
+        match &self.form {
+            Form::Planned(p) => {
+                let physical = p.physical(params).await?;
+                Ok(collect(physical, Arc::clone(&p.task)).await?)
+            }
+            Form::Reparsed(statement) => {
+                let mut statement = statement.clone();
+                bind_params(&mut statement, params)?;
+                self.tenant.run(statement).await
+            }
+        }
+    }
+
+    /// Runs the statement and streams its result.
+    pub async fn execute_stream(&self, params: &[Param]) -> Result<SendableRecordBatchStream> {
+        match &self.form {
+            Form::Planned(p) => {
+                let physical = p.physical(params).await?;
+                Ok(execute_stream(physical, Arc::clone(&p.task))?)
+            }
+            Form::Reparsed(statement) => {
+                let mut statement = statement.clone();
+                bind_params(&mut statement, params)?;
+                self.tenant.run_stream(statement).await
+            }
+        }
+    }
+}
+
+impl PreparedStatement {
+    /// The physical plan these values would run with, as `EXPLAIN` shows it.
+    pub async fn explain(&self, params: &[Param]) -> Result<String> {
+        let physical = match &self.form {
+            Form::Planned(p) => p.physical(params).await?,
+            Form::Reparsed(statement) => {
+                let mut statement = statement.clone();
+                bind_params(&mut statement, params)?;
+                let state = self.tenant.inner.ctx.state();
+                let plan = state.statement_to_plan(statement).await?;
+                state.create_physical_plan(&plan).await?
+            }
+        };
+        Ok(displayable(physical.as_ref()).indent(false).to_string())
+    }
+}
+
+impl Planned {
+    async fn physical(
+        &self,
+        params: &[Param],
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let plan = self.bind(params)?;
+        Ok(self
+            .state
+            .query_planner()
+            .create_physical_plan(&plan, &self.state)
+            .await?)
+    }
+
+    /// The optimized plan with the values in place of its placeholders.
+    fn bind(&self, params: &[Param]) -> Result<LogicalPlan> {
+        if params.len() < self.count {
+            return Err(Error::invalid(format!(
+                "the statement has {} parameter{}, {} given",
+                self.count,
+                if self.count == 1 { "" } else { "s" },
+                params.len()
+            )));
+        }
+        let mut plan = self.plan.clone();
+        if !self.vectors.is_empty() {
+            plan = bind_vectors(plan, params)?;
+        }
+        if self.types.is_empty() {
+            return Ok(plan);
+        }
+        let values = params
+            .iter()
+            .enumerate()
+            .map(|(i, param)| {
+                let id = format!("${}", i + 1);
+                let value = param_value(param, &id)?;
+                match self.types.get(&id) {
+                    Some(Some(t)) if value.data_type() != *t => value.cast_to(t).map_err(|e| {
+                        Error::invalid(format!("parameter {id}: {param:?} is not a {t}: {e}"))
+                    }),
+                    _ => Ok(value),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Folding the bound values (`CAST($1 AS BIGINT)` in a LIMIT, say) into plain
+        // literals, as the optimizer would have: physical planning and our scans expect
+        // them.
+        let plan = plan.with_param_values(values)?;
+        let simplify = SimplifyExpressions::new();
+        Ok(plan
+            .transform_up_with_subqueries(|node| simplify.rewrite(node, &self.state))
+            .data()?)
+    }
+}
+
+/// Binds the query vectors of the plan's `vector_similar` tables.
+fn bind_vectors(plan: LogicalPlan, params: &[Param]) -> Result<LogicalPlan> {
+    let bound = plan
+        .transform_up_with_subqueries(|node| {
+            let Some(id) = vector_table(&node).and_then(|t| t.parameter()) else {
+                return Ok(Transformed::no(node));
+            };
+            let table = vector_table(&node).ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal("vector table vanished".into())
+            })?;
+            let vector = match placeholder_index(id).ok().and_then(|i| params.get(i)) {
+                Some(Param::Vector(v)) => v.clone(),
+                Some(other) => {
+                    return Err(Error::invalid(format!(
+                        "parameter {id}: the query vector of vector_similar must be a vector, got {other:?}"
+                    ))
+                    .into());
+                }
+                None => {
+                    return Err(Error::invalid(format!("no value for parameter {id}")).into());
+                }
+            };
+            let bound = table.bind(vector)?;
+            let LogicalPlan::TableScan(mut scan) = node else {
+                return Ok(Transformed::no(node));
+            };
+            scan.source = provider_as_source(Arc::new(bound));
+            Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+        })
+        .data()?;
+    Ok(bound)
+}
+
+/// The value of a parameter, in its natural type (cast to the placeholder's later).
+fn param_value(param: &Param, id: &str) -> Result<ScalarValue> {
+    Ok(match param {
+        Param::Null => ScalarValue::Null,
+        Param::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Param::Int(i) => ScalarValue::Int64(Some(*i)),
+        Param::Float(f) if f.is_finite() => ScalarValue::Float64(Some(*f)),
+        Param::Float(f) => {
+            return Err(Error::invalid(format!(
+                "parameter {id}: {f} is not a finite number"
+            )));
+        }
+        Param::Text(s) => ScalarValue::Utf8(Some(s.clone())),
+        Param::Vector(v) => {
+            if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "parameter {id}: the vector contains {x}"
+                )));
+            }
+            let values: Vec<ScalarValue> =
+                v.iter().map(|x| ScalarValue::Float32(Some(*x))).collect();
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Float32))
+        }
+    })
+}

@@ -1,0 +1,215 @@
+//! Prepared statements: planned once, run with new values; the same rows as the SQL
+//! with the values written in, through the same indexes.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use remdb::{Batch, IndexKind, Moment, Param, Resource, Table, VectorOptions};
+
+use super::{fresh, rows};
+
+const DAY: i64 = 86_400_000_000;
+const START: i64 = 1_700_000_000_000_000;
+
+fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .expect("timestamp")
+        .to_rfc3339()
+}
+
+fn render(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+    super::slt::render(batches)
+        .into_iter()
+        .map(|r| r.join("|"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_prepared_time_window_walks_the_time_index() {
+    let (_dir, _db, t) = fresh("p");
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut batch = Batch::new();
+    for i in 0..2_000 {
+        batch = batch.insert(Moment {
+            id: format!("m{i:05}"),
+            timestamp: START + rng.random_range(0..100 * DAY),
+            moment_type: ["chat", "note"][rng.random_range(0..2)].into(),
+            ..Default::default()
+        });
+    }
+    t.write(batch).unwrap();
+    let window = "SELECT id, type, timestamp FROM moments WHERE timestamp >= $1 AND timestamp < $2 \
+                  ORDER BY timestamp DESC, id LIMIT 20";
+    let prepared = t.prepare(window).await.unwrap();
+    assert!(prepared.is_planned());
+    for day in [0, 13, 57, 99, 150] {
+        let (from, to) = (rfc3339(START + day * DAY), rfc3339(START + (day + 7) * DAY));
+        let params = [Param::Text(from.clone()), Param::Text(to.clone())];
+        let got = render(&prepared.execute(&params).await.unwrap());
+        let literal = window
+            .replace("$1", &format!("'{from}'"))
+            .replace("$2", &format!("'{to}'"));
+        assert_eq!(got, rows(&t, &literal).await, "day {day}");
+        assert_eq!(got.is_empty(), day >= 100, "day {day}");
+    }
+    // The plan of the bound statement is the index walk, not a filtered scan.
+    let plan = prepared
+        .explain(&[
+            Param::Text(rfc3339(START)),
+            Param::Text(rfc3339(START + DAY)),
+        ])
+        .await
+        .unwrap();
+    assert!(plan.contains("moments_timestamp range"), "{plan}");
+    assert!(!plan.contains("FilterExec"), "{plan}");
+    let newest = t
+        .prepare("SELECT timestamp FROM moments ORDER BY timestamp DESC LIMIT $1")
+        .await
+        .unwrap();
+    let got = newest.execute(&[Param::Int(3)]).await.unwrap();
+    assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+
+    // A NULL bound compares as NULL: no row, as in SQL.
+    let none = prepared
+        .execute(&[Param::Null, Param::Text(rfc3339(START + DAY))])
+        .await
+        .unwrap();
+    assert!(render(&none).is_empty());
+    // Errors: a value that is not a timestamp, too few values.
+    let err = prepared
+        .execute(&[Param::Text("yesterday".into()), Param::Text(rfc3339(START))])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("parameter $1"), "{err}");
+    let err = prepared
+        .execute(&[Param::Text(rfc3339(START))])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has 2 parameters, 1 given"), "{err}");
+}
+
+#[tokio::test]
+async fn a_prepared_filter_uses_a_json_index() {
+    let (_dir, _db, t) = fresh("p");
+    let mut batch = Batch::new();
+    for i in 0..500 {
+        batch = batch.insert(Resource {
+            id: format!("r{i:04}"),
+            uri: format!("doc://{i}"),
+            content: "x".into(),
+            metadata: format!(r#"{{"language": "{}"}}"#, ["en", "de", "fr"][i % 3]),
+            ..Default::default()
+        });
+    }
+    t.write(batch).unwrap();
+    t.create_index(
+        "idx_lang",
+        Table::Resources,
+        "metadata",
+        &["language"],
+        IndexKind::Value,
+    )
+    .unwrap();
+    let prepared = t
+        .prepare("SELECT id FROM resources WHERE metadata->>'language' = $1 ORDER BY id")
+        .await
+        .unwrap();
+    for lang in ["en", "fr", "xx"] {
+        let got = render(&prepared.execute(&[Param::Text(lang.into())]).await.unwrap());
+        let literal =
+            format!("SELECT id FROM resources WHERE metadata->>'language' = '{lang}' ORDER BY id");
+        assert_eq!(got, rows(&t, &literal).await, "{lang}");
+    }
+    let plan = prepared.explain(&[Param::Text("en".into())]).await.unwrap();
+    assert!(plan.contains("idx_lang"), "{plan}");
+    // A prepared DELETE with a key.
+    let delete = t
+        .prepare("DELETE FROM resources WHERE id = $1")
+        .await
+        .unwrap();
+    delete
+        .execute(&[Param::Text("r0000".into())])
+        .await
+        .unwrap();
+    assert_eq!(rows(&t, "SELECT count(*) FROM resources").await, ["499"]);
+}
+
+#[tokio::test]
+async fn a_prepared_vector_search_binds_its_query_vector() {
+    let (_dir, _db, t) = fresh("p");
+    let mut rng = StdRng::seed_from_u64(3);
+    let vectors: Vec<Vec<f32>> = (0..200)
+        .map(|_| (0..8).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    t.configure_vectors(VectorOptions {
+        dimensions: Some(8),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut batch = Batch::new();
+    for (i, v) in vectors.iter().enumerate() {
+        batch = batch.insert(Resource {
+            id: format!("r{i:03}"),
+            uri: format!("doc://{i}"),
+            content: format!("c{i}"),
+            embedding: Some(v.clone()),
+            ..Default::default()
+        });
+    }
+    t.write(batch).unwrap();
+    let sql = "SELECT id, score FROM vector_similar('resources', $1, 5) ORDER BY score DESC, id";
+    let prepared = t.prepare(sql).await.unwrap();
+    assert!(prepared.is_planned());
+    for i in [0, 17, 199] {
+        let q = [Param::Vector(vectors[i].clone())];
+        let got = render(&prepared.execute(&q).await.unwrap());
+        assert_eq!(got, render(&t.sql_with_params(sql, &q).await.unwrap()));
+        assert!(got[0].starts_with(&format!("r{i:03}|")), "{got:?}");
+    }
+    // With a filter in the search and a second parameter.
+    let filtered = t
+        .prepare("SELECT id FROM vector_similar('resources', $1, 3) WHERE content = $2")
+        .await
+        .unwrap();
+    let got = filtered
+        .execute(&[Param::Vector(vectors[0].clone()), Param::Text("c42".into())])
+        .await
+        .unwrap();
+    assert_eq!(render(&got), ["r042"]);
+    // Wrong dimensions, not a vector, nothing bound.
+    for (params, expect) in [
+        (vec![Param::Vector(vec![1.0; 3])], "dimensions"),
+        (vec![Param::Text("x".into())], "must be a vector"),
+        (vec![], "1 parameter, 0 given"),
+    ] {
+        let err = prepared.execute(&params).await.unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_statement_that_needs_its_values_to_plan_is_planned_per_call() {
+    let (_dir, _db, t) = fresh("p");
+    t.sql("INSERT INTO entities (id, type, name) VALUES ('a', 'person', 'Ada'), ('b', 'person', 'Bob')")
+        .await
+        .unwrap();
+    t.sql("INSERT INTO edges (src, edge_type, dst) VALUES ('a', 'knows', 'b')")
+        .await
+        .unwrap();
+    let prepared = t
+        .prepare("SELECT id FROM traverse($1, 'out', 1)")
+        .await
+        .unwrap();
+    assert!(!prepared.is_planned());
+    let got = prepared.execute(&[Param::Text("a".into())]).await.unwrap();
+    assert_eq!(render(&got), ["b"]);
+    // Errors without placeholders surface at once; index commands are not prepared.
+    assert!(t.prepare("SELECT nope FROM entities").await.is_err());
+    assert!(
+        t.prepare("CREATE INDEX i ON entities ((properties->>'x'))")
+            .await
+            .is_err()
+    );
+    assert!(t.prepare("CREATE TABLE x (a INT)").await.is_err());
+}
