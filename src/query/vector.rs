@@ -292,6 +292,7 @@ impl TableFunctionImpl for VectorSimilarFunc {
             store: self.store.clone(),
             query,
             param,
+            bound_from: None,
             k,
             min_score,
             ef,
@@ -322,6 +323,8 @@ pub struct VectorSimilarTable {
     query: Vec<f32>,
     /// The placeholder the query vector is still to be bound from (empty `query`).
     param: Option<String>,
+    /// The placeholder the query vector was bound from (a prepared statement's).
+    bound_from: Option<String>,
     k: usize,
     min_score: Option<f32>,
     ef: Option<usize>,
@@ -340,6 +343,7 @@ impl VectorSimilarTable {
             store: self.store.clone(),
             query,
             param: None,
+            bound_from: self.param.clone(),
             k: self.k,
             min_score: self.min_score,
             ef: self.ef,
@@ -464,6 +468,7 @@ impl TableProvider for VectorSimilarTable {
         Ok(Arc::new(VectorSearchExec {
             store: self.store.clone(),
             query: self.query.clone(),
+            param: self.bound_from.clone(),
             k: self.k,
             min_score: self.min_score,
             ef: self.ef,
@@ -548,6 +553,8 @@ impl RowBits {
 pub struct VectorSearchExec {
     store: TenantStore,
     query: Vec<f32>,
+    /// The prepared statement's placeholder the query vector came from.
+    param: Option<String>,
     k: usize,
     min_score: Option<f32>,
     ef: Option<usize>,
@@ -572,6 +579,32 @@ struct Found {
 }
 
 impl VectorSearchExec {
+    /// The placeholder (`$1`) of a prepared statement the query vector was bound from.
+    pub fn parameter(&self) -> Option<&str> {
+        self.param.as_deref()
+    }
+
+    /// The same search for another query vector (checked when the search runs), with
+    /// fresh metrics: how a prepared statement reuses its physical plan.
+    pub fn with_query(&self, query: Vec<f32>) -> VectorSearchExec {
+        VectorSearchExec {
+            store: self.store.clone(),
+            query,
+            param: self.param.clone(),
+            k: self.k,
+            min_score: self.min_score,
+            ef: self.ef,
+            metric: self.metric,
+            candidates: self.candidates.clone(),
+            residual: self.residual.clone(),
+            residual_columns: self.residual_columns.clone(),
+            projection: self.projection.clone(),
+            schema: Arc::clone(&self.schema),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
     /// Reads the rows of `hits` (nearest first) not seen yet, keeps those that pass the
     /// residual and `min_score`, until k are found.
     fn collect(&self, hits: &[(u64, f32)], found: &mut Found, checked: &Count) -> DfResult<()> {

@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::Result as DfResult;
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{DefaultTableSource, provider_as_source};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
@@ -30,14 +31,15 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::OptimizerRule;
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
-use datafusion::physical_plan::{collect, displayable, execute_stream};
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable, execute_stream};
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions};
+use parking_lot::Mutex;
 
 use super::{Param, Tenant, bind_params, check_dml};
 use crate::error::{Error, Result};
 use crate::query::index_ddl::index_command;
-use crate::query::vector::VectorSimilarTable;
+use crate::query::vector::{VectorSearchExec, VectorSimilarTable};
 
 /// A statement of one tenant, planned once; see the module documentation.
 pub struct PreparedStatement {
@@ -61,6 +63,9 @@ struct Planned {
     vectors: Vec<String>,
     /// Parameters the statement needs: the highest `$n` it names.
     count: usize,
+    /// When every parameter is a query vector of `vector_similar`, the physical plan of
+    /// the first call, reused with the vectors swapped (see [`reusable`]).
+    physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
 }
 
 impl std::fmt::Debug for PreparedStatement {
@@ -124,6 +129,7 @@ async fn plan_with_placeholders(state: &SessionState, statement: Statement) -> R
         types,
         vectors,
         count,
+        physical: Mutex::new(None),
     })
 }
 
@@ -173,6 +179,17 @@ impl PreparedStatement {
     /// planned on every call (see the module documentation).
     pub fn is_planned(&self) -> bool {
         matches!(self.form, Form::Planned(_))
+    }
+
+    /// True once the statement keeps its physical plan between calls: when its only
+    /// parameters are query vectors of `vector_similar` and its plan holds no state
+    /// across runs, each call swaps the vectors into the plan of the first call and runs
+    /// it, with no planning at all.
+    pub fn reuses_physical_plan(&self) -> bool {
+        match &self.form {
+            Form::Planned(p) => p.physical.lock().is_some(),
+            Form::Reparsed(_) => false,
+        }
     }
 
     /// The schema of the statement's result, when it is planned.
@@ -232,20 +249,7 @@ impl PreparedStatement {
 }
 
 impl Planned {
-    async fn physical(
-        &self,
-        params: &[Param],
-    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        let plan = self.bind(params)?;
-        Ok(self
-            .state
-            .query_planner()
-            .create_physical_plan(&plan, &self.state)
-            .await?)
-    }
-
-    /// The optimized plan with the values in place of its placeholders.
-    fn bind(&self, params: &[Param]) -> Result<LogicalPlan> {
+    async fn physical(&self, params: &[Param]) -> Result<Arc<dyn ExecutionPlan>> {
         if params.len() < self.count {
             return Err(Error::invalid(format!(
                 "the statement has {} parameter{}, {} given",
@@ -254,6 +258,24 @@ impl Planned {
                 params.len()
             )));
         }
+        let cached = self.physical.lock().clone();
+        if let Some(plan) = cached {
+            return rebind_vectors(plan, params);
+        }
+        let plan = self.bind(params)?;
+        let physical = self
+            .state
+            .query_planner()
+            .create_physical_plan(&plan, &self.state)
+            .await?;
+        if self.types.is_empty() && !self.vectors.is_empty() && reusable(&physical) {
+            *self.physical.lock() = Some(Arc::clone(&physical));
+        }
+        Ok(physical)
+    }
+
+    /// The optimized plan with the values in place of its placeholders.
+    fn bind(&self, params: &[Param]) -> Result<LogicalPlan> {
         let mut plan = self.plan.clone();
         if !self.vectors.is_empty() {
             plan = bind_vectors(plan, params)?;
@@ -296,19 +318,7 @@ fn bind_vectors(plan: LogicalPlan, params: &[Param]) -> Result<LogicalPlan> {
             let table = vector_table(&node).ok_or_else(|| {
                 datafusion::error::DataFusionError::Internal("vector table vanished".into())
             })?;
-            let vector = match placeholder_index(id).ok().and_then(|i| params.get(i)) {
-                Some(Param::Vector(v)) => v.clone(),
-                Some(other) => {
-                    return Err(Error::invalid(format!(
-                        "parameter {id}: the query vector of vector_similar must be a vector, got {other:?}"
-                    ))
-                    .into());
-                }
-                None => {
-                    return Err(Error::invalid(format!("no value for parameter {id}")).into());
-                }
-            };
-            let bound = table.bind(vector)?;
+            let bound = table.bind(vector_param(params, id)?)?;
             let LogicalPlan::TableScan(mut scan) = node else {
                 return Ok(Transformed::no(node));
             };
@@ -317,6 +327,68 @@ fn bind_vectors(plan: LogicalPlan, params: &[Param]) -> Result<LogicalPlan> {
         })
         .data()?;
     Ok(bound)
+}
+
+/// The vector bound to placeholder `id` of a `vector_similar` call.
+fn vector_param(params: &[Param], id: &str) -> DfResult<Vec<f32>> {
+    match placeholder_index(id).ok().and_then(|i| params.get(i)) {
+        Some(Param::Vector(v)) => Ok(v.clone()),
+        Some(other) => Err(Error::invalid(format!(
+            "parameter {id}: the query vector of vector_similar must be a vector, got {other:?}"
+        ))
+        .into()),
+        None => Err(Error::invalid(format!("no value for parameter {id}")).into()),
+    }
+}
+
+/// True when a physical plan can run again for other query vectors: its nodes keep no
+/// state across runs that `reset_state` does not renew (no joins, whose dynamic filters
+/// reach into the scans below them; no scans of our own, whose paths came from values).
+fn reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    const STATELESS: [&str; 9] = [
+        "VectorSearchExec",
+        "ProjectionExec",
+        "FilterExec",
+        "SortExec",
+        "SortExec(TopK)",
+        "GlobalLimitExec",
+        "LocalLimitExec",
+        "CoalesceBatchesExec",
+        "CooperativeExec",
+    ];
+    let mut ok = true;
+    let _ = plan.apply(|node| {
+        ok &= STATELESS.contains(&node.name());
+        Ok(if ok {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    ok
+}
+
+/// A reusable plan (see [`reusable`]) with these query vectors, every node's run state
+/// renewed (a top-k sort's dynamic filter, say).
+fn rebind_vectors(
+    plan: Arc<dyn ExecutionPlan>,
+    params: &[Param],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = plan
+        .transform_up(|node| {
+            let Some(search) = node.downcast_ref::<VectorSearchExec>() else {
+                return Ok(Transformed::yes(node.reset_state()?));
+            };
+            let Some(id) = search.parameter() else {
+                return Ok(Transformed::no(node));
+            };
+            let vector = vector_param(params, id)?;
+            Ok(Transformed::yes(
+                Arc::new(search.with_query(vector)) as Arc<dyn ExecutionPlan>
+            ))
+        })
+        .data()?;
+    Ok(plan)
 }
 
 /// The value of a parameter, in its natural type (cast to the placeholder's later).

@@ -167,6 +167,28 @@ async fn a_prepared_vector_search_binds_its_query_vector() {
         assert_eq!(got, render(&t.sql_with_params(sql, &q).await.unwrap()));
         assert!(got[0].starts_with(&format!("r{i:03}|")), "{got:?}");
     }
+    // Only vectors as parameters: the physical plan of the first call is reused, also
+    // with a top-k sort above the search (whose dynamic filter is renewed per call).
+    assert!(prepared.reuses_physical_plan());
+    let top = t
+        .prepare("SELECT id FROM vector_similar('resources', $1, 20) ORDER BY score DESC LIMIT 2")
+        .await
+        .unwrap();
+    for i in [3, 150, 3, 77] {
+        let q = [Param::Vector(vectors[i].clone())];
+        let got = render(&top.execute(&q).await.unwrap());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], format!("r{i:03}"));
+        let sql = "SELECT id FROM vector_similar('resources', $1, 20) ORDER BY score DESC LIMIT 2";
+        assert_eq!(got, render(&t.sql_with_params(sql, &q).await.unwrap()));
+    }
+    assert!(
+        top.reuses_physical_plan(),
+        "{}",
+        top.explain(&[Param::Vector(vectors[0].clone())])
+            .await
+            .unwrap()
+    );
     // With a filter in the search and a second parameter.
     let filtered = t
         .prepare("SELECT id FROM vector_similar('resources', $1, 3) WHERE content = $2")
@@ -177,6 +199,7 @@ async fn a_prepared_vector_search_binds_its_query_vector() {
         .await
         .unwrap();
     assert_eq!(render(&got), ["r042"]);
+    assert!(!filtered.reuses_physical_plan());
     // Wrong dimensions, not a vector, nothing bound.
     for (params, expect) in [
         (vec![Param::Vector(vec![1.0; 3])], "dimensions"),
