@@ -49,7 +49,7 @@ use tracing::Instrument;
 
 use crate::auth::{Credentials, Origin, Sessions};
 use crate::error::{Error, Result};
-use crate::session::{ClientLimits, Db, Param, Tenant, count_of};
+use crate::session::{ClientLimits, Db, Param, PreparedStatement, Tenant, count_of};
 use crate::storage::Table;
 
 /// Settings of `remdb serve`.
@@ -112,6 +112,16 @@ struct Prepared {
     sql: String,
     /// Rows of bound parameters (none bound: run once without parameters).
     params: Vec<Vec<Param>>,
+    /// A query planned once (see `Tenant::client_prepare`); writes, and statements that
+    /// did not prepare, run from `sql`.
+    statement: Option<Arc<PreparedStatement>>,
+}
+
+/// A prepared statement as a handler uses it.
+struct PreparedRef {
+    sql: String,
+    params: Vec<Vec<Param>>,
+    statement: Option<Arc<PreparedStatement>>,
 }
 
 /// Who sent a request.
@@ -316,6 +326,7 @@ impl RemFlightSql {
         &self,
         tenant: &Tenant,
         sql: &str,
+        prepared: Option<&PreparedStatement>,
         params: Vec<Vec<Param>>,
         span: tracing::Span,
     ) -> Result<Response<DoGetStream>, Status> {
@@ -336,18 +347,19 @@ impl RemFlightSql {
         };
         let mut streams = Vec::with_capacity(rows.len());
         for row in &rows {
-            let stream = tokio::time::timeout_at(
-                deadline,
-                tenant
-                    .client_stream(sql, row, &self.limits)
-                    .instrument(span.clone()),
-            )
-            .await
-            .map_err(|_| timed_out(timeout))?
-            .map_err(|e| {
-                tracing::info!(parent: &span, "query failed: {e}");
-                status(e)
-            })?;
+            let run = async {
+                match prepared {
+                    Some(p) => tenant.client_execute(p, row, &self.limits).await,
+                    None => tenant.client_stream(sql, row, &self.limits).await,
+                }
+            };
+            let stream = tokio::time::timeout_at(deadline, run.instrument(span.clone()))
+                .await
+                .map_err(|_| timed_out(timeout))?
+                .map_err(|e| {
+                    tracing::info!(parent: &span, "query failed: {e}");
+                    status(e)
+                })?;
             streams.push(stream);
         }
         let schema = streams
@@ -492,17 +504,17 @@ impl RemFlightSql {
     }
 
     /// A prepared statement of the caller's tenant.
-    fn prepared_of(
-        &self,
-        tenant: &Tenant,
-        handle: &[u8],
-    ) -> Result<(String, Vec<Vec<Param>>), Status> {
+    fn prepared_of(&self, tenant: &Tenant, handle: &[u8]) -> Result<PreparedRef, Status> {
         let key = String::from_utf8_lossy(handle).to_string();
         let mut map = self.prepared.lock();
         match map.get_mut(&key) {
             Some(p) if p.tenant == tenant.id() => {
                 p.last_used = Instant::now();
-                Ok((p.sql.clone(), p.params.clone()))
+                Ok(PreparedRef {
+                    sql: p.sql.clone(),
+                    params: p.params.clone(),
+                    statement: p.statement.clone(),
+                })
             }
             Some(_) => {
                 tracing::warn!(tenant = %tenant.id(), "prepared statement of another tenant refused");
@@ -838,7 +850,8 @@ impl FlightSqlService for RemFlightSql {
         match (statement.sql, statement.result) {
             (Some(sql), _) => {
                 let (_, span) = self.query_span(&tenant);
-                self.stream_statement(&tenant, &sql, vec![], span).await
+                self.stream_statement(&tenant, &sql, None, vec![], span)
+                    .await
             }
             (None, Some(id)) => {
                 let mut results = self.results.lock();
@@ -947,6 +960,12 @@ impl FlightSqlService for RemFlightSql {
             Err(Error::InvalidArgument(_)) | Err(Error::Query(_)) => vec![],
             Err(e) => return Err(status(e)),
         };
+        // Queries are planned once here; writes run from their text per parameter row.
+        let statement = if Tenant::writes_data(&query.query).unwrap_or(true) {
+            None
+        } else {
+            tenant.client_prepare(&query.query).await.ok().map(Arc::new)
+        };
         let handle = random_id();
         {
             let mut map = self.prepared.lock();
@@ -965,6 +984,7 @@ impl FlightSqlService for RemFlightSql {
                     last_used: Instant::now(),
                     sql: query.query,
                     params: vec![],
+                    statement,
                 },
             );
         }
@@ -1016,9 +1036,18 @@ impl FlightSqlService for RemFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let tenant = self.caller(&request).await?;
-        let (sql, params) = self.prepared_of(&tenant, &cmd.prepared_statement_handle)?;
+        let p = self.prepared_of(&tenant, &cmd.prepared_statement_handle)?;
         let ticket = cmd.as_any().encode_to_vec();
-        self.statement_info(&tenant, &sql, params, ticket, request.into_inner())
+        // A planned query: its schema for these values, without planning it again.
+        if let Some(statement) = &p.statement
+            && p.params.len() <= 1
+        {
+            let first = p.params.first().cloned().unwrap_or_default();
+            if let Some(schema) = statement.result_schema(&first).map_err(status)? {
+                return flight_info(&schema, ticket, request.into_inner());
+            }
+        }
+        self.statement_info(&tenant, &p.sql, p.params, ticket, request.into_inner())
             .await
     }
 
@@ -1028,9 +1057,10 @@ impl FlightSqlService for RemFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let tenant = self.caller(&request).await?;
-        let (sql, params) = self.prepared_of(&tenant, &query.prepared_statement_handle)?;
+        let p = self.prepared_of(&tenant, &query.prepared_statement_handle)?;
         let (_, span) = self.query_span(&tenant);
-        self.stream_statement(&tenant, &sql, params, span).await
+        self.stream_statement(&tenant, &p.sql, p.statement.as_deref(), p.params, span)
+            .await
     }
 
     async fn do_put_prepared_statement_update(
@@ -1039,7 +1069,9 @@ impl FlightSqlService for RemFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let tenant = self.caller(&request).await?;
-        let (sql, bound) = self.prepared_of(&tenant, &query.prepared_statement_handle)?;
+        let PreparedRef {
+            sql, params: bound, ..
+        } = self.prepared_of(&tenant, &query.prepared_statement_handle)?;
         let batches = read_batches(
             request.into_inner(),
             self.options.max_upload_bytes,

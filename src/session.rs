@@ -307,20 +307,11 @@ impl Tenant {
         if index_command(&statement)?.is_some() {
             return Ok(None);
         }
-        const NO_COPY: &str =
-            "COPY is not allowed from a client: it would write the server's files";
         if matches!(statement, Statement::CopyTo(_)) {
             return Err(Error::invalid(NO_COPY));
         }
-        // Beyond the limit a query fails; it never spills to the server's disk.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(limits.memory_bytes, 1.0)
-            .with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            )
-            .build_arc()?;
         let state = SessionStateBuilder::new_from_existing(self.inner.ctx.state())
-            .with_runtime_env(runtime)
+            .with_runtime_env(client_runtime(limits)?)
             .build();
         let plan = state.statement_to_plan(statement).await?;
         SQLOptions::new()
@@ -843,6 +834,21 @@ fn bind_params(statement: &mut Statement, params: &[Param]) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+const NO_COPY: &str = "COPY is not allowed from a client: it would write the server's files";
+
+/// The runtime of one client query: its own memory pool of the client limit; beyond it
+/// the query fails, it never spills to the server's disk.
+fn client_runtime(
+    limits: &ClientLimits,
+) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    Ok(RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()?)
 }
 
 fn parse(sql: &str) -> Result<Vec<Statement>> {

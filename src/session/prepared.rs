@@ -36,7 +36,7 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions};
 use parking_lot::Mutex;
 
-use super::{Param, Tenant, bind_params, check_dml};
+use super::{ClientLimits, NO_COPY, Param, Tenant, bind_params, check_dml, client_runtime};
 use crate::error::{Error, Result};
 use crate::query::index_ddl::index_command;
 use crate::query::vector::{VectorSearchExec, VectorSimilarTable};
@@ -174,7 +174,76 @@ fn vector_table(node: &LogicalPlan) -> Option<&VectorSimilarTable> {
         .downcast_ref::<VectorSimilarTable>()
 }
 
+impl Tenant {
+    /// Prepares a statement of a remote client: as [`Tenant::prepare`], and refusing
+    /// `COPY`, which would write the server's files.
+    pub async fn client_prepare(&self, sql: &str) -> Result<PreparedStatement> {
+        let prepared = self.prepare(sql).await?;
+        if let Form::Planned(p) = &prepared.form {
+            let mut copy = false;
+            p.plan.apply(|node| {
+                copy |= matches!(node, LogicalPlan::Copy(_));
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+            if copy {
+                return Err(Error::invalid(NO_COPY));
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Runs a client's prepared statement under its limits (see [`ClientLimits`]).
+    pub async fn client_execute(
+        &self,
+        prepared: &PreparedStatement,
+        params: &[Param],
+        limits: &ClientLimits,
+    ) -> Result<SendableRecordBatchStream> {
+        if prepared.tenant.id() != self.id() {
+            return Err(Error::invalid(
+                "this prepared statement belongs to another tenant",
+            ));
+        }
+        match &prepared.form {
+            Form::Planned(p) => {
+                let physical = p.physical(params).await?;
+                let task = TaskContext::new(
+                    None,
+                    p.task.session_id(),
+                    p.task.session_config().clone(),
+                    p.task.scalar_functions().clone(),
+                    p.task.higher_order_functions().clone(),
+                    p.task.aggregate_functions().clone(),
+                    p.task.window_functions().clone(),
+                    client_runtime(limits)?,
+                );
+                Ok(execute_stream(physical, Arc::new(task))?)
+            }
+            Form::Reparsed(statement) => {
+                let mut statement = statement.clone();
+                bind_params(&mut statement, params)?;
+                match self.client_plan(statement, limits).await? {
+                    Some(frame) => Ok(frame.execute_stream().await?),
+                    None => Err(Error::invalid("index commands cannot be prepared")),
+                }
+            }
+        }
+    }
+}
+
 impl PreparedStatement {
+    /// The schema of the result for these values, without running the statement (None
+    /// when the statement is planned per call).
+    pub fn result_schema(&self, params: &[Param]) -> Result<Option<SchemaRef>> {
+        match &self.form {
+            Form::Planned(p) => {
+                p.check_count(params)?;
+                Ok(Some(Arc::clone(p.bind(params)?.schema().inner())))
+            }
+            Form::Reparsed(_) => Ok(None),
+        }
+    }
+
     /// True when the statement was planned once at prepare time; false when it is
     /// planned on every call (see the module documentation).
     pub fn is_planned(&self) -> bool {
@@ -249,7 +318,7 @@ impl PreparedStatement {
 }
 
 impl Planned {
-    async fn physical(&self, params: &[Param]) -> Result<Arc<dyn ExecutionPlan>> {
+    fn check_count(&self, params: &[Param]) -> Result<()> {
         if params.len() < self.count {
             return Err(Error::invalid(format!(
                 "the statement has {} parameter{}, {} given",
@@ -258,6 +327,11 @@ impl Planned {
                 params.len()
             )));
         }
+        Ok(())
+    }
+
+    async fn physical(&self, params: &[Param]) -> Result<Arc<dyn ExecutionPlan>> {
+        self.check_count(params)?;
         let cached = self.physical.lock().clone();
         if let Some(plan) = cached {
             return rebind_vectors(plan, params);
