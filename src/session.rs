@@ -266,16 +266,6 @@ impl Tenant {
         Ok(frame.collect().await?)
     }
 
-    /// Plans a statement (no index command) and streams its result.
-    async fn run_stream(&self, statement: Statement) -> Result<SendableRecordBatchStream> {
-        let state = self.inner.ctx.state();
-        let plan = state.statement_to_plan(statement).await?;
-        SQLOptions::new().with_allow_ddl(false).verify_plan(&plan)?;
-        check_dml(&plan)?;
-        let frame = self.inner.ctx.execute_logical_plan(plan).await?;
-        Ok(frame.execute_stream().await?)
-    }
-
     /// Parses exactly one statement and binds its parameters (none given: placeholders
     /// stay, so that a prepared statement can be planned before they are bound).
     fn one_statement(sql: &str, params: &[Param]) -> Result<Statement> {

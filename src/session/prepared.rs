@@ -24,6 +24,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::Result as DfResult;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::{DefaultTableSource, provider_as_source};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
@@ -89,27 +90,43 @@ impl Tenant {
             ));
         }
         let state = self.inner.ctx.state();
-        let form = match plan_with_placeholders(&state, statement.clone()).await {
-            Ok(planned) => Form::Planned(Box::new(planned)),
-            // Without placeholders, a statement that does not plan now never will.
-            Err(e) if !has_placeholders(&statement) => return Err(e),
-            Err(_) => Form::Reparsed(statement),
+        // A planning error may come from a placeholder where a constant is required:
+        // such a statement is planned per call. Without placeholders, a statement that
+        // does not plan now never will.
+        let placeholders = has_placeholders(&statement);
+        let plan = match state.statement_to_plan(statement.clone()).await {
+            Ok(plan) => plan,
+            Err(e) if !placeholders => return Err(e.into()),
+            Err(_) => return Ok(self.reparsed(statement)),
+        };
+        // What the session refuses is refused now, placeholders or not.
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)?;
+        check_dml(&plan)?;
+        let planned = match plan_once(&state, &plan) {
+            Ok(planned) => planned,
+            Err(e) if !placeholders => return Err(e),
+            Err(_) => return Ok(self.reparsed(statement)),
         };
         Ok(PreparedStatement {
             tenant: self.clone(),
-            form,
+            form: Form::Planned(Box::new(planned)),
         })
+    }
+
+    fn reparsed(&self, statement: Statement) -> PreparedStatement {
+        PreparedStatement {
+            tenant: self.clone(),
+            form: Form::Reparsed(statement),
+        }
     }
 }
 
-async fn plan_with_placeholders(state: &SessionState, statement: Statement) -> Result<Planned> {
-    let plan = state.statement_to_plan(statement).await?;
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_statements(false)
-        .verify_plan(&plan)?;
-    check_dml(&plan)?;
-    let plan = state.optimize(&plan)?;
+/// Optimizes a plan with its placeholders and records what binding it needs.
+fn plan_once(state: &SessionState, plan: &LogicalPlan) -> Result<Planned> {
+    let plan = state.optimize(plan)?;
     let types = plan.get_parameter_types()?;
     let mut vectors = Vec::new();
     plan.apply_with_subqueries(|node| {
@@ -276,11 +293,11 @@ impl PreparedStatement {
                 let physical = p.physical(params).await?;
                 Ok(collect(physical, Arc::clone(&p.task)).await?)
             }
-            Form::Reparsed(statement) => {
-                let mut statement = statement.clone();
-                bind_params(&mut statement, params)?;
-                self.tenant.run(statement).await
-            }
+            Form::Reparsed(statement) => Ok(self
+                .reparsed_frame(statement, params)
+                .await?
+                .collect()
+                .await?),
         }
     }
 
@@ -291,11 +308,11 @@ impl PreparedStatement {
                 let physical = p.physical(params).await?;
                 Ok(execute_stream(physical, Arc::clone(&p.task))?)
             }
-            Form::Reparsed(statement) => {
-                let mut statement = statement.clone();
-                bind_params(&mut statement, params)?;
-                self.tenant.run_stream(statement).await
-            }
+            Form::Reparsed(statement) => Ok(self
+                .reparsed_frame(statement, params)
+                .await?
+                .execute_stream()
+                .await?),
         }
     }
 }
@@ -306,14 +323,30 @@ impl PreparedStatement {
         let physical = match &self.form {
             Form::Planned(p) => p.physical(params).await?,
             Form::Reparsed(statement) => {
-                let mut statement = statement.clone();
-                bind_params(&mut statement, params)?;
-                let state = self.tenant.inner.ctx.state();
-                let plan = state.statement_to_plan(statement).await?;
-                state.create_physical_plan(&plan).await?
+                self.reparsed_frame(statement, params)
+                    .await?
+                    .create_physical_plan()
+                    .await?
             }
         };
         Ok(displayable(physical.as_ref()).indent(false).to_string())
+    }
+}
+
+impl PreparedStatement {
+    /// A statement planned per call, with its values in place, under the same refusals
+    /// as at prepare time.
+    async fn reparsed_frame(&self, statement: &Statement, params: &[Param]) -> Result<DataFrame> {
+        let mut statement = statement.clone();
+        bind_params(&mut statement, params)?;
+        let state = self.tenant.inner.ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)?;
+        check_dml(&plan)?;
+        Ok(DataFrame::new(state, plan))
     }
 }
 

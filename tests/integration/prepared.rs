@@ -235,4 +235,15 @@ async fn a_statement_that_needs_its_values_to_plan_is_planned_per_call() {
             .is_err()
     );
     assert!(t.prepare("CREATE TABLE x (a INT)").await.is_err());
+    // What the session refuses is refused, at prepare or (planned per call) at execute.
+    let refused = t
+        .prepare("DELETE FROM entities WHERE id IN (SELECT src FROM edges WHERE dst = $1)")
+        .await;
+    assert!(refused.is_err());
+    let set = t
+        .prepare("SET datafusion.execution.batch_size = $1")
+        .await
+        .unwrap();
+    assert!(set.execute(&[Param::Int(7)]).await.is_err());
+    assert_eq!(rows(&t, "SELECT count(*) FROM entities").await, ["2"]);
 }
