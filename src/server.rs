@@ -961,10 +961,17 @@ impl FlightSqlService for RemFlightSql {
             Err(e) => return Err(status(e)),
         };
         // Queries are planned once here; writes run from their text per parameter row.
+        // A query that does not prepare runs from its text too, which reports its error.
         let statement = if Tenant::writes_data(&query.query).unwrap_or(true) {
             None
         } else {
-            tenant.client_prepare(&query.query).await.ok().map(Arc::new)
+            match tenant.client_prepare(&query.query).await {
+                Ok(statement) => Some(Arc::new(statement)),
+                Err(e) => {
+                    tracing::debug!(tenant = %tenant.id(), "prepare failed, planned per call: {e}");
+                    None
+                }
+            }
         };
         let handle = random_id();
         {
@@ -1042,8 +1049,9 @@ impl FlightSqlService for RemFlightSql {
         if let Some(statement) = &p.statement
             && p.params.len() <= 1
         {
+            // Values not bound yet (or not fitting): the planning path reports it.
             let first = p.params.first().cloned().unwrap_or_default();
-            if let Some(schema) = statement.result_schema(&first).map_err(status)? {
+            if let Ok(Some(schema)) = statement.result_schema(&first) {
                 return flight_info(&schema, ticket, request.into_inner());
             }
         }

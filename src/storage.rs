@@ -1444,6 +1444,10 @@ impl RowCursor {
             return Ok(0);
         }
         let cf = self.store.cf()?;
+        // Counting needs no rows.
+        if let Source::Walk(walk) = &mut self.source {
+            walk.with_rows = false;
+        }
         let n = self
             .source
             .next_entries(&self.store, &cf, n.min(self.remaining))?

@@ -570,9 +570,12 @@ pub struct VectorSearchExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// A row found by a search: its row id, its distance, the row.
+type Hit = (u64, f32, Row);
+
 /// Rows found so far, nearest first, and what was done to find them.
 struct Found {
-    rows: Vec<(u64, f32, Row)>,
+    rows: Vec<Hit>,
     seen: std::collections::HashSet<u64>,
     /// Set when a hit scored under `min_score`: no farther hit can qualify.
     below_min: bool,
@@ -582,6 +585,12 @@ impl VectorSearchExec {
     /// The placeholder (`$1`) of a prepared statement the query vector was bound from.
     pub fn parameter(&self) -> Option<&str> {
         self.param.as_deref()
+    }
+
+    /// True when the search takes its candidates from an index (a plan made before the
+    /// index was dropped or another created would be stale).
+    pub fn uses_index(&self) -> bool {
+        !matches!(self.candidates, AccessPath::FullScan)
     }
 
     /// The same search for another query vector (checked when the search runs), with
@@ -607,7 +616,13 @@ impl VectorSearchExec {
 
     /// Reads the rows of `hits` (nearest first) not seen yet, keeps those that pass the
     /// residual and `min_score`, until k are found.
-    fn collect(&self, hits: &[(u64, f32)], found: &mut Found, checked: &Count) -> DfResult<()> {
+    fn collect(
+        &self,
+        hits: &[(u64, f32)],
+        metric: Metric,
+        found: &mut Found,
+        checked: &Count,
+    ) -> DfResult<()> {
         let fresh: Vec<(u64, f32)> = hits
             .iter()
             .filter(|(id, _)| !found.seen.contains(id))
@@ -623,7 +638,7 @@ impl VectorSearchExec {
             let mut part = part.to_vec();
             if let Some(cut) = part
                 .iter()
-                .position(|(_, d)| self.min_score.is_some_and(|m| self.metric.score(*d) < m))
+                .position(|(_, d)| self.min_score.is_some_and(|m| metric.score(*d) < m))
             {
                 part.truncate(cut);
                 found.below_min = true;
@@ -671,7 +686,9 @@ impl VectorSearchExec {
         Ok(())
     }
 
-    fn search(&self, partition: usize) -> DfResult<Vec<(u64, f32, Row)>> {
+    /// The rows found, nearest first, and the metric of the index that found them (the
+    /// index's own: a plan may outlive a change of the tenant's options).
+    fn search(&self, partition: usize) -> DfResult<(Vec<Hit>, Metric)> {
         let metric =
             |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
         let (candidates_seen, distances, checked, widenings) = (
@@ -686,8 +703,9 @@ impl VectorSearchExec {
             below_min: false,
         };
         let Some(index) = self.store.vector_index().map_err(external)? else {
-            return Ok(vec![]);
+            return Ok((vec![], self.metric));
         };
+        let index_metric = index.options().metric;
         index
             .options()
             .check("the query vector", &self.query)
@@ -723,8 +741,8 @@ impl VectorSearchExec {
             let mut scored = index.exact_distances(&self.query, &ids).map_err(external)?;
             distances.add(scored.len());
             scored.sort_by(|a, b| a.1.total_cmp(&b.1));
-            self.collect(&scored, &mut found, &checked)?;
-            return Ok(found.rows);
+            self.collect(&scored, index_metric, &mut found, &checked)?;
+            return Ok((found.rows, index_metric));
         }
         let bits = candidates.as_deref().map(RowBits::new);
         let visited = std::sync::atomic::AtomicUsize::new(0);
@@ -760,7 +778,7 @@ impl VectorSearchExec {
                 }
                 _ => hits,
             };
-            self.collect(&hits, &mut found, &checked)?;
+            self.collect(&hits, index_metric, &mut found, &checked)?;
             if found.rows.len() >= self.k || found.below_min || exhausted {
                 break;
             }
@@ -770,11 +788,11 @@ impl VectorSearchExec {
         metric("graph_filter_checks").add(visited.into_inner());
         // A wider search can find a nearer row than an earlier round did.
         found.rows.sort_by(|a, b| a.1.total_cmp(&b.1));
-        Ok(found.rows)
+        Ok((found.rows, index_metric))
     }
 
     fn run(&self, partition: usize) -> DfResult<RecordBatch> {
-        let found = self.search(partition)?;
+        let (found, metric) = self.search(partition)?;
         let table_columns = table_schema(Table::Resources).fields().len();
         let distances: Vec<f32> = found.iter().map(|(_, d, _)| *d).collect();
         let row_values: Vec<Row> = found.into_iter().map(|(_, _, r)| r).collect();
@@ -794,7 +812,7 @@ impl VectorSearchExec {
                 base_pos += 1;
             } else if *c == table_columns {
                 columns.push(Arc::new(Float32Array::from_iter_values(
-                    distances.iter().map(|d| self.metric.score(*d)),
+                    distances.iter().map(|d| metric.score(*d)),
                 )) as _);
             } else {
                 columns.push(Arc::new(Float32Array::from(distances.clone())) as _);

@@ -29,7 +29,7 @@ use datafusion::datasource::{DefaultTableSource, provider_as_source};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::optimizer::OptimizerRule;
 use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable, execute_stream};
@@ -41,6 +41,7 @@ use super::{ClientLimits, NO_COPY, Param, Tenant, bind_params, check_dml, client
 use crate::error::{Error, Result};
 use crate::query::index_ddl::index_command;
 use crate::query::vector::{VectorSearchExec, VectorSimilarTable};
+use crate::storage::{IndexDef, TenantStore};
 
 /// A statement of one tenant, planned once; see the module documentation.
 pub struct PreparedStatement {
@@ -65,9 +66,13 @@ struct Planned {
     /// Parameters the statement needs: the highest `$n` it names.
     count: usize,
     /// When every parameter is a query vector of `vector_similar`, the physical plan of
-    /// the first call, reused with the vectors swapped (see [`reusable`]).
-    physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
+    /// the first call, reused with the vectors swapped (see [`reusable`]), with the
+    /// tenant's list of declared indexes it was made under.
+    physical: Mutex<Option<CachedPlan>>,
 }
+
+/// A reusable physical plan and the declared indexes it was made under.
+type CachedPlan = (Arc<dyn ExecutionPlan>, Arc<Vec<IndexDef>>);
 
 impl std::fmt::Debug for PreparedStatement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,7 +86,7 @@ impl std::fmt::Debug for PreparedStatement {
 impl Tenant {
     /// Prepares one SQL statement with `$1`, `$2`, ... placeholders, to be run by
     /// [`PreparedStatement::execute`] with a value for each. Index commands cannot be
-    /// prepared; DDL and session statements are refused as in [`Tenant::sql`].
+    /// prepared; DDL and session statements (`SET`) are refused.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedStatement> {
         let statement = Self::one_statement(sql, &[])?;
         if index_command(&statement)?.is_some() {
@@ -105,6 +110,11 @@ impl Tenant {
             .with_allow_statements(false)
             .verify_plan(&plan)?;
         check_dml(&plan)?;
+        // `now()` and the like are folded into constants by the optimizer: planned once,
+        // they would keep the time of `prepare`.
+        if calls_stable_functions(&plan)? {
+            return Ok(self.reparsed(statement));
+        }
         let planned = match plan_once(&state, &plan) {
             Ok(planned) => planned,
             Err(e) if !placeholders => return Err(e),
@@ -122,6 +132,26 @@ impl Tenant {
             form: Form::Reparsed(statement),
         }
     }
+}
+
+/// True when the plan calls a function whose value is fixed per query, not forever
+/// (`now()`, `current_date`, ...).
+fn calls_stable_functions(plan: &LogicalPlan) -> Result<bool> {
+    let mut found = false;
+    plan.apply_with_subqueries(|node| {
+        for expr in node.expressions() {
+            found |= expr.exists(|e| {
+                Ok(matches!(e, Expr::ScalarFunction(f)
+                    if f.func.signature().volatility == Volatility::Stable))
+            })?;
+        }
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    Ok(found)
 }
 
 /// Optimizes a plan with its placeholders and records what binding it needs.
@@ -216,14 +246,15 @@ impl Tenant {
         params: &[Param],
         limits: &ClientLimits,
     ) -> Result<SendableRecordBatchStream> {
-        if prepared.tenant.id() != self.id() {
+        if !Arc::ptr_eq(&prepared.tenant.inner, &self.inner) {
             return Err(Error::invalid(
-                "this prepared statement belongs to another tenant",
+                "this prepared statement was made in another session (another tenant, or \
+                 the tenant was dropped and created again): prepare it again",
             ));
         }
         match &prepared.form {
             Form::Planned(p) => {
-                let physical = p.physical(params).await?;
+                let physical = p.physical(&self.inner.store, params).await?;
                 let task = TaskContext::new(
                     None,
                     p.task.session_id(),
@@ -290,7 +321,7 @@ impl PreparedStatement {
     pub async fn execute(&self, params: &[Param]) -> Result<Vec<RecordBatch>> {
         match &self.form {
             Form::Planned(p) => {
-                let physical = p.physical(params).await?;
+                let physical = p.physical(&self.tenant.inner.store, params).await?;
                 Ok(collect(physical, Arc::clone(&p.task)).await?)
             }
             Form::Reparsed(statement) => Ok(self
@@ -305,7 +336,7 @@ impl PreparedStatement {
     pub async fn execute_stream(&self, params: &[Param]) -> Result<SendableRecordBatchStream> {
         match &self.form {
             Form::Planned(p) => {
-                let physical = p.physical(params).await?;
+                let physical = p.physical(&self.tenant.inner.store, params).await?;
                 Ok(execute_stream(physical, Arc::clone(&p.task))?)
             }
             Form::Reparsed(statement) => Ok(self
@@ -321,7 +352,7 @@ impl PreparedStatement {
     /// The physical plan these values would run with, as `EXPLAIN` shows it.
     pub async fn explain(&self, params: &[Param]) -> Result<String> {
         let physical = match &self.form {
-            Form::Planned(p) => p.physical(params).await?,
+            Form::Planned(p) => p.physical(&self.tenant.inner.store, params).await?,
             Form::Reparsed(statement) => {
                 self.reparsed_frame(statement, params)
                     .await?
@@ -363,10 +394,18 @@ impl Planned {
         Ok(())
     }
 
-    async fn physical(&self, params: &[Param]) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn physical(
+        &self,
+        store: &TenantStore,
+        params: &[Param],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         self.check_count(params)?;
+        // A plan made before an index was created or dropped is made again.
+        let indexes = store.user_indexes()?;
         let cached = self.physical.lock().clone();
-        if let Some(plan) = cached {
+        if let Some((plan, made_under)) = cached
+            && Arc::ptr_eq(&made_under, &indexes)
+        {
             return rebind_vectors(plan, params);
         }
         let plan = self.bind(params)?;
@@ -376,7 +415,7 @@ impl Planned {
             .create_physical_plan(&plan, &self.state)
             .await?;
         if self.types.is_empty() && !self.vectors.is_empty() && reusable(&physical) {
-            *self.physical.lock() = Some(Arc::clone(&physical));
+            *self.physical.lock() = Some((Arc::clone(&physical), indexes));
         }
         Ok(physical)
     }
@@ -397,9 +436,7 @@ impl Planned {
                 let id = format!("${}", i + 1);
                 let value = param_value(param, &id)?;
                 match self.types.get(&id) {
-                    Some(Some(t)) if value.data_type() != *t => value.cast_to(t).map_err(|e| {
-                        Error::invalid(format!("parameter {id}: {param:?} is not a {t}: {e}"))
-                    }),
+                    Some(Some(t)) if value.data_type() != *t => cast_param(&value, t, &id),
                     _ => Ok(value),
                 }
             })
@@ -413,6 +450,21 @@ impl Planned {
             .transform_up_with_subqueries(|node| simplify.rewrite(node, &self.state))
             .data()?)
     }
+}
+
+/// A value cast to its placeholder's type; a number that would change (1.5 as an
+/// integer) is refused, as comparing the value itself would not match.
+fn cast_param(value: &ScalarValue, t: &DataType, id: &str) -> Result<ScalarValue> {
+    let cast = value
+        .cast_to(t)
+        .map_err(|e| Error::invalid(format!("parameter {id}: {value} is not a {t}: {e}")))?;
+    let from = value.data_type();
+    if from.is_numeric() && t.is_numeric() && cast.cast_to(&from).ok().as_ref() != Some(value) {
+        return Err(Error::invalid(format!(
+            "parameter {id}: {value} does not fit {t} without changing"
+        )));
+    }
+    Ok(cast)
 }
 
 /// Binds the query vectors of the plan's `vector_similar` tables.

@@ -123,6 +123,33 @@ async fn a_prepared_filter_uses_a_json_index() {
     }
     let plan = prepared.explain(&[Param::Text("en".into())]).await.unwrap();
     assert!(plan.contains("idx_lang"), "{plan}");
+    // A number that would change as the column's type is refused, not rounded.
+    let chunk = t
+        .prepare("SELECT id FROM resources WHERE chunk_index = $1")
+        .await
+        .unwrap();
+    let err = chunk
+        .execute(&[Param::Float(1.5)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("without changing"), "{err}");
+    assert_eq!(
+        chunk
+            .execute(&[Param::Float(0.0)])
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        500
+    );
+    // `now()` is evaluated per call, so such a statement is planned per call.
+    let recent = t
+        .prepare("SELECT count(*) FROM resources WHERE created_at <= now() AND uri = $1")
+        .await
+        .unwrap();
+    assert!(!recent.is_planned());
     // A prepared DELETE with a key.
     let delete = t
         .prepare("DELETE FROM resources WHERE id = $1")
@@ -189,6 +216,31 @@ async fn a_prepared_vector_search_binds_its_query_vector() {
             .await
             .unwrap()
     );
+    // A reused plan whose candidates come from an index is made again once the index
+    // is dropped.
+    t.sql(
+        "UPDATE resources SET metadata = '{\"odd\": \"yes\"}' WHERE id IN ('r001', 'r003', 'r005')",
+    )
+    .await
+    .unwrap();
+    t.create_index(
+        "idx_odd",
+        Table::Resources,
+        "metadata",
+        &["odd"],
+        IndexKind::Value,
+    )
+    .unwrap();
+    let odd = t
+        .prepare("SELECT id FROM vector_similar('resources', $1, 2) WHERE metadata->>'odd' = 'yes' ORDER BY id")
+        .await
+        .unwrap();
+    let q = [Param::Vector(vectors[3].clone())];
+    let first = render(&odd.execute(&q).await.unwrap());
+    assert!(odd.reuses_physical_plan());
+    t.drop_index("idx_odd").unwrap();
+    assert_eq!(render(&odd.execute(&q).await.unwrap()), first);
+    assert_eq!(first.len(), 2);
     // With a filter in the search and a second parameter.
     let filtered = t
         .prepare("SELECT id FROM vector_similar('resources', $1, 3) WHERE content = $2")
