@@ -42,12 +42,7 @@ fn sql_search(rt: &tokio::runtime::Runtime, tenant: &Tenant, query: &[f32], ef: 
     let batches = rt
         .block_on(tenant.sql_with_params(&sql, &[Param::Vector(query.to_vec())]))
         .expect("vector_similar");
-    let mut out = Vec::with_capacity(K);
-    for batch in batches {
-        let ids = datafusion::arrow::array::AsArray::as_string::<i32>(batch.column(0));
-        out.extend(ids.iter().flatten().map(data_index));
-    }
-    out
+    found_ids(&batches)
 }
 
 /// The same statement, prepared once per ef: binding the vector skips parsing and the
@@ -60,6 +55,11 @@ fn prepared_search(
     let batches = rt
         .block_on(prepared.execute(&[Param::Vector(query.to_vec())]))
         .expect("prepared vector_similar");
+    found_ids(&batches)
+}
+
+/// The data indexes of the ids in the first column of a search's result.
+fn found_ids(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<u64> {
     let mut out = Vec::with_capacity(K);
     for batch in batches {
         let ids = datafusion::arrow::array::AsArray::as_string::<i32>(batch.column(0));

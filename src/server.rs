@@ -953,13 +953,6 @@ impl FlightSqlService for RemFlightSql {
         if query.transaction_id.is_some() {
             return Err(Status::invalid_argument("transactions are not supported"));
         }
-        // The result schema when it does not depend on the parameters (a vector parameter
-        // of vector_similar must be bound before the statement can be planned).
-        let dataset_schema = match tenant.client_schema(&query.query, &[], &self.limits).await {
-            Ok(schema) => schema_info(&schema)?,
-            Err(Error::InvalidArgument(_)) | Err(Error::Query(_)) => vec![],
-            Err(e) => return Err(status(e)),
-        };
         // Queries are planned once here; writes run from their text per parameter row.
         // A query that does not prepare runs from its text too, which reports its error.
         let statement = if Tenant::writes_data(&query.query).unwrap_or(true) {
@@ -972,6 +965,17 @@ impl FlightSqlService for RemFlightSql {
                     None
                 }
             }
+        };
+        // The result schema when it does not depend on the parameters (a vector parameter
+        // of vector_similar must be bound before the statement can be planned).
+        let schema = match statement.as_ref().and_then(|s| s.schema()) {
+            Some(schema) => Ok(schema),
+            None => tenant.client_schema(&query.query, &[], &self.limits).await,
+        };
+        let dataset_schema = match schema {
+            Ok(schema) => schema_info(&schema)?,
+            Err(Error::InvalidArgument(_)) | Err(Error::Query(_)) => vec![],
+            Err(e) => return Err(status(e)),
         };
         let handle = random_id();
         {

@@ -304,19 +304,8 @@ impl Tenant {
             .with_runtime_env(client_runtime(limits)?)
             .build();
         let plan = state.statement_to_plan(statement).await?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)?;
-        let mut copy = false;
-        plan.apply(|node| {
-            copy |= matches!(node, LogicalPlan::Copy(_));
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        if copy {
-            return Err(Error::invalid(NO_COPY));
-        }
-        check_dml(&plan)?;
+        check_fixed_session(&plan)?;
+        refuse_copy(&plan)?;
         Ok(Some(DataFrame::new(state, plan)))
     }
 
@@ -846,6 +835,33 @@ fn parse(sql: &str) -> Result<Vec<Statement>> {
     let sql = crate::query::verbs::rewrite(sql)?;
     let statements = DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {})?;
     Ok(statements.into_iter().collect())
+}
+
+/// Refuses what a prepared or remote statement may not do: DDL, session statements
+/// (`SET`), and DML the tables cannot run (see [`check_dml`]).
+fn check_fixed_session(plan: &LogicalPlan) -> Result<()> {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_statements(false)
+        .verify_plan(plan)?;
+    check_dml(plan)
+}
+
+/// Refuses `COPY` anywhere in a remote client's plan: it would write the server's files.
+fn refuse_copy(plan: &LogicalPlan) -> Result<()> {
+    let mut copy = false;
+    plan.apply(|node| {
+        copy |= matches!(node, LogicalPlan::Copy(_));
+        Ok(if copy {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    if copy {
+        return Err(Error::invalid(NO_COPY));
+    }
+    Ok(())
 }
 
 /// DataFusion hands a table's `delete_from`/`update` only the filters on that table: a

@@ -1394,11 +1394,14 @@ impl RowCursor {
                         .filter(|(_, row)| row.is_none())
                         .map(|(id, _)| keys::row_key(self.table, *id))
                         .collect();
-                    let mut values = self
-                        .store
-                        .db
-                        .batched_multi_get_cf(&cf, row_keys.iter(), false)
-                        .into_iter();
+                    let mut values = if row_keys.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.store
+                            .db
+                            .batched_multi_get_cf(&cf, row_keys.iter(), false)
+                    }
+                    .into_iter();
                     for (id, row) in chunk {
                         if let Some(bytes) = row {
                             out.push((id, Row::decode(self.table, &bytes)?));

@@ -317,7 +317,7 @@ fn similar_schema() -> SchemaRef {
 }
 
 /// The rows of one `vector_similar(...)` call.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VectorSimilarTable {
     store: TenantStore,
     query: Vec<f32>,
@@ -340,14 +340,10 @@ impl VectorSimilarTable {
     /// The same call with its query vector bound, checked like a literal one.
     pub fn bind(&self, query: Vec<f32>) -> DfResult<VectorSimilarTable> {
         let table = VectorSimilarTable {
-            store: self.store.clone(),
             query,
             param: None,
             bound_from: self.param.clone(),
-            k: self.k,
-            min_score: self.min_score,
-            ef: self.ef,
-            schema: Arc::clone(&self.schema),
+            ..self.clone()
         };
         table.check_query()?;
         Ok(table)
@@ -549,7 +545,7 @@ impl RowBits {
 
 /// Runs one (filtered) vector search and returns the rows it finds with their score and
 /// distance, nearest first.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VectorSearchExec {
     store: TenantStore,
     query: Vec<f32>,
@@ -587,30 +583,13 @@ impl VectorSearchExec {
         self.param.as_deref()
     }
 
-    /// True when the search takes its candidates from an index (a plan made before the
-    /// index was dropped or another created would be stale).
-    pub fn uses_index(&self) -> bool {
-        !matches!(self.candidates, AccessPath::FullScan)
-    }
-
     /// The same search for another query vector (checked when the search runs), with
     /// fresh metrics: how a prepared statement reuses its physical plan.
     pub fn with_query(&self, query: Vec<f32>) -> VectorSearchExec {
         VectorSearchExec {
-            store: self.store.clone(),
             query,
-            param: self.param.clone(),
-            k: self.k,
-            min_score: self.min_score,
-            ef: self.ef,
-            metric: self.metric,
-            candidates: self.candidates.clone(),
-            residual: self.residual.clone(),
-            residual_columns: self.residual_columns.clone(),
-            projection: self.projection.clone(),
-            schema: Arc::clone(&self.schema),
-            properties: Arc::clone(&self.properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            ..self.clone()
         }
     }
 

@@ -26,7 +26,6 @@ use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::{DefaultTableSource, provider_as_source};
-use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
@@ -37,7 +36,9 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions};
 use parking_lot::Mutex;
 
-use super::{ClientLimits, NO_COPY, Param, Tenant, bind_params, check_dml, client_runtime};
+use super::{
+    ClientLimits, Param, Tenant, bind_params, check_fixed_session, client_runtime, refuse_copy,
+};
 use crate::error::{Error, Result};
 use crate::query::index_ddl::index_command;
 use crate::query::vector::{VectorSearchExec, VectorSimilarTable};
@@ -105,11 +106,7 @@ impl Tenant {
             Err(_) => return Ok(self.reparsed(statement)),
         };
         // What the session refuses is refused now, placeholders or not.
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)?;
-        check_dml(&plan)?;
+        check_fixed_session(&plan)?;
         // `now()` and the like are folded into constants by the optimizer: planned once,
         // they would keep the time of `prepare`.
         if calls_stable_functions(&plan)? {
@@ -226,15 +223,9 @@ impl Tenant {
     /// `COPY`, which would write the server's files.
     pub async fn client_prepare(&self, sql: &str) -> Result<PreparedStatement> {
         let prepared = self.prepare(sql).await?;
+        // One planned per call is checked when it is planned (`client_plan`).
         if let Form::Planned(p) = &prepared.form {
-            let mut copy = false;
-            p.plan.apply(|node| {
-                copy |= matches!(node, LogicalPlan::Copy(_));
-                Ok(TreeNodeRecursion::Continue)
-            })?;
-            if copy {
-                return Err(Error::invalid(NO_COPY));
-            }
+            refuse_copy(&p.plan)?;
         }
         Ok(prepared)
     }
@@ -255,16 +246,7 @@ impl Tenant {
         match &prepared.form {
             Form::Planned(p) => {
                 let physical = p.physical(&self.inner.store, params).await?;
-                let task = TaskContext::new(
-                    None,
-                    p.task.session_id(),
-                    p.task.session_config().clone(),
-                    p.task.scalar_functions().clone(),
-                    p.task.higher_order_functions().clone(),
-                    p.task.aggregate_functions().clone(),
-                    p.task.window_functions().clone(),
-                    client_runtime(limits)?,
-                );
+                let task = TaskContext::from(&p.state).with_runtime(client_runtime(limits)?);
                 Ok(execute_stream(physical, Arc::new(task))?)
             }
             Form::Reparsed(statement) => {
@@ -346,9 +328,7 @@ impl PreparedStatement {
                 .await?),
         }
     }
-}
 
-impl PreparedStatement {
     /// The physical plan these values would run with, as `EXPLAIN` shows it.
     pub async fn explain(&self, params: &[Param]) -> Result<String> {
         let physical = match &self.form {
@@ -362,9 +342,7 @@ impl PreparedStatement {
         };
         Ok(displayable(physical.as_ref()).indent(false).to_string())
     }
-}
 
-impl PreparedStatement {
     /// A statement planned per call, with its values in place, under the same refusals
     /// as at prepare time.
     async fn reparsed_frame(&self, statement: &Statement, params: &[Param]) -> Result<DataFrame> {
@@ -372,11 +350,7 @@ impl PreparedStatement {
         bind_params(&mut statement, params)?;
         let state = self.tenant.inner.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)?;
-        check_dml(&plan)?;
+        check_fixed_session(&plan)?;
         Ok(DataFrame::new(state, plan))
     }
 }
@@ -471,13 +445,13 @@ fn cast_param(value: &ScalarValue, t: &DataType, id: &str) -> Result<ScalarValue
 fn bind_vectors(plan: LogicalPlan, params: &[Param]) -> Result<LogicalPlan> {
     let bound = plan
         .transform_up_with_subqueries(|node| {
-            let Some(id) = vector_table(&node).and_then(|t| t.parameter()) else {
-                return Ok(Transformed::no(node));
+            let bound = match vector_table(&node) {
+                Some(table) => match table.parameter() {
+                    Some(id) => table.bind(vector_param(params, id)?)?,
+                    None => return Ok(Transformed::no(node)),
+                },
+                None => return Ok(Transformed::no(node)),
             };
-            let table = vector_table(&node).ok_or_else(|| {
-                datafusion::error::DataFusionError::Internal("vector table vanished".into())
-            })?;
-            let bound = table.bind(vector_param(params, id)?)?;
             let LogicalPlan::TableScan(mut scan) = node else {
                 return Ok(Transformed::no(node));
             };

@@ -283,55 +283,31 @@ async fn parameters_writes_ingest_and_metadata() {
         )
         .await
         .unwrap();
-    let vector = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(vec![
-        Some(0.0),
-        Some(0.1),
-        Some(0.9),
-    ])]);
-    let params = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new(
-            "0",
-            vector.data_type().clone(),
-            false,
-        )])),
-        vec![Arc::new(vector) as ArrayRef],
-    )
-    .unwrap();
-    search.set_parameters(params).unwrap();
-    let info = search.execute().await.unwrap();
-    let batches: Vec<RecordBatch> = acme
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
+    // Run twice with different vectors: the statement planned once answers for each.
+    for (vector, nearest) in [([0.0, 0.1, 0.9], "r2"), ([0.9, 0.2, 0.0], "r0")] {
+        let vector = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(
+            vector.into_iter().map(Some).collect::<Vec<_>>(),
+        )]);
+        let params = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "0",
+                vector.data_type().clone(),
+                false,
+            )])),
+            vec![Arc::new(vector) as ArrayRef],
+        )
         .unwrap();
-    assert_eq!(strings(&batches, 0), ["r2"]);
-    // Run again with another vector: the statement planned once answers for it.
-    let vector = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(vec![
-        Some(0.9),
-        Some(0.2),
-        Some(0.0),
-    ])]);
-    let params = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new(
-            "0",
-            vector.data_type().clone(),
-            false,
-        )])),
-        vec![Arc::new(vector) as ArrayRef],
-    )
-    .unwrap();
-    search.set_parameters(params).unwrap();
-    let info = search.execute().await.unwrap();
-    let batches: Vec<RecordBatch> = acme
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(strings(&batches, 0), ["r0"]);
+        search.set_parameters(params).unwrap();
+        let info = search.execute().await.unwrap();
+        let batches: Vec<RecordBatch> = acme
+            .do_get(info.endpoint[0].ticket.clone().unwrap())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(strings(&batches, 0), [nearest]);
+    }
 
     // A prepared update with many rows of parameters: every row is written.
     let mut insert = acme
