@@ -1,11 +1,11 @@
 //! W-ENT (../shared/BENCHMARKS.md): predicate queries over 100k entities through SQL, with
 //! the built-in indexes and without (every filter over a full scan), plus ingestion.
 //!
-//! `cargo bench --bench went` prints a Markdown table of p50/p95/p99 (planning and
+//! `cargo bench --bench remdb -- went` prints a Markdown table of p50/p95/p99 (planning and
 //! execution apart) and then runs the criterion benchmarks of the same queries.
 //! `REMDB_BENCH_ROWS` changes the row count (default 100000).
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use remdb::{Batch, Db, QueryOptions, Tenant};
 
-use common::{load_entities, percentiles, sample, went_entity};
+use crate::common::{load_entities, percentiles, sample, went_entity};
 
 const QUERIES: [(&str, &str); 5] = [
     ("P1 point", "SELECT * FROM entities WHERE id = '{id}'"),
@@ -39,13 +39,6 @@ const QUERIES: [(&str, &str); 5] = [
 fn query_text(template: &str, i: usize, rows: usize) -> String {
     // A different point id per call, spread over the table.
     template.replace("{id}", &format!("ent-{:07}", (i * 7919) % rows))
-}
-
-fn rows() -> usize {
-    std::env::var("REMDB_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000)
 }
 
 fn report(rt: &tokio::runtime::Runtime, indexed: &Tenant, scan: &Tenant, n: usize) {
@@ -77,17 +70,22 @@ fn report(rt: &tokio::runtime::Runtime, indexed: &Tenant, scan: &Tenant, n: usiz
 
 fn ingest_report(n: usize) {
     println!("\n### Ingestion, entities in batches of 1,000\n");
-    println!("| writers | rows | seconds | rows/s |");
-    println!("|---|---|---|---|");
-    for writers in [1usize, 2] {
+    println!("| writers | tenants | rows | seconds | rows/s |");
+    println!("|---|---|---|---|---|");
+    // Writers of one tenant share its write lock; writers of different tenants do not.
+    for (writers, tenants) in [(1usize, 1usize), (2, 1), (2, 2)] {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Db::open(dir.path(), Default::default()).expect("open");
-        db.create_tenant("ingest").expect("tenant");
+        for t in 0..tenants {
+            db.create_tenant(&format!("ingest{t}")).expect("tenant");
+        }
         let per_writer = n / writers;
         let t = Instant::now();
         std::thread::scope(|s| {
             for w in 0..writers {
-                let tenant = db.tenant("ingest").expect("tenant");
+                let tenant = db
+                    .tenant(&format!("ingest{}", w % tenants))
+                    .expect("tenant");
                 s.spawn(move || {
                     let mut rng = StdRng::seed_from_u64(common::SEED + w as u64);
                     for start in (0..per_writer).step_by(1000) {
@@ -104,21 +102,24 @@ fn ingest_report(n: usize) {
         });
         let secs = t.elapsed().as_secs_f64();
         let total = per_writer * writers;
-        let stored = db
-            .tenant("ingest")
-            .expect("tenant")
-            .count(remdb::Table::Entities)
-            .expect("count");
+        let stored: u64 = (0..tenants)
+            .map(|t| {
+                db.tenant(&format!("ingest{t}"))
+                    .expect("tenant")
+                    .count(remdb::Table::Entities)
+                    .expect("count")
+            })
+            .sum();
         assert_eq!(stored as usize, total, "concurrent writers lost rows");
         println!(
-            "| {writers} | {total} | {secs:.2} | {:.0} |",
+            "| {writers} | {tenants} | {total} | {secs:.2} | {:.0} |",
             total as f64 / secs
         );
     }
 }
 
-fn main() {
-    let n = rows();
+pub fn run() {
+    let n = common::env("REMDB_BENCH_ROWS", 100_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -137,7 +138,7 @@ fn main() {
     report(&rt, &tenant, &scan, n);
     ingest_report(n);
 
-    let mut c = Criterion::default().sample_size(30).configure_from_args();
+    let mut c = Criterion::default().sample_size(30);
     let mut group = c.benchmark_group("went");
     for (name, template) in QUERIES {
         let mut i = 0;

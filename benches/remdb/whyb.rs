@@ -7,9 +7,9 @@
 //! beside it the "vector-first" answer (top-10 by similarity, then the filter) for the
 //! seed's comparison. Also W-ENT P3/P4 with their JSON index.
 //!
-//! `cargo bench --bench whyb`; `REMDB_HYB_ROWS` (default 100000), `REMDB_HYB_QUERIES` (200).
+//! `cargo bench --bench remdb -- whyb`; `REMDB_HYB_ROWS` (default 100000), `REMDB_HYB_QUERIES` (200).
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 
@@ -18,22 +18,45 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use remdb::{Batch, Db, IndexKind, Param, Resource, Table, Tenant};
 
-use common::{K, generate_vectors, ground_truth, load_entities, percentiles, recall, sample};
+use crate::common::{
+    K, Progress, env, generate_vectors, ground_truth, load_entities, percentiles, recall, sample,
+};
 
 const LANGUAGES: [&str; 10] = ["en", "de", "fr", "es", "it", "pt", "nl", "sv", "pl", "ja"];
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The W-HYB metadata of one resource.
+pub struct Meta {
+    pub language: &'static str,
+    pub important: bool,
+    pub urgent: bool,
+    pub source: usize,
 }
 
-struct Meta {
-    language: &'static str,
-    important: bool,
-    urgent: bool,
-    source: usize,
+impl Meta {
+    pub fn tags(&self) -> Vec<&'static str> {
+        let mut tags = vec![];
+        if self.important {
+            tags.push("important");
+        }
+        if self.urgent {
+            tags.push("urgent");
+        }
+        tags
+    }
+
+    /// The `metadata` JSON of the resource.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "language": self.language, "tags": self.tags(), "source": format!("s{}", self.source)
+        })
+        .to_string()
+    }
+}
+
+/// The metadata of rows `0..n`, the same in every run (and in `export`).
+pub fn metadatas(n: usize) -> Vec<Meta> {
+    let mut rng = StdRng::seed_from_u64(common::SEED + 3);
+    (0..n).map(|_| metadata(&mut rng)).collect()
 }
 
 fn metadata(rng: &mut StdRng) -> Meta {
@@ -49,7 +72,7 @@ fn metadata(rng: &mut StdRng) -> Meta {
     }
 }
 
-fn run(rt: &tokio::runtime::Runtime, t: &Tenant, sql: &str, q: &[f32]) -> Vec<u64> {
+fn search(rt: &tokio::runtime::Runtime, t: &Tenant, sql: &str, q: &[f32]) -> Vec<u64> {
     let batches = rt
         .block_on(t.sql_with_params(sql, &[Param::Vector(q.to_vec())]))
         .expect("query");
@@ -65,7 +88,7 @@ fn run(rt: &tokio::runtime::Runtime, t: &Tenant, sql: &str, q: &[f32]) -> Vec<u6
     out
 }
 
-fn main() {
+pub fn run() {
     let n = env("REMDB_HYB_ROWS", 100_000);
     let nq = env("REMDB_HYB_QUERIES", 200);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -74,8 +97,7 @@ fn main() {
         .expect("runtime");
     let t0 = Instant::now();
     let (data, queries) = generate_vectors(n, nq);
-    let mut rng = StdRng::seed_from_u64(common::SEED + 3);
-    let metas: Vec<Meta> = (0..n).map(|_| metadata(&mut rng)).collect();
+    let metas = metadatas(n);
     eprintln!("generated {n} rows in {:.1}s", t0.elapsed().as_secs_f64());
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -83,31 +105,23 @@ fn main() {
     let tenant = db.create_tenant("hyb").expect("tenant");
     tenant.vector_index_stats().expect("load index");
     let t0 = Instant::now();
+    let mut progress = Progress::new("resources", n);
     for start in (0..n).step_by(1000) {
         let mut batch = Batch::new();
         for i in start..(start + 1000).min(n) {
-            let m = &metas[i];
-            let mut tags = vec![];
-            if m.important {
-                tags.push("important");
-            }
-            if m.urgent {
-                tags.push("urgent");
-            }
-            let metadata = serde_json::json!({
-                "language": m.language, "tags": tags, "source": format!("s{}", m.source)
-            });
             batch = batch.insert(Resource {
                 id: format!("r{i:07}"),
                 uri: format!("doc://{}", i / 8),
                 content: format!("chunk {i}"),
-                metadata: metadata.to_string(),
+                metadata: metas[i].json(),
                 embedding: Some(data[i].clone()),
                 ..Default::default()
             });
         }
         tenant.write(batch).expect("write");
+        progress.set((start + 1000).min(n));
     }
+    progress.finish();
     eprintln!("loaded in {:.1}s", t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
     for (name, path, kind) in [
@@ -179,7 +193,9 @@ fn main() {
             "SELECT id FROM vector_similar('resources', $1, {top_k}, {min}) WHERE {filter} LIMIT {K}"
         );
         let mut found = vec![];
-        let times = sample(10, nq, |i| found.push(run(&rt, &tenant, &sql, &queries[i])));
+        let times = sample(10, nq, |i| {
+            found.push(search(&rt, &tenant, &sql, &queries[i]))
+        });
         let found = &found[10..];
         let p = percentiles(times);
         let rows = found.iter().map(Vec::len).sum::<usize>() as f64 / nq as f64;
@@ -187,7 +203,7 @@ fn main() {
         let first_sql = format!("SELECT id FROM vector_similar('resources', $1, {top_k}, {min})");
         let mut first = vec![];
         for q in &queries {
-            let ids = run(&rt, &tenant, &first_sql, q);
+            let ids = search(&rt, &tenant, &first_sql, q);
             first.push(
                 ids.into_iter()
                     .filter(|i| keep(*i as usize))

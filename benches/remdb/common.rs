@@ -1,7 +1,6 @@
-//! Shared helpers of the bench binaries: deterministic data and latency percentiles.
+//! Shared helpers of the workloads: deterministic data, latency percentiles, progress.
 
-#![allow(dead_code)]
-
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -56,13 +55,101 @@ pub fn went_entity(rng: &mut StdRng, i: usize) -> Entity {
 /// Loads `n` W-ENT entities in batches of 1,000.
 pub fn load_entities(tenant: &Tenant, n: usize) {
     let mut rng = StdRng::seed_from_u64(SEED);
+    let mut progress = Progress::new("entities", n);
     for start in (0..n).step_by(1000) {
         let mut batch = Batch::new();
         for i in start..(start + 1000).min(n) {
             batch = batch.insert(went_entity(&mut rng, i));
         }
         tenant.write(batch).expect("load batch");
+        progress.set((start + 1000).min(n));
     }
+    progress.finish();
+}
+
+/// Progress of a long load or build on standard error: a bar redrawn in place on a
+/// terminal (at most 10 times a second), one line per 10% otherwise (a log file).
+pub struct Progress {
+    label: &'static str,
+    total: usize,
+    done: usize,
+    started: Instant,
+    drawn: Instant,
+    terminal: bool,
+    last_tenth: usize,
+    /// Small loads (a tenant of 1,000 rows) show nothing.
+    quiet: bool,
+}
+
+impl Progress {
+    pub fn new(label: &'static str, total: usize) -> Self {
+        let now = Instant::now();
+        Progress {
+            label,
+            total: total.max(1),
+            done: 0,
+            started: now,
+            drawn: now,
+            terminal: std::io::stderr().is_terminal(),
+            last_tenth: 0,
+            quiet: total < 10_000,
+        }
+    }
+
+    pub fn set(&mut self, done: usize) {
+        self.done = done.min(self.total);
+        if self.quiet {
+            return;
+        }
+        if self.terminal {
+            if self.drawn.elapsed() >= Duration::from_millis(100) || self.done == self.total {
+                self.drawn = Instant::now();
+                let filled = self.done * 30 / self.total;
+                eprint!(
+                    "\r{:>10} [{}{}] {}/{} {}",
+                    self.label,
+                    "#".repeat(filled),
+                    " ".repeat(30 - filled),
+                    self.done,
+                    self.total,
+                    self.rate()
+                );
+                let _ = std::io::stderr().flush();
+            }
+        } else {
+            let tenth = self.done * 10 / self.total;
+            if tenth > self.last_tenth {
+                self.last_tenth = tenth;
+                eprintln!(
+                    "{}: {}/{} {}",
+                    self.label,
+                    self.done,
+                    self.total,
+                    self.rate()
+                );
+            }
+        }
+    }
+
+    fn rate(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        format!("({:.0}/s, {:.1}s)", self.done as f64 / secs, secs)
+    }
+
+    /// Ends the bar's line.
+    pub fn finish(self) {
+        if self.terminal && !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
+/// A number (or other value) from the environment, or `default`.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Latency percentiles of a sample, in milliseconds.

@@ -2,29 +2,25 @@
 //! through remdb's SQL (`vector_similar`) and, in the same run on the same vectors, straight
 //! through the usearch crate at the same parameters; the ratio of the two is our overhead.
 //!
-//! `cargo bench --bench wvec` prints Markdown tables: build rate and memory, then per ef
+//! `cargo bench --bench remdb -- wvec` prints Markdown tables: build rate and memory, then per ef
 //! recall@10, p50/p95/p99 single-threaded and QPS on 2 threads for both. Environment:
 //! `REMDB_VEC_ROWS` (default 100000), `REMDB_VEC_QUERIES` (1000), `REMDB_VEC_EF`
 //! (`16,32,64,128,256`), `REMDB_VEC_PRECISION` (`f32` or `f16`).
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 
 use remdb::{Batch, Db, Metric, Param, Precision, Resource, Tenant, VectorOptions};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use common::{DIMS, K, generate_vectors as generate, ground_truth, percentiles, recall, rss_bytes};
+use crate::common::{
+    DIMS, K, Progress, env, generate_vectors as generate, ground_truth, percentiles, recall,
+    rss_bytes,
+};
 
 const M: usize = 16;
 const EF_CONSTRUCTION: usize = 128;
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn row_id(i: usize) -> String {
     format!("r{i:07}")
@@ -103,7 +99,7 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn main() {
+pub fn run() {
     let n: usize = env("REMDB_VEC_ROWS", 100_000);
     let nq: usize = env("REMDB_VEC_QUERIES", 1000);
     let efs: Vec<usize> = std::env::var("REMDB_VEC_EF")
@@ -145,6 +141,7 @@ fn main() {
         .expect("configure");
     tenant.vector_index_stats().expect("load index");
     let t = Instant::now();
+    let mut progress = Progress::new("remdb", n);
     for start in (0..n).step_by(1000) {
         let mut batch = Batch::new();
         for (i, v) in data.iter().enumerate().skip(start).take(1000) {
@@ -158,10 +155,9 @@ fn main() {
             });
         }
         tenant.write(batch).expect("write");
-        if (start / 1000) % 50 == 49 {
-            eprintln!("remdb: {} rows written", start + 1000);
-        }
+        progress.set((start + 1000).min(n));
     }
+    progress.finish();
     let remdb_build = t.elapsed().as_secs_f64();
     let (indexed, index_bytes) = tenant.vector_index_stats().expect("stats");
     assert_eq!(indexed, n, "every vector is indexed");
@@ -173,6 +169,17 @@ fn main() {
     let t = Instant::now();
     tenant.vector_index_stats().expect("reload");
     let load_s = t.elapsed().as_secs_f64();
+    // Optional: the index files lost (a restore without them), rebuilt from the rows.
+    let rebuild = if env("REMDB_VEC_REBUILD", 0) == 1 {
+        tenant.unload_vectors().expect("unload");
+        std::fs::remove_dir_all(dir.path().join("vectors").join("wvec")).expect("remove index");
+        let t = Instant::now();
+        let (rebuilt, _) = tenant.vector_index_stats().expect("rebuild");
+        assert_eq!(rebuilt, n, "every vector is indexed again");
+        format!(", rebuild from rows {:.1}s", t.elapsed().as_secs_f64())
+    } else {
+        String::new()
+    };
 
     // Raw usearch at the same parameters, built with 2 threads.
     let raw = Index::new(&IndexOptions {
@@ -210,7 +217,7 @@ fn main() {
     println!("| system | build s | vectors/s | index MiB | bytes/vector | notes |");
     println!("|---|---|---|---|---|---|");
     println!(
-        "| remdb | {remdb_build:.1} | {:.0} | {:.1} | {:.0} | rows + vectors written to RocksDB in batches of 1,000, indexed on commit (2 threads); RSS +{:.0} MiB; save {save_s:.2}s, reload {load_s:.2}s |",
+        "| remdb | {remdb_build:.1} | {:.0} | {:.1} | {:.0} | rows + vectors written to RocksDB in batches of 1,000, indexed on commit (2 threads); RSS +{:.0} MiB; save {save_s:.2}s, reload {load_s:.2}s{rebuild} |",
         n as f64 / remdb_build,
         mib(index_bytes as u64),
         index_bytes as f64 / n as f64,

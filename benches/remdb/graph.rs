@@ -6,10 +6,10 @@
 //! * 1M moments over four years: a 7-day window `ORDER BY timestamp DESC LIMIT 50`, with
 //!   the time index and without (a full scan and a sort).
 //!
-//! `cargo bench --bench graph` prints Markdown tables. `REMDB_GRAPH_ENTITIES` (100000),
+//! `cargo bench --bench remdb -- graph` prints Markdown tables. `REMDB_GRAPH_ENTITIES` (100000),
 //! `REMDB_GRAPH_EDGES` (500000) and `REMDB_MOMENTS` (1000000) change the sizes.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -18,19 +18,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use remdb::{Batch, Db, Edge, Moment, Param, QueryOptions, Tenant};
 
-use common::{load_entities, percentiles, plan_and_run, sample};
+use crate::common::{Progress, env, load_entities, percentiles, plan_and_run, sample};
 
 /// 2022-01-01 and 2026-01-01 in microseconds.
 const FROM: i64 = 1_640_995_200_000_000;
 const TO: i64 = 1_767_225_600_000_000;
 const DAY: i64 = 86_400_000_000;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn entity_id(i: usize) -> String {
     format!("ent-{i:07}")
@@ -42,6 +35,7 @@ fn load_edges(tenant: &Tenant, entities: usize, edges: usize) {
     let mut rng = StdRng::seed_from_u64(common::SEED + 1);
     let mut seen = HashSet::with_capacity(edges);
     let mut batch = Batch::new();
+    let mut progress = Progress::new("edges", edges);
     while seen.len() < edges {
         let src = rng.random_range(0..entities);
         let u: f64 = rng.random();
@@ -62,15 +56,19 @@ fn load_edges(tenant: &Tenant, entities: usize, edges: usize) {
         });
         if batch.len() == 1000 {
             tenant.write(std::mem::take(&mut batch)).expect("edges");
+            progress.set(seen.len());
         }
     }
     if !batch.is_empty() {
         tenant.write(batch).expect("edges");
     }
+    progress.set(seen.len());
+    progress.finish();
 }
 
 fn load_moments(tenant: &Tenant, n: usize, entities: usize) {
     let mut rng = StdRng::seed_from_u64(common::SEED + 2);
+    let mut progress = Progress::new("moments", n);
     for start in (0..n).step_by(1000) {
         let mut batch = Batch::new();
         for i in start..(start + 1000).min(n) {
@@ -87,7 +85,9 @@ fn load_moments(tenant: &Tenant, n: usize, entities: usize) {
             });
         }
         tenant.write(batch).expect("moments");
+        progress.set((start + 1000).min(n));
     }
+    progress.finish();
 }
 
 fn rfc3339(micros: i64) -> String {
@@ -96,7 +96,7 @@ fn rfc3339(micros: i64) -> String {
         .to_rfc3339()
 }
 
-fn main() {
+pub fn run() {
     let n_entities = env("REMDB_GRAPH_ENTITIES", 100_000);
     let n_edges = env("REMDB_GRAPH_EDGES", 500_000);
     let n_moments = env("REMDB_MOMENTS", 1_000_000);
