@@ -5,6 +5,10 @@
 #   scripts/dev.sh test    set up, build, and run the whole test suite (cargo's tests, then
 #                          the end-to-end tests of the shell and the Flight SQL server)
 #   scripts/dev.sh e2e     only the end-to-end tests (Python: ADBC Flight SQL, pexpect)
+#   scripts/dev.sh compare remdb side by side with SQLite, DuckDB, LanceDB, usearch and
+#                          hnswlib on the same generated data (benches/compare; sizes from
+#                          REMDB_BENCH_ROWS, REMDB_VEC_ROWS, REMDB_VEC_QUERIES; arguments
+#                          go to compare.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +71,23 @@ e2e() {
     "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e
 }
 
+# The comparison: pinned packages in their own virtualenv, remdb in release, the data
+# exported by the bench binary, then benches/compare/compare.py.
+compare() {
+  local venv=.venv-compare
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      --requirement benches/compare/requirements.txt; then
+    echo "could not install the comparison's packages (benches/compare/requirements.txt)" >&2
+    exit 1
+  fi
+  cargo build --release --quiet --bin remdb
+  local data="${CARGO_TARGET_DIR:-target}/compare-data"
+  cargo bench --quiet --bench remdb -- export "$data"
+  "$venv/bin/python" benches/compare/compare.py --data "$data" \
+    --remdb "${CARGO_TARGET_DIR:-target}/release/remdb" "$@"
+}
+
 case "${1:-}" in
   setup) setup ;;
   run)
@@ -86,8 +107,13 @@ case "${1:-}" in
     setup
     e2e
     ;;
+  compare)
+    setup
+    shift
+    compare "$@"
+    ;;
   *)
-    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e" >&2
+    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e|compare [args]" >&2
     exit 2
     ;;
 esac
