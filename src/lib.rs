@@ -35,7 +35,7 @@ pub mod storage;
 pub mod vector;
 
 pub use error::{Error, Result};
-pub use query::QueryOptions;
+pub use query::{QueryOptions, VectorStrategy};
 pub use session::{
     Batch, ClientLimits, Db, DbOptions, Param, PreparedStatement, StatementResult, Tenant,
 };

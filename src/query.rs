@@ -36,6 +36,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::error::{Error, Result};
 use crate::storage::{Table, TenantStore};
 use provider::RemTable;
+pub use vector::Strategy as VectorStrategy;
 
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
@@ -67,13 +68,20 @@ impl From<Error> for DataFusionError {
 /// Options of a tenant's SQL session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueryOptions {
-    /// Use indexes for filters (false: every filter over a full scan, for comparisons).
+    /// Use indexes for filters (false: every filter over a full scan, and filtered
+    /// vector searches post-filter; for comparisons).
     pub use_indexes: bool,
+    /// Run every filtered vector search with an index candidate set this way instead
+    /// of choosing by candidate count (for measurements and tests; `None`: choose).
+    pub vector_strategy: Option<VectorStrategy>,
 }
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        QueryOptions { use_indexes: true }
+        QueryOptions {
+            use_indexes: true,
+            vector_strategy: None,
+        }
     }
 }
 
@@ -111,7 +119,7 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
     let ctx = SessionContext::new_with_state(state);
     ctx.register_udtf(
         "vector_similar",
-        Arc::new(vector::VectorSimilarFunc::new(store.clone())),
+        Arc::new(vector::VectorSimilarFunc::new(store.clone(), options)),
     );
     ctx.register_udtf(
         "traverse",

@@ -117,6 +117,19 @@ struct WriterState {
     next_vector_change: Option<u64>,
 }
 
+/// What [`TenantStore::resolve_at_most`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidates {
+    /// The path names no index: every row.
+    All,
+    /// At most the cap: sorted, distinct row ids. A `superset` holds every row of the
+    /// path and maybe others (an AND whose larger parts were not read): whoever uses it
+    /// checks the filter on the rows.
+    Ids { ids: Vec<u64>, superset: bool },
+    /// More rows than the cap.
+    Many,
+}
+
 /// The RocksDB instance of one database directory and its tenants.
 pub struct Storage {
     db: Arc<Rocks>,
@@ -1007,6 +1020,51 @@ impl TenantStore {
                         return Ok(Some(ids));
                     }
                     ids.extend(chunk.into_iter().map(|(id, _)| id));
+                }
+            }
+        }
+    }
+
+    /// The rows of a path when there are at most `cap` of them, reading at most about
+    /// `cap` index entries per index it names: what a filtered vector search needs to
+    /// choose between scoring candidates and searching the graph, without resolving
+    /// half a million ids to learn that a filter keeps half the rows.
+    pub fn resolve_at_most(
+        &self,
+        table: Table,
+        path: &AccessPath,
+        cap: usize,
+    ) -> Result<Candidates> {
+        match path {
+            AccessPath::FullScan => Ok(Candidates::All),
+            AccessPath::RowSet(set) => Ok(match self.row_set_at_most(set, cap)? {
+                Some((ids, superset)) => Candidates::Ids { ids, superset },
+                None => Candidates::Many,
+            }),
+            AccessPath::Nearest { .. } => Ok(Candidates::Ids {
+                ids: self.resolve(table, path)?.unwrap_or_default(),
+                superset: false,
+            }),
+            AccessPath::PrimaryPrefix { .. }
+            | AccessPath::IndexPrefix { .. }
+            | AccessPath::IndexRange { .. } => {
+                let cf = self.cf()?;
+                let mut walk = self.key_walk(table, path)?;
+                walk.with_rows = false;
+                let mut ids = Vec::new();
+                loop {
+                    let chunk = walk.next_entries(self, &cf, (cap + 1 - ids.len()).min(8192))?;
+                    if chunk.is_empty() {
+                        ids.sort_unstable();
+                        return Ok(Candidates::Ids {
+                            ids,
+                            superset: false,
+                        });
+                    }
+                    ids.extend(chunk.into_iter().map(|(id, _)| id));
+                    if ids.len() > cap {
+                        return Ok(Candidates::Many);
+                    }
                 }
             }
         }

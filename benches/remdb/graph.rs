@@ -168,7 +168,13 @@ pub fn run() {
     println!("| session | p50 ms | p95 ms | p99 ms | plan p50 ms | exec p50 ms | rows |");
     println!("|---|---|---|---|---|---|---|");
     let scan = db
-        .tenant_with("graph", QueryOptions { use_indexes: false })
+        .tenant_with(
+            "graph",
+            QueryOptions {
+                use_indexes: false,
+                ..Default::default()
+            },
+        )
         .expect("tenant");
     let windows: Vec<i64> = (0..500)
         .map(|_| rng.random_range(FROM..TO - 7 * DAY))

@@ -132,7 +132,13 @@ pub fn run() {
     eprintln!("loaded {n} entities in {:.1}s", t.elapsed().as_secs_f64());
     db.storage().flush().expect("flush");
     let scan = db
-        .tenant_with("went", QueryOptions { use_indexes: false })
+        .tenant_with(
+            "went",
+            QueryOptions {
+                use_indexes: false,
+                ..Default::default()
+            },
+        )
         .expect("tenant");
 
     report(&rt, &tenant, &scan, n);

@@ -45,7 +45,8 @@ use super::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
 use super::exec::{RemScanExec, external, leaf_exec_plumbing, plan_properties};
 use super::provider::unqualified;
 use super::pushdown::{describe, plan_access};
-use crate::storage::{AccessPath, Row, Table, TenantStore};
+use crate::query::QueryOptions;
+use crate::storage::{AccessPath, Candidates, Row, Table, TenantStore};
 use crate::vector::Metric;
 
 /// Evaluates a constant argument of table function `func`.
@@ -204,11 +205,12 @@ impl ScalarUDFImpl for VectorParamFunc {
 #[derive(Debug)]
 pub struct VectorSimilarFunc {
     store: TenantStore,
+    options: QueryOptions,
 }
 
 impl VectorSimilarFunc {
-    pub fn new(store: TenantStore) -> Self {
-        VectorSimilarFunc { store }
+    pub fn new(store: TenantStore, options: QueryOptions) -> Self {
+        VectorSimilarFunc { store, options }
     }
 }
 
@@ -290,6 +292,7 @@ impl TableFunctionImpl for VectorSimilarFunc {
         };
         let table = VectorSimilarTable {
             store: self.store.clone(),
+            options: self.options,
             query,
             param,
             bound_from: None,
@@ -320,6 +323,8 @@ fn similar_schema() -> SchemaRef {
 #[derive(Debug, Clone)]
 pub struct VectorSimilarTable {
     store: TenantStore,
+    /// Whether filters use indexes, and a strategy forced for measurements.
+    options: QueryOptions,
     query: Vec<f32>,
     /// The placeholder the query vector is still to be bound from (empty `query`).
     param: Option<String>,
@@ -435,31 +440,24 @@ impl TableProvider for VectorSimilarTable {
             .map(|f| unqualified(f.clone()))
             .collect::<DfResult<_>>()?;
         let refs: Vec<&Expr> = filters.iter().collect();
-        let user = self.store.user_indexes().map_err(external)?;
-        let plan = plan_access(Table::Resources, &refs, &user);
+        let plan = if self.options.use_indexes {
+            let user = self.store.user_indexes().map_err(external)?;
+            plan_access(Table::Resources, &refs, &user)
+        } else {
+            plan_access(Table::Resources, &[], &[])
+        };
         let residual: Vec<Expr> = filters
             .iter()
             .zip(&plan.pushdown)
             .filter(|(_, p)| **p != TableProviderFilterPushDown::Exact)
             .map(|(f, _)| f.clone())
             .collect();
-        let table = table_schema(Table::Resources);
-        let mut residual_columns: Vec<usize> = Vec::new();
-        for expr in &residual {
-            for column in expr.column_refs() {
-                let index = table.index_of(&column.name)?;
-                if !residual_columns.contains(&index) {
-                    residual_columns.push(index);
-                }
-            }
-        }
-        let residual = match conjunction(residual) {
-            None => None,
-            Some(expr) => {
-                let read_schema = DFSchema::try_from(table.project(&residual_columns)?)?;
-                Some(state.create_physical_expr(expr, &read_schema)?)
-            }
+        let residual = if self.options.use_indexes {
+            RowCheck::new(state, residual)?
+        } else {
+            RowCheck::new(state, filters.clone())?
         };
+        let filter = RowCheck::new(state, filters)?;
         let properties = plan_properties(Arc::clone(&schema), EmissionType::Final);
         Ok(Arc::new(VectorSearchExec {
             store: self.store.clone(),
@@ -470,8 +468,9 @@ impl TableProvider for VectorSimilarTable {
             ef: self.ef,
             metric,
             candidates: plan.path,
+            force: self.options.vector_strategy,
             residual,
-            residual_columns,
+            filter,
             projection,
             schema,
             properties,
@@ -482,7 +481,7 @@ impl TableProvider for VectorSimilarTable {
 
 /// How a search finds its k rows (chosen when it runs, from the candidate count m of the
 /// filter's index set and the n vectors of the index).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strategy {
     /// No filter: one HNSW search.
     Hnsw,
@@ -490,19 +489,36 @@ pub enum Strategy {
     Exact,
     /// m / n >= [`IN_GRAPH_MIN_FRACTION`]: HNSW search that skips rows outside the set.
     InGraph,
-    /// Otherwise (and for filters no index answers): search more than k, check the
-    /// filter, and widen until k rows pass or every vector was considered.
+    /// Between the two: search more than k, keep the hits in the candidate set, and
+    /// widen until k rows pass or every vector was considered.
     Overfetch,
+    /// More than [`candidate_cap`] candidates, or a filter no index answers: search
+    /// more than k without a candidate set, check the filter on the rows read, widen.
+    PostFilter,
 }
 
 impl Strategy {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Strategy::Hnsw => "hnsw",
             Strategy::Exact => "exact",
             Strategy::InGraph => "hnsw_in_graph_filter",
             Strategy::Overfetch => "hnsw_overfetch",
+            Strategy::PostFilter => "hnsw_post_filter",
         }
+    }
+
+    /// The strategy of a name [`Strategy::name`] gives.
+    pub fn parse(name: &str) -> Option<Strategy> {
+        [
+            Strategy::Hnsw,
+            Strategy::Exact,
+            Strategy::InGraph,
+            Strategy::Overfetch,
+            Strategy::PostFilter,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 }
 
@@ -513,13 +529,70 @@ pub const IN_GRAPH_MIN_FRACTION: f64 = 0.2;
 /// The most rows an over-fetching search asks the graph for before it widens again.
 const WIDEN_FACTOR: usize = 4;
 
-pub fn choose_strategy(candidates: Option<usize>, filtered: bool, total: usize) -> Strategy {
+/// Scale of [`candidate_cap`].
+pub const CANDIDATE_CAP_SCALE: f64 = 262.0;
+
+/// The most candidate ids a search reads from the indexes (about sqrt(262 n): 5,100 of
+/// 100k vectors, 16,200 of 1M); with more, it post-filters. Resolving m ids costs about
+/// 0.4 us each, and post-filtering about 10 / s rows read at ~7 us plus a wider graph
+/// search, for selectivity s = m / n: the two meet near s = sqrt(262 / n).
+pub fn candidate_cap(total: usize) -> usize {
+    ((CANDIDATE_CAP_SCALE * total as f64).sqrt() as usize).max(EXACT_MAX_CANDIDATES)
+}
+
+pub fn choose_strategy(candidates: &Candidates, filtered: bool, total: usize) -> Strategy {
     match candidates {
-        Some(m) if m <= EXACT_MAX_CANDIDATES => Strategy::Exact,
-        Some(m) if m as f64 >= IN_GRAPH_MIN_FRACTION * total as f64 => Strategy::InGraph,
-        Some(_) => Strategy::Overfetch,
-        None if filtered => Strategy::Overfetch,
-        None => Strategy::Hnsw,
+        Candidates::All if filtered => Strategy::PostFilter,
+        Candidates::All => Strategy::Hnsw,
+        Candidates::Many => Strategy::PostFilter,
+        Candidates::Ids { ids, .. } if ids.len() <= EXACT_MAX_CANDIDATES => Strategy::Exact,
+        Candidates::Ids { ids, .. } if ids.len() as f64 >= IN_GRAPH_MIN_FRACTION * total as f64 => {
+            Strategy::InGraph
+        }
+        Candidates::Ids { .. } => Strategy::Overfetch,
+    }
+}
+
+/// A filter evaluated on rows read by a search, over the table columns it names.
+#[derive(Debug, Clone)]
+struct RowCheck {
+    expr: Arc<dyn PhysicalExpr>,
+    columns: Vec<usize>,
+}
+
+impl RowCheck {
+    fn new(state: &dyn Session, filters: Vec<Expr>) -> DfResult<Option<RowCheck>> {
+        let table = table_schema(Table::Resources);
+        let mut columns: Vec<usize> = Vec::new();
+        for expr in &filters {
+            for column in expr.column_refs() {
+                let index = table.index_of(&column.name)?;
+                if !columns.contains(&index) {
+                    columns.push(index);
+                }
+            }
+        }
+        let Some(expr) = conjunction(filters) else {
+            return Ok(None);
+        };
+        let read_schema = DFSchema::try_from(table.project(&columns)?)?;
+        Ok(Some(RowCheck {
+            expr: state.create_physical_expr(expr, &read_schema)?,
+            columns,
+        }))
+    }
+
+    /// Which of `rows` pass.
+    fn keep(&self, rows: &[(u64, Row)]) -> DfResult<Vec<bool>> {
+        let values: Vec<Row> = rows.iter().map(|(_, r)| r.clone()).collect();
+        let batch = rows_to_batch(Table::Resources, &values, &self.columns).map_err(external)?;
+        let mask = self.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| {
+            DataFusionError::Internal("vector search filter is not boolean".into())
+        })?;
+        Ok((0..mask.len())
+            .map(|i| mask.is_valid(i) && mask.value(i))
+            .collect())
     }
 }
 
@@ -557,9 +630,12 @@ pub struct VectorSearchExec {
     metric: Metric,
     /// Where candidates come from: a full scan means "every vector".
     candidates: AccessPath,
-    /// Pushed filters the candidate set does not decide, over `residual_columns`.
-    residual: Option<Arc<dyn PhysicalExpr>>,
-    residual_columns: Vec<usize>,
+    /// A strategy forced by the session's options (measurements, tests).
+    force: Option<Strategy>,
+    /// Pushed filters the candidate set does not decide.
+    residual: Option<RowCheck>,
+    /// Every pushed filter: checked on the rows when there is no exact candidate set.
+    filter: Option<RowCheck>,
     projection: Vec<usize>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
@@ -593,12 +669,13 @@ impl VectorSearchExec {
         }
     }
 
-    /// Reads the rows of `hits` (nearest first) not seen yet, keeps those that pass the
-    /// residual and `min_score`, until k are found.
+    /// Reads the rows of `hits` (nearest first) not seen yet, keeps those that pass
+    /// `check` and `min_score`, until k are found.
     fn collect(
         &self,
         hits: &[(u64, f32)],
         metric: Metric,
+        check: Option<&RowCheck>,
         found: &mut Found,
         checked: &Count,
     ) -> DfResult<()> {
@@ -608,7 +685,7 @@ impl VectorSearchExec {
             .copied()
             .collect();
         let wants_vectors = self.projection.contains(&EMBEDDING_COLUMN)
-            || self.residual_columns.contains(&EMBEDDING_COLUMN);
+            || check.is_some_and(|c| c.columns.contains(&EMBEDDING_COLUMN));
         let chunk = (self.k * 2).max(64);
         for part in fresh.chunks(chunk) {
             if found.rows.len() >= self.k || found.below_min {
@@ -639,20 +716,9 @@ impl VectorSearchExec {
                 rows.extend(next);
             }
             checked.add(rows.len());
-            let keep: Vec<bool> = match &self.residual {
+            let keep: Vec<bool> = match check {
                 None => vec![true; rows.len()],
-                Some(residual) => {
-                    let values: Vec<Row> = rows.iter().map(|(_, r)| r.clone()).collect();
-                    let batch = rows_to_batch(Table::Resources, &values, &self.residual_columns)
-                        .map_err(external)?;
-                    let mask = residual.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    let mask = mask.as_boolean_opt().ok_or_else(|| {
-                        DataFusionError::Internal("vector search filter is not boolean".into())
-                    })?;
-                    (0..mask.len())
-                        .map(|i| mask.is_valid(i) && mask.value(i))
-                        .collect()
-                }
+                Some(check) => check.keep(&rows)?,
             };
             let distance_of: std::collections::HashMap<u64, f32> = part.iter().copied().collect();
             for ((id, row), pass) in rows.into_iter().zip(keep) {
@@ -690,51 +756,72 @@ impl VectorSearchExec {
             .check("the query vector", &self.query)
             .map_err(external)?;
         let total = index.len();
-        let candidates = match &self.candidates {
-            AccessPath::FullScan => None,
-            path => {
+        let filtered = self.filter.is_some();
+        let candidates = match (&self.candidates, self.force) {
+            (AccessPath::FullScan, _) => Candidates::All,
+            (_, Some(Strategy::PostFilter)) => Candidates::Many,
+            // A forced strategy that needs the candidate set gets all of it.
+            (path, Some(_)) => {
                 let mut ids = self
                     .store
                     .resolve(Table::Resources, path)
                     .map_err(external)?
                     .unwrap_or_default();
                 ids.sort_unstable();
-                candidates_seen.add(ids.len());
-                Some(ids)
+                Candidates::Ids {
+                    ids,
+                    superset: false,
+                }
             }
+            (path, None) => self
+                .store
+                .resolve_at_most(Table::Resources, path, candidate_cap(total))
+                .map_err(external)?,
         };
-        let strategy = choose_strategy(
-            candidates.as_ref().map(Vec::len),
-            self.residual.is_some(),
-            total,
-        );
+        let strategy = match (self.force, &candidates) {
+            (Some(forced), Candidates::Ids { .. }) if forced != Strategy::Hnsw => forced,
+            _ => choose_strategy(&candidates, filtered, total),
+        };
         metric(match strategy {
             Strategy::Hnsw => "strategy_hnsw",
             Strategy::Exact => "strategy_exact",
             Strategy::InGraph => "strategy_in_graph",
             Strategy::Overfetch => "strategy_overfetch",
+            Strategy::PostFilter => "strategy_post_filter",
         })
         .add(1);
+        // With an exact candidate set, only what the indexes did not decide is checked.
+        let (ids, check) = match candidates {
+            Candidates::Ids {
+                ids,
+                superset: false,
+            } => (Some(ids), self.residual.as_ref()),
+            Candidates::Ids { ids, .. } => (Some(ids), self.filter.as_ref()),
+            Candidates::All | Candidates::Many => (None, self.filter.as_ref()),
+        };
+        if let Some(ids) = &ids {
+            candidates_seen.add(ids.len());
+        }
         if strategy == Strategy::Exact {
-            let ids = candidates.unwrap_or_default();
+            let ids = ids.unwrap_or_default();
             let mut scored = index.exact_distances(&self.query, &ids).map_err(external)?;
             distances.add(scored.len());
             scored.sort_by(|a, b| a.1.total_cmp(&b.1));
-            self.collect(&scored, index_metric, &mut found, &checked)?;
+            self.collect(&scored, index_metric, check, &mut found, &checked)?;
             return Ok((found.rows, index_metric));
         }
-        let bits = candidates.as_deref().map(RowBits::new);
+        let bits = ids.as_deref().map(RowBits::new);
         let visited = std::sync::atomic::AtomicUsize::new(0);
         let in_set = |id: u64| {
             visited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             bits.as_ref().is_none_or(|b| b.contains(id))
         };
         // Over-fetching starts from the expected share of passing rows.
-        let mut fetch = match (strategy, &candidates) {
+        let mut fetch = match (strategy, &ids) {
             (Strategy::Overfetch, Some(ids)) if !ids.is_empty() => {
                 (self.k as f64 * total as f64 / ids.len() as f64 * 1.5).ceil() as usize
             }
-            (Strategy::Overfetch, _) => self.k * WIDEN_FACTOR,
+            (Strategy::Overfetch | Strategy::PostFilter, _) => self.k * WIDEN_FACTOR,
             _ => self.k,
         }
         .clamp(self.k, total.max(self.k));
@@ -757,7 +844,7 @@ impl VectorSearchExec {
                 }
                 _ => hits,
             };
-            self.collect(&hits, index_metric, &mut found, &checked)?;
+            self.collect(&hits, index_metric, check, &mut found, &checked)?;
             if found.rows.len() >= self.k || found.below_min || exhausted {
                 break;
             }
@@ -821,22 +908,29 @@ impl DisplayAs for VectorSearchExec {
         if let Some(m) = self.min_score {
             write!(f, ", min_score={m}")?;
         }
-        match &self.candidates {
-            AccessPath::FullScan if self.residual.is_none() => {
+        match (&self.candidates, self.force) {
+            (AccessPath::FullScan, _) if self.filter.is_none() => {
                 write!(f, ", strategy={}", Strategy::Hnsw.name())?
             }
-            AccessPath::FullScan => write!(f, ", strategy={}", Strategy::Overfetch.name())?,
-            path => write!(
+            (AccessPath::FullScan, _) => write!(f, ", strategy={}", Strategy::PostFilter.name())?,
+            (path, Some(forced)) => write!(
                 f,
-                ", candidates={}, strategy=by candidate count (exact <= {EXACT_MAX_CANDIDATES} < {} < {}% <= {})",
+                ", candidates={}, strategy={} (forced)",
+                describe(Table::Resources, path),
+                forced.name()
+            )?,
+            (path, None) => write!(
+                f,
+                ", candidates={}, strategy=by candidate count (exact <= {EXACT_MAX_CANDIDATES} < {} < {}% <= {}; more than sqrt({CANDIDATE_CAP_SCALE} n): {})",
                 describe(Table::Resources, path),
                 Strategy::Overfetch.name(),
                 (IN_GRAPH_MIN_FRACTION * 100.0) as u32,
-                Strategy::InGraph.name()
+                Strategy::InGraph.name(),
+                Strategy::PostFilter.name(),
             )?,
         }
         if let Some(residual) = &self.residual {
-            write!(f, ", residual={residual}")?;
+            write!(f, ", residual={}", residual.expr)?;
         }
         Ok(())
     }

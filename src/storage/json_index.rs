@@ -466,6 +466,71 @@ impl TenantStore {
         Ok(Some(ranges))
     }
 
+    /// The sorted, distinct row ids of a set when it has at most `cap` rows (`None`:
+    /// more), reading at most `cap + 1` entries of each index range set it names. An AND
+    /// is answered from its parts that have at most `cap` rows: a superset (`true`)
+    /// when some part had more.
+    pub fn row_set_at_most(&self, set: &RowSet, cap: usize) -> Result<Option<(Vec<u64>, bool)>> {
+        match set {
+            RowSet::Keys { .. } => {
+                let cf = self.cf()?;
+                let mut ids = Vec::new();
+                for (start, end) in self.leaf_ranges(set)?.unwrap_or_default() {
+                    for item in self.range(&cf, start, end) {
+                        let (key, _) = item?;
+                        ids.push(index_row_id(&key)?);
+                        // Entries, not rows: a list index can name a row twice.
+                        if ids.len() > cap {
+                            return Ok(None);
+                        }
+                    }
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(Some((ids, false)))
+            }
+            RowSet::And(parts) => {
+                let mut small = Vec::new();
+                let mut superset = false;
+                for part in parts {
+                    match self.row_set_at_most(part, cap)? {
+                        Some((ids, sup)) => {
+                            superset |= sup;
+                            small.push(ids);
+                        }
+                        None => superset = true,
+                    }
+                }
+                small.sort_by_key(|s| s.len());
+                let mut small = small.into_iter();
+                let Some(mut acc) = small.next() else {
+                    return Ok(None);
+                };
+                for s in small {
+                    acc = intersect(&acc, &s);
+                }
+                Ok(Some((acc, superset)))
+            }
+            RowSet::Or(parts) => {
+                let mut ids = Vec::new();
+                let mut superset = false;
+                for p in parts {
+                    let Some((part, sup)) = self.row_set_at_most(p, cap)? else {
+                        return Ok(None);
+                    };
+                    superset |= sup;
+                    ids.extend(part);
+                    if ids.len() > cap {
+                        return Ok(None);
+                    }
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(Some((ids, superset)))
+            }
+        }
+    }
+
     /// The sorted, distinct row ids of a set.
     pub fn row_set(&self, set: &RowSet) -> Result<Vec<u64>> {
         match set {

@@ -217,7 +217,13 @@ async fn time_ordered_moments_equal_a_sort() {
     }
     t.write(batch).unwrap();
     let unindexed = db
-        .tenant_with("m", QueryOptions { use_indexes: false })
+        .tenant_with(
+            "m",
+            QueryOptions {
+                use_indexes: false,
+                ..Default::default()
+            },
+        )
         .unwrap();
     for sql in [
         "SELECT timestamp FROM moments ORDER BY timestamp DESC LIMIT 70",
@@ -281,7 +287,13 @@ async fn joins_on_ids_look_keys_up() {
     }
     t.write(batch).unwrap();
     let scan = db
-        .tenant_with("joins", QueryOptions { use_indexes: false })
+        .tenant_with(
+            "joins",
+            QueryOptions {
+                use_indexes: false,
+                ..Default::default()
+            },
+        )
         .unwrap();
 
     let join = |filter: &str| {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use remdb::{Batch, IndexKind, Param, QueryOptions, Resource, Table, Tenant};
+use remdb::{Batch, IndexKind, Param, QueryOptions, Resource, Table, Tenant, VectorStrategy};
 
 use super::{fresh, rows};
 
@@ -142,7 +142,13 @@ async fn indexed_answers_equal_unindexed_ones() {
     load(&t, 3000);
     index_all(&t);
     let scan = db
-        .tenant_with("h", QueryOptions { use_indexes: false })
+        .tenant_with(
+            "h",
+            QueryOptions {
+                use_indexes: false,
+                ..Default::default()
+            },
+        )
         .unwrap();
     for filter in [
         "metadata->>'language' = 'en'",
@@ -231,10 +237,12 @@ async fn filtered_search_returns_k_rows_with_high_recall() {
     };
     type Keep = Box<dyn Fn(&serde_json::Value) -> bool>;
     let cases: Vec<(&str, Keep, &str)> = vec![
+        // 5,000 candidates, more than the index is read for (max(4096, sqrt(262 n))):
+        // the search post-filters, checking the filter on the rows it reads.
         (
             "metadata->>'language' = 'en'",
             Box::new(|m| m["language"] == "en"),
-            "strategy_in_graph=1",
+            "strategy_post_filter=1",
         ),
         (
             "json_array_contains(metadata, 'tags', 'important')",
@@ -254,11 +262,23 @@ async fn filtered_search_returns_k_rows_with_high_recall() {
         (
             "metadata->>'language' IS NOT NULL",
             Box::new(|m| m["language"].is_string()),
-            "strategy_in_graph=1",
+            "strategy_post_filter=1",
         ),
         (
             "json_array_contains(metadata, 'tags', 'important') AND metadata->>'language' = 'de'",
             Box::new(move |m| has_tag(m, "important") && m["language"] == "de"),
+            "strategy_exact=1",
+        ),
+        // One part small, one over the cap: the small part's ids are a superset of the
+        // answer, scored exactly, the whole filter checked on the rows.
+        (
+            "json_array_contains(metadata, 'tags', 'important') AND metadata->>'language' = 'en'",
+            Box::new(move |m| has_tag(m, "important") && m["language"] == "en"),
+            "strategy_exact=1",
+        ),
+        (
+            "json_array_contains(metadata, 'tags', 'urgent') OR metadata->>'language' = 'de'",
+            Box::new(move |m| has_tag(m, "urgent") || m["language"] == "de"),
             "strategy_exact=1",
         ),
     ];
@@ -313,11 +333,96 @@ async fn filtered_search_returns_k_rows_with_high_recall() {
         .map(|r| r.join(" "))
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(text.contains("strategy_overfetch=1"), "{text}");
+    assert!(text.contains("strategy_post_filter=1"), "{text}");
     let got = rows(
         &t,
         "SELECT count(*) FROM vector_similar('resources', ARRAY[1,0,0,0,0,0,0,0], 10) WHERE content = 'chunk 3'",
     )
     .await;
     assert_eq!(got, ["10"]);
+}
+
+/// Every strategy, forced, returns k passing rows with high recall for every filter:
+/// the planner's choice is about speed only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_strategy_answers_every_filter() {
+    let (_dir, db, t) = fresh("h");
+    let data = load(&t, 6_000);
+    index_all(&t);
+    type Keep = Box<dyn Fn(&serde_json::Value) -> bool>;
+    let cases: Vec<(&str, Keep)> = vec![
+        (
+            "metadata->>'language' = 'en'",
+            Box::new(|m| m["language"] == "en"),
+        ),
+        (
+            "json_array_contains(metadata, 'tags', 'urgent')",
+            Box::new(|m| {
+                m["tags"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "urgent"))
+            }),
+        ),
+        (
+            "metadata->>'language' IS NULL",
+            Box::new(|m| !m["language"].is_string()),
+        ),
+    ];
+    let k = 10;
+    for strategy in [
+        VectorStrategy::Exact,
+        VectorStrategy::InGraph,
+        VectorStrategy::Overfetch,
+        VectorStrategy::PostFilter,
+    ] {
+        let forced = db
+            .tenant_with(
+                "h",
+                QueryOptions {
+                    vector_strategy: Some(strategy),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(9);
+        for (filter, keep) in &cases {
+            let matching = data.iter().filter(|(_, m, _)| keep(m)).count();
+            let (mut hits, mut total) = (0, 0);
+            for _ in 0..10 {
+                let q = vector(&mut rng);
+                let sql =
+                    format!("SELECT id FROM vector_similar('resources', $1, {k}) WHERE {filter}");
+                let batches = forced
+                    .sql_with_params(&sql, &[Param::Vector(q.clone())])
+                    .await
+                    .unwrap();
+                let got: Vec<String> = super::slt::render(&batches)
+                    .into_iter()
+                    .map(|r| r[0].clone())
+                    .collect();
+                assert_eq!(got.len(), k.min(matching), "{strategy:?} {filter}");
+                let want: HashSet<String> = exact_top(&data, &q, k, keep).into_iter().collect();
+                hits += got.iter().filter(|id| want.contains(*id)).count();
+                total += want.len();
+            }
+            let recall = hits as f64 / total as f64;
+            assert!(recall >= 0.9, "{strategy:?} {filter}: recall@{k} {recall}");
+            let explain = forced
+                .sql_with_params(
+                    &format!("EXPLAIN ANALYZE SELECT id FROM vector_similar('resources', $1, {k}) WHERE {filter}"),
+                    &[Param::Vector(vector(&mut rng))],
+                )
+                .await
+                .unwrap();
+            let text = super::slt::render(&explain)
+                .into_iter()
+                .map(|r| r.join(" "))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                text.contains(&format!("strategy={} (forced)", strategy.name())),
+                "{text}"
+            );
+        }
+    }
 }
