@@ -16,7 +16,7 @@ use std::time::Instant;
 use datafusion::arrow::array::AsArray;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use remdb::{Batch, Db, IndexKind, Param, Resource, Table, Tenant};
+use remdb::{Batch, Db, IndexKind, Param, QueryOptions, Resource, Table, Tenant, VectorStrategy};
 
 use crate::common::{
     K, Progress, env, generate_vectors, ground_truth, load_entities, percentiles, recall, sample,
@@ -30,6 +30,9 @@ pub struct Meta {
     pub important: bool,
     pub urgent: bool,
     pub source: usize,
+    /// 0..1000, uniform and independent of the vector: `bucket < N` keeps N per mille,
+    /// for the strategy sweep.
+    pub bucket: u32,
 }
 
 impl Meta {
@@ -47,7 +50,8 @@ impl Meta {
     /// The `metadata` JSON of the resource.
     pub fn json(&self) -> String {
         serde_json::json!({
-            "language": self.language, "tags": self.tags(), "source": format!("s{}", self.source)
+            "language": self.language, "tags": self.tags(), "source": format!("s{}", self.source),
+            "bucket": self.bucket
         })
         .to_string()
     }
@@ -56,11 +60,19 @@ impl Meta {
 /// The metadata of rows `0..n`, the same in every run (and in `export`).
 pub fn metadatas(n: usize) -> Vec<Meta> {
     let mut rng = StdRng::seed_from_u64(common::SEED + 3);
-    (0..n).map(|_| metadata(&mut rng)).collect()
+    (0..n)
+        .map(|i| {
+            let mut m = metadata(&mut rng);
+            // A hash of the row number, so the other fields keep their values.
+            m.bucket = ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as u32 % 1000;
+            m
+        })
+        .collect()
 }
 
 fn metadata(rng: &mut StdRng) -> Meta {
     Meta {
+        bucket: 0,
         language: if rng.random_range(0..2) == 0 {
             "en"
         } else {
@@ -76,6 +88,11 @@ fn search(rt: &tokio::runtime::Runtime, t: &Tenant, sql: &str, q: &[f32]) -> Vec
     let batches = rt
         .block_on(t.sql_with_params(sql, &[Param::Vector(q.to_vec())]))
         .expect("query");
+    ids_of(&batches)
+}
+
+/// The row numbers of the `r0000042` ids in the first column.
+fn ids_of(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<u64> {
     let mut out = vec![];
     for b in batches {
         let ids = b.column(0).as_string::<i32>();
@@ -128,6 +145,7 @@ pub fn run() {
         ("idx_lang", "language", IndexKind::Value),
         ("idx_tags", "tags", IndexKind::List),
         ("idx_source", "source", IndexKind::Value),
+        ("idx_bucket", "bucket", IndexKind::Value),
     ] {
         tenant
             .create_index(name, Table::Resources, "metadata", &[path], kind)
@@ -241,6 +259,10 @@ pub fn run() {
         );
     }
 
+    if env("REMDB_HYB_SWEEP", 1) == 1 {
+        sweep(&rt, &db, &data, &queries, &metas);
+    }
+
     // W-ENT P3 / P4 with the JSON index on properties.
     let went = db.create_tenant("went").expect("tenant");
     let rows = env("REMDB_BENCH_ROWS", 100_000);
@@ -289,6 +311,86 @@ pub fn run() {
         println!(
             "| {name} | {:.3} | {:.3} | {:.3} | `{access}` |",
             p.p50, p.p95, p.p99
+        );
+    }
+}
+
+/// Every strategy forced, at selectivities from 0.1% to 50% (`bucket < N`), beside the
+/// planner's choice: where each one wins, which is what the thresholds are set from.
+fn sweep(
+    rt: &tokio::runtime::Runtime,
+    db: &Db,
+    data: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    metas: &[Meta],
+) {
+    let nq = env("REMDB_HYB_SWEEP_QUERIES", 50).min(queries.len());
+    let queries = &queries[..nq];
+    let strategies: [(&str, Option<VectorStrategy>); 5] = [
+        ("chosen", None),
+        ("exact", Some(VectorStrategy::Exact)),
+        ("in-graph", Some(VectorStrategy::InGraph)),
+        ("overfetch", Some(VectorStrategy::Overfetch)),
+        ("post-filter", Some(VectorStrategy::PostFilter)),
+    ];
+    println!(
+        "\n### Strategy sweep at {} x 768: p50 ms (recall@10), {nq} prepared queries per cell\n",
+        data.len()
+    );
+    println!(
+        "| selectivity | {} | chosen strategy |",
+        strategies.map(|(name, _)| name).join(" | ")
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for per_mille in [1u32, 5, 10, 20, 50, 100, 200, 500] {
+        let keep = |i: usize| metas[i].bucket < per_mille;
+        let truth = ground_truth(data, queries, &keep);
+        let sql = format!(
+            "SELECT id FROM vector_similar('resources', $1, {K}) WHERE json_get_int(metadata, 'bucket') < {per_mille}"
+        );
+        let mut cells = vec![];
+        let mut chosen = String::new();
+        for (_, strategy) in strategies {
+            let tenant = db
+                .tenant_with(
+                    "hyb",
+                    QueryOptions {
+                        vector_strategy: strategy,
+                        ..Default::default()
+                    },
+                )
+                .expect("tenant");
+            let prepared = rt.block_on(tenant.prepare(&sql)).expect("prepare");
+            let mut found = vec![];
+            let times = sample(5, nq, |i| {
+                let batches = rt
+                    .block_on(prepared.execute(&[Param::Vector(queries[i].clone())]))
+                    .expect("search");
+                found.push(ids_of(&batches));
+            });
+            let p = percentiles(times);
+            cells.push(format!("{:.3} ({:.3})", p.p50, recall(&found[5..], &truth)));
+            if strategy.is_none() {
+                let analyze = rt
+                    .block_on(tenant.sql_with_params(
+                        &format!("EXPLAIN ANALYZE {sql}"),
+                        &[Param::Vector(queries[0].clone())],
+                    ))
+                    .expect("explain analyze");
+                let analyze = datafusion::arrow::util::pretty::pretty_format_batches(&analyze)
+                    .expect("format")
+                    .to_string();
+                chosen = ["exact", "in_graph", "overfetch", "post_filter", "hnsw"]
+                    .into_iter()
+                    .find(|s| analyze.contains(&format!("strategy_{s}=1")))
+                    .unwrap_or("?")
+                    .to_string();
+            }
+        }
+        println!(
+            "| {:.1}% | {} | {chosen} |",
+            per_mille as f64 / 10.0,
+            cells.join(" | ")
         );
     }
 }

@@ -426,3 +426,30 @@ async fn every_strategy_answers_every_filter() {
         }
     }
 }
+
+/// Without an ef argument a search runs at the tenant's ef_search (64 by default), not at
+/// k: its answers are those of the same search with ef 64 spelled out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_without_ef_uses_the_tenants_ef_search() {
+    let (_dir, _db, t) = fresh("h");
+    load(&t, 10_000);
+    let mut rng = StdRng::seed_from_u64(21);
+    for _ in 0..30 {
+        let q = vector(&mut rng);
+        let mut answers = vec![];
+        for sql in [
+            "SELECT id FROM vector_similar('resources', $1, 10)",
+            "SELECT id FROM vector_similar('resources', $1, 10, NULL, 64)",
+            "SELECT id FROM vector_similar('resources', $1, 10) WHERE uri <> 'nowhere'",
+            "SELECT id FROM vector_similar('resources', $1, 10, NULL, 64) WHERE uri <> 'nowhere'",
+        ] {
+            let batches = t
+                .sql_with_params(sql, &[Param::Vector(q.clone())])
+                .await
+                .unwrap();
+            answers.push(super::slt::render(&batches));
+        }
+        assert_eq!(answers[0], answers[1]);
+        assert_eq!(answers[2], answers[3]);
+    }
+}
