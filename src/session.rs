@@ -222,6 +222,9 @@ impl Tenant {
     }
 
     /// The tenant's DataFusion context (its catalog holds only this tenant's tables).
+    /// For the embedding application's own use (DataFrame API, benches): its `sql()`
+    /// skips the checks [`Tenant::sql`] applies (no DDL or SET, DML restrictions), so it
+    /// must not run untrusted SQL.
     pub fn context(&self) -> &SessionContext {
         &self.inner.ctx
     }

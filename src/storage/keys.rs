@@ -12,7 +12,7 @@
 //! | meta      | `0x01` · name (storekey str)                           | meta value (e.g. u64 BE) |
 //! | row       | `0x02` · table tag (u8) · row id (u64 BE)              | the encoded row          |
 //! | primary   | `0x03` · table tag · key parts (storekey)              | row id (u64 BE)          |
-//! | index     | `0x04` · table tag · index tag (u8) · parts · row id   | empty                    |
+//! | index     | `0x04` · table tag · index tag (u8) · parts · row id   | empty; the time index of moments holds the encoded row |
 //! | vector    | `0x05` · table tag · row id (u64 BE)                   | f32 little-endian values |
 //! | vector log| `0x06` · table tag · change number (u64 BE)            | row id (u64 BE) · op (u8: 1 upsert, 0 remove) |
 //! | user index| `0x07` · table tag · index id (u32 BE) · value · row id | empty                    |
