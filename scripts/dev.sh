@@ -75,6 +75,12 @@ e2e() {
 # exported by the bench binary, then benches/compare/compare.py.
 compare() {
   local venv=.venv-compare
+  # hnswlib is built from source: it needs Python's headers.
+  if [ ! -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
+    echo "installing system packages: python3-dev" >&2
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-dev >/dev/null
+  fi
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
       --requirement benches/compare/requirements.txt; then
