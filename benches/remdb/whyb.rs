@@ -239,7 +239,7 @@ pub fn run() {
         let plan = datafusion::arrow::util::pretty::pretty_format_batches(&analyze)
             .expect("format")
             .to_string();
-        let strategy = ["exact", "in_graph", "overfetch", "hnsw"]
+        let strategy = ["exact", "in_graph", "overfetch", "post_filter", "hnsw"]
             .into_iter()
             .find(|s| plan.contains(&format!("strategy_{s}=1")))
             .unwrap_or("?");
