@@ -1041,10 +1041,15 @@ impl TenantStore {
                 Some((ids, superset)) => Candidates::Ids { ids, superset },
                 None => Candidates::Many,
             }),
-            AccessPath::Nearest { .. } => Ok(Candidates::Ids {
-                ids: self.resolve(table, path)?.unwrap_or_default(),
-                superset: false,
-            }),
+            AccessPath::Nearest { .. } => {
+                let mut ids = self.resolve(table, path)?.unwrap_or_default();
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(Candidates::Ids {
+                    ids,
+                    superset: false,
+                })
+            }
             AccessPath::PrimaryPrefix { .. }
             | AccessPath::IndexPrefix { .. }
             | AccessPath::IndexRange { .. } => {

@@ -761,7 +761,7 @@ impl VectorSearchExec {
             (AccessPath::FullScan, _) => Candidates::All,
             (_, Some(Strategy::PostFilter)) => Candidates::Many,
             // A forced strategy that needs the candidate set gets all of it.
-            (path, Some(_)) => {
+            (path, Some(forced)) if forced != Strategy::Hnsw => {
                 let mut ids = self
                     .store
                     .resolve(Table::Resources, path)
@@ -773,7 +773,7 @@ impl VectorSearchExec {
                     superset: false,
                 }
             }
-            (path, None) => self
+            (path, _) => self
                 .store
                 .resolve_at_most(Table::Resources, path, candidate_cap(total))
                 .map_err(external)?,
