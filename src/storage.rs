@@ -1008,19 +1008,26 @@ impl TenantStore {
             }
             AccessPath::PrimaryPrefix { .. }
             | AccessPath::IndexPrefix { .. }
-            | AccessPath::IndexRange { .. } => {
-                let cf = self.cf()?;
-                let mut walk = self.key_walk(table, path)?;
-                // Only the ids are wanted: rows held by the index are not copied out.
-                walk.with_rows = false;
-                let mut ids = Vec::new();
-                loop {
-                    let chunk = walk.next_entries(self, &cf, 8192)?;
-                    if chunk.is_empty() {
-                        return Ok(Some(ids));
-                    }
-                    ids.extend(chunk.into_iter().map(|(id, _)| id));
-                }
+            | AccessPath::IndexRange { .. } => self.walk_ids(table, path, usize::MAX),
+        }
+    }
+
+    /// The row ids a key walk finds, in walk order, or `None` once there are more than
+    /// `cap`. Only the ids are wanted: rows held by the index are not copied out.
+    fn walk_ids(&self, table: Table, path: &AccessPath, cap: usize) -> Result<Option<Vec<u64>>> {
+        let cf = self.cf()?;
+        let mut walk = self.key_walk(table, path)?;
+        walk.with_rows = false;
+        let mut ids = Vec::new();
+        loop {
+            let want = cap.saturating_add(1).saturating_sub(ids.len()).min(8192);
+            let chunk = walk.next_entries(self, &cf, want)?;
+            if chunk.is_empty() {
+                return Ok(Some(ids));
+            }
+            ids.extend(chunk.into_iter().map(|(id, _)| id));
+            if ids.len() > cap {
+                return Ok(None);
             }
         }
     }
@@ -1052,26 +1059,16 @@ impl TenantStore {
             }
             AccessPath::PrimaryPrefix { .. }
             | AccessPath::IndexPrefix { .. }
-            | AccessPath::IndexRange { .. } => {
-                let cf = self.cf()?;
-                let mut walk = self.key_walk(table, path)?;
-                walk.with_rows = false;
-                let mut ids = Vec::new();
-                loop {
-                    let chunk = walk.next_entries(self, &cf, (cap + 1 - ids.len()).min(8192))?;
-                    if chunk.is_empty() {
-                        ids.sort_unstable();
-                        return Ok(Candidates::Ids {
-                            ids,
-                            superset: false,
-                        });
-                    }
-                    ids.extend(chunk.into_iter().map(|(id, _)| id));
-                    if ids.len() > cap {
-                        return Ok(Candidates::Many);
+            | AccessPath::IndexRange { .. } => Ok(match self.walk_ids(table, path, cap)? {
+                Some(mut ids) => {
+                    ids.sort_unstable();
+                    Candidates::Ids {
+                        ids,
+                        superset: false,
                     }
                 }
-            }
+                None => Candidates::Many,
+            }),
         }
     }
 

@@ -91,6 +91,29 @@ fn search(rt: &tokio::runtime::Runtime, t: &Tenant, sql: &str, q: &[f32]) -> Vec
     ids_of(&batches)
 }
 
+/// The strategy a search took, from its EXPLAIN ANALYZE metrics (`strategy_<name>=1`).
+fn strategy_taken(rt: &tokio::runtime::Runtime, t: &Tenant, sql: &str, q: &[f32]) -> String {
+    let analyze = rt
+        .block_on(t.sql_with_params(
+            &format!("EXPLAIN ANALYZE {sql}"),
+            &[Param::Vector(q.to_vec())],
+        ))
+        .expect("explain analyze");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&analyze)
+        .expect("format")
+        .to_string();
+    text.split("strategy_")
+        .skip(1)
+        .find_map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest[name.len()..].starts_with("=1").then_some(name)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
 /// The row numbers of the `r0000042` ids in the first column.
 fn ids_of(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<u64> {
     let mut out = vec![];
@@ -230,19 +253,7 @@ pub fn run() {
             );
         }
         let first_rows = first.iter().map(Vec::len).sum::<usize>() as f64 / nq as f64;
-        let analyze = rt
-            .block_on(tenant.sql_with_params(
-                &format!("EXPLAIN ANALYZE {sql}"),
-                &[Param::Vector(queries[0].clone())],
-            ))
-            .expect("explain");
-        let plan = datafusion::arrow::util::pretty::pretty_format_batches(&analyze)
-            .expect("format")
-            .to_string();
-        let strategy = ["exact", "in_graph", "overfetch", "post_filter", "hnsw"]
-            .into_iter()
-            .find(|s| plan.contains(&format!("strategy_{s}=1")))
-            .unwrap_or("?");
+        let strategy = strategy_taken(&rt, &tenant, &sql, &queries[0]);
         let show_recall = |found: &[Vec<u64>]| {
             if truth.iter().all(Vec::is_empty) {
                 "n/a (no row passes)".to_string()
@@ -371,20 +382,7 @@ fn sweep(
             let p = percentiles(times);
             cells.push(format!("{:.3} ({:.3})", p.p50, recall(&found[5..], &truth)));
             if strategy.is_none() {
-                let analyze = rt
-                    .block_on(tenant.sql_with_params(
-                        &format!("EXPLAIN ANALYZE {sql}"),
-                        &[Param::Vector(queries[0].clone())],
-                    ))
-                    .expect("explain analyze");
-                let analyze = datafusion::arrow::util::pretty::pretty_format_batches(&analyze)
-                    .expect("format")
-                    .to_string();
-                chosen = ["exact", "in_graph", "overfetch", "post_filter", "hnsw"]
-                    .into_iter()
-                    .find(|s| analyze.contains(&format!("strategy_{s}=1")))
-                    .unwrap_or("?")
-                    .to_string();
+                chosen = strategy_taken(rt, &tenant, &sql, &queries[0]);
             }
         }
         println!(

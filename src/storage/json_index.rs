@@ -507,6 +507,9 @@ impl TenantStore {
                     return Ok(None);
                 };
                 for s in small {
+                    if acc.is_empty() {
+                        break;
+                    }
                     acc = intersect(&acc, &s);
                 }
                 Ok(Some((acc, superset)))
@@ -533,48 +536,11 @@ impl TenantStore {
 
     /// The sorted, distinct row ids of a set.
     pub fn row_set(&self, set: &RowSet) -> Result<Vec<u64>> {
-        match set {
-            RowSet::Keys { .. } => {
-                let cf = self.cf()?;
-                let mut ids = Vec::new();
-                for (start, end) in self.leaf_ranges(set)?.unwrap_or_default() {
-                    for item in self.range(&cf, start, end) {
-                        let (key, _) = item?;
-                        ids.push(index_row_id(&key)?);
-                    }
-                }
-                ids.sort_unstable();
-                ids.dedup();
-                Ok(ids)
-            }
-            RowSet::And(parts) => {
-                let mut sets = parts
-                    .iter()
-                    .map(|p| self.row_set(p))
-                    .collect::<Result<Vec<_>>>()?;
-                sets.sort_by_key(|s| s.len());
-                let mut sets = sets.into_iter();
-                let Some(mut acc) = sets.next() else {
-                    return Ok(vec![]);
-                };
-                for s in sets {
-                    if acc.is_empty() {
-                        break;
-                    }
-                    acc = intersect(&acc, &s);
-                }
-                Ok(acc)
-            }
-            RowSet::Or(parts) => {
-                let mut ids = Vec::new();
-                for p in parts {
-                    ids.extend(self.row_set(p)?);
-                }
-                ids.sort_unstable();
-                ids.dedup();
-                Ok(ids)
-            }
-        }
+        // Without a cap every part is read: the answer is never missing nor a superset.
+        Ok(self
+            .row_set_at_most(set, usize::MAX)?
+            .map(|(ids, _)| ids)
+            .unwrap_or_default())
     }
 }
 

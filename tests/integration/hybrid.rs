@@ -199,9 +199,59 @@ async fn indexed_answers_equal_unindexed_ones() {
     }
 }
 
+type Data = [(String, serde_json::Value, Vec<f32>)];
+
+/// Runs `queries` top-k searches with `filter` and checks that each returns k rows when
+/// k match; returns recall@k against the exact filtered answer.
+async fn filtered_recall(
+    t: &Tenant,
+    data: &Data,
+    filter: &str,
+    keep: &dyn Fn(&serde_json::Value) -> bool,
+    rng: &mut StdRng,
+    queries: usize,
+) -> f64 {
+    let k = 10;
+    let matching = data.iter().filter(|(_, m, _)| keep(m)).count();
+    let (mut hits, mut total) = (0, 0);
+    for _ in 0..queries {
+        let q = vector(rng);
+        let sql = format!("SELECT id FROM vector_similar('resources', $1, {k}) WHERE {filter}");
+        let batches = t
+            .sql_with_params(&sql, &[Param::Vector(q.clone())])
+            .await
+            .unwrap();
+        let got: Vec<String> = super::slt::render(&batches)
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+        assert_eq!(got.len(), k.min(matching), "{filter}: k rows when k match");
+        let want: HashSet<String> = exact_top(data, &q, k, keep).into_iter().collect();
+        hits += got.iter().filter(|id| want.contains(*id)).count();
+        total += want.len();
+    }
+    hits as f64 / total as f64
+}
+
+/// EXPLAIN ANALYZE of `sql` (whose `$1` is a random vector) as one text.
+async fn analyze(t: &Tenant, sql: &str, rng: &mut StdRng) -> String {
+    let batches = t
+        .sql_with_params(
+            &format!("EXPLAIN ANALYZE {sql}"),
+            &[Param::Vector(vector(rng))],
+        )
+        .await
+        .unwrap();
+    super::slt::render(&batches)
+        .into_iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Exact top-k (cosine) among the rows that pass `keep`.
 fn exact_top(
-    data: &[(String, serde_json::Value, Vec<f32>)],
+    data: &Data,
     q: &[f32],
     k: usize,
     keep: impl Fn(&serde_json::Value) -> bool,
@@ -283,56 +333,21 @@ async fn filtered_search_returns_k_rows_with_high_recall() {
         ),
     ];
     let mut rng = StdRng::seed_from_u64(5);
-    let k = 10;
     for (filter, keep, strategy) in &cases {
-        let matching = data.iter().filter(|(_, m, _)| keep(m)).count();
-        let (mut hits, mut total) = (0, 0);
-        for _ in 0..20 {
-            let q = vector(&mut rng);
-            let sql = format!("SELECT id FROM vector_similar('resources', $1, {k}) WHERE {filter}");
-            let batches = t
-                .sql_with_params(&sql, &[Param::Vector(q.clone())])
-                .await
-                .unwrap();
-            let got: Vec<String> = super::slt::render(&batches)
-                .into_iter()
-                .map(|r| r[0].clone())
-                .collect();
-            assert_eq!(got.len(), k.min(matching), "{filter}: k rows when k match");
-            let want: HashSet<String> = exact_top(&data, &q, k, keep).into_iter().collect();
-            hits += got.iter().filter(|id| want.contains(*id)).count();
-            total += want.len();
-        }
-        let recall = hits as f64 / total as f64;
-        assert!(recall >= 0.9, "{filter}: recall@{k} {recall}");
-        let analyze = t
-            .sql_with_params(
-                &format!("EXPLAIN ANALYZE SELECT id FROM vector_similar('resources', $1, {k}) WHERE {filter}"),
-                &[Param::Vector(vector(&mut rng))],
-            )
-            .await
-            .unwrap();
-        let text = super::slt::render(&analyze)
-            .into_iter()
-            .map(|r| r.join(" "))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let recall = filtered_recall(&t, &data, filter, keep.as_ref(), &mut rng, 20).await;
+        assert!(recall >= 0.9, "{filter}: recall@10 {recall}");
+        let sql = format!("SELECT id FROM vector_similar('resources', $1, 10) WHERE {filter}");
+        let text = analyze(&t, &sql, &mut rng).await;
         assert!(text.contains(strategy), "{filter}: {strategy} in\n{text}");
     }
 
-    // A filter no index answers: over-fetch, widening until k rows pass.
-    let analyze = t
-        .sql_with_params(
-            "EXPLAIN ANALYZE SELECT id FROM vector_similar('resources', $1, 10) WHERE content = 'chunk 3' AND uri <> 'doc://1'",
-            &[Param::Vector(vector(&mut rng))],
-        )
-        .await
-        .unwrap();
-    let text = super::slt::render(&analyze)
-        .into_iter()
-        .map(|r| r.join(" "))
-        .collect::<Vec<_>>()
-        .join("\n");
+    // A filter no index answers: post-filter, widening until k rows pass.
+    let text = analyze(
+        &t,
+        "SELECT id FROM vector_similar('resources', $1, 10) WHERE content = 'chunk 3' AND uri <> 'doc://1'",
+        &mut rng,
+    )
+    .await;
     assert!(text.contains("strategy_post_filter=1"), "{text}");
     let got = rows(
         &t,
@@ -368,7 +383,6 @@ async fn every_strategy_answers_every_filter() {
             Box::new(|m| !m["language"].is_string()),
         ),
     ];
-    let k = 10;
     for strategy in [
         VectorStrategy::Exact,
         VectorStrategy::InGraph,
@@ -386,39 +400,10 @@ async fn every_strategy_answers_every_filter() {
             .unwrap();
         let mut rng = StdRng::seed_from_u64(9);
         for (filter, keep) in &cases {
-            let matching = data.iter().filter(|(_, m, _)| keep(m)).count();
-            let (mut hits, mut total) = (0, 0);
-            for _ in 0..10 {
-                let q = vector(&mut rng);
-                let sql =
-                    format!("SELECT id FROM vector_similar('resources', $1, {k}) WHERE {filter}");
-                let batches = forced
-                    .sql_with_params(&sql, &[Param::Vector(q.clone())])
-                    .await
-                    .unwrap();
-                let got: Vec<String> = super::slt::render(&batches)
-                    .into_iter()
-                    .map(|r| r[0].clone())
-                    .collect();
-                assert_eq!(got.len(), k.min(matching), "{strategy:?} {filter}");
-                let want: HashSet<String> = exact_top(&data, &q, k, keep).into_iter().collect();
-                hits += got.iter().filter(|id| want.contains(*id)).count();
-                total += want.len();
-            }
-            let recall = hits as f64 / total as f64;
-            assert!(recall >= 0.9, "{strategy:?} {filter}: recall@{k} {recall}");
-            let explain = forced
-                .sql_with_params(
-                    &format!("EXPLAIN ANALYZE SELECT id FROM vector_similar('resources', $1, {k}) WHERE {filter}"),
-                    &[Param::Vector(vector(&mut rng))],
-                )
-                .await
-                .unwrap();
-            let text = super::slt::render(&explain)
-                .into_iter()
-                .map(|r| r.join(" "))
-                .collect::<Vec<_>>()
-                .join("\n");
+            let recall = filtered_recall(&forced, &data, filter, keep.as_ref(), &mut rng, 10).await;
+            assert!(recall >= 0.9, "{strategy:?} {filter}: recall@10 {recall}");
+            let sql = format!("SELECT id FROM vector_similar('resources', $1, 10) WHERE {filter}");
+            let text = analyze(&forced, &sql, &mut rng).await;
             assert!(
                 text.contains(&format!("strategy={} (forced)", strategy.name())),
                 "{text}"

@@ -11,7 +11,7 @@ use arrow_flight::sql::{
     CommandGetDbSchemas, CommandGetTables, CommandPreparedStatementQuery, CommandStatementIngest,
     ProstMessageExt,
 };
-use arrow_flight::{Action, FlightDescriptor};
+use arrow_flight::{Action, FlightDescriptor, FlightInfo};
 use datafusion::arrow::array::{Array, ArrayRef, ListArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use futures::TryStreamExt;
@@ -109,6 +109,14 @@ async fn query(
         .execute(sql.to_string(), None)
         .await
         .map_err(|e| e.to_string())?;
+    fetch(client, &info).await
+}
+
+/// The batches of the first endpoint of a FlightInfo.
+async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: &FlightInfo,
+) -> Result<Vec<RecordBatch>, String> {
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let stream = client.do_get(ticket).await.map_err(|e| e.to_string())?;
     stream.try_collect().await.map_err(|e| e.to_string())
@@ -265,13 +273,7 @@ async fn parameters_writes_ingest_and_metadata() {
     .unwrap();
     prepared.set_parameters(params).unwrap();
     let info = prepared.execute().await.unwrap();
-    let batches: Vec<RecordBatch> = acme
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut acme, &info).await.unwrap();
     assert_eq!(strings(&batches, 0), ["Alan"]);
     prepared.close().await.unwrap();
 
@@ -299,13 +301,7 @@ async fn parameters_writes_ingest_and_metadata() {
         .unwrap();
         search.set_parameters(params).unwrap();
         let info = search.execute().await.unwrap();
-        let batches: Vec<RecordBatch> = acme
-            .do_get(info.endpoint[0].ticket.clone().unwrap())
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let batches = fetch(&mut acme, &info).await.unwrap();
         assert_eq!(strings(&batches, 0), [nearest]);
     }
 
@@ -390,13 +386,7 @@ async fn parameters_writes_ingest_and_metadata() {
         })
         .await
         .unwrap();
-    let batches: Vec<RecordBatch> = acme
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut acme, &info).await.unwrap();
     let tables = strings(&batches, 2);
     for t in ["edges", "entities", "moments", "resources"] {
         assert!(tables.iter().any(|x| x == t), "{tables:?}");
@@ -405,13 +395,7 @@ async fn parameters_writes_ingest_and_metadata() {
         .get_db_schemas(CommandGetDbSchemas::default())
         .await
         .unwrap();
-    let batches: Vec<RecordBatch> = acme
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut acme, &info).await.unwrap();
     assert!(strings(&batches, 1).iter().any(|s| s == "public"));
 
     let _ = server.stop.take().map(|s| s.send(()));
