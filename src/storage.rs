@@ -14,6 +14,7 @@
 //! the process (it is in the write-ahead log, handed to the OS) but the last writes can
 //! be lost on power loss; with `sync = true` every commit is fsynced before it returns.
 
+pub mod candidates;
 pub mod graph;
 pub mod json_index;
 pub mod keys;
@@ -32,6 +33,7 @@ use rocksdb::{
 
 use crate::error::{Error, Result};
 use crate::vector::{VectorIndex, VectorOptions, decode_vector, encode_vector};
+pub use candidates::RowBitmap;
 pub use graph::{Direction, Found, Hop, MAX_TRAVERSE_DEPTH};
 pub use json_index::{IndexDef, IndexKind, KeyRange, RowSet, ValueRange, index_value, json_column};
 pub use keys::IndexValue;
@@ -59,6 +61,9 @@ pub struct StorageOptions {
     pub tenant_write_buffer_bytes: usize,
     /// fsync the write-ahead log on every commit (survives power loss, slower).
     pub sync: bool,
+    /// Bound on the candidate sets of filtered vector searches kept in memory, over all
+    /// tenants (see [`candidates`]).
+    pub candidate_cache_bytes: usize,
 }
 
 impl Default for StorageOptions {
@@ -68,6 +73,7 @@ impl Default for StorageOptions {
             total_write_buffer_bytes: 256 << 20,
             tenant_write_buffer_bytes: 8 << 20,
             sync: false,
+            candidate_cache_bytes: 256 << 20,
         }
     }
 }
@@ -109,6 +115,10 @@ struct TenantState {
     vectors: RwLock<Option<Arc<VectorIndex>>>,
     /// The user-declared indexes, once read from their meta key.
     user_indexes: RwLock<Option<Arc<Vec<IndexDef>>>>,
+    /// Bumped after every committed write: what the candidate cache is valid for.
+    generation: std::sync::atomic::AtomicU64,
+    /// Candidate sets of filtered vector searches (see [`candidates`]).
+    candidates: Mutex<candidates::CandidateCache>,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +138,8 @@ pub enum Candidates {
     Ids { ids: Vec<u64>, superset: bool },
     /// More rows than the cap.
     Many,
+    /// Every row of the path, from memory (read by an earlier search, no write since).
+    Set(Arc<candidates::RowBitmap>),
 }
 
 /// The RocksDB instance of one database directory and its tenants.
@@ -137,6 +149,7 @@ pub struct Storage {
     options: StorageOptions,
     cf_options: Options,
     tenants: RwLock<HashMap<String, Arc<TenantState>>>,
+    candidate_budget: Arc<candidates::CandidateBudget>,
     // Kept alive for the lifetime of the DB: shared by all column families.
     _cache: Cache,
     _write_buffers: WriteBufferManager,
@@ -199,10 +212,16 @@ impl Storage {
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options.clone()));
         let db = Rocks::open_cf_descriptors(&db_options, &path, descriptors)?;
 
+        let candidate_budget = Arc::new(candidates::CandidateBudget::new(
+            options.candidate_cache_bytes,
+        ));
         let tenants = existing
             .iter()
             .filter_map(|name| name.strip_prefix(TENANT_CF_PREFIX))
-            .map(|id| (id.to_string(), Arc::new(tenant_state(&path, id))))
+            .map(|id| {
+                let state = tenant_state(&path, id, &candidate_budget);
+                (id.to_string(), Arc::new(state))
+            })
             .collect();
         tracing::debug!(path = %path.display(), "opened database");
         Ok(Storage {
@@ -211,6 +230,7 @@ impl Storage {
             options,
             cf_options,
             tenants: RwLock::new(tenants),
+            candidate_budget,
             _cache: cache,
             _write_buffers: write_buffers,
         })
@@ -245,7 +265,7 @@ impl Storage {
         if tenants.contains_key(id) {
             return Err(Error::AlreadyExists(format!("tenant '{id}'")));
         }
-        let state = tenant_state(&self.path, id);
+        let state = tenant_state(&self.path, id, &self.candidate_budget);
         // A leftover index directory of an earlier tenant of this name is not ours.
         let _ = std::fs::remove_dir_all(&state.vector_dir);
         self.db.create_cf(&state.cf_name, &self.cf_options)?;
@@ -363,7 +383,11 @@ impl Drop for Storage {
     }
 }
 
-fn tenant_state(db_path: &Path, id: &str) -> TenantState {
+fn tenant_state(
+    db_path: &Path,
+    id: &str,
+    candidate_budget: &Arc<candidates::CandidateBudget>,
+) -> TenantState {
     TenantState {
         id: id.to_string(),
         cf_name: format!("{TENANT_CF_PREFIX}{id}"),
@@ -372,6 +396,10 @@ fn tenant_state(db_path: &Path, id: &str) -> TenantState {
         write_lock: Mutex::new(WriterState::default()),
         vectors: RwLock::new(None),
         user_indexes: RwLock::new(None),
+        generation: std::sync::atomic::AtomicU64::new(0),
+        candidates: Mutex::new(candidates::CandidateCache::new(Arc::clone(
+            candidate_budget,
+        ))),
     }
 }
 
@@ -644,6 +672,7 @@ impl TenantStore {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(self.sync);
         self.db.write_opt(batch, &write_options)?;
+        self.bump_generation();
         writer.next_row_id = Some(next);
         if let Some(change) = next_change {
             writer.next_vector_change = Some(change);

@@ -406,6 +406,7 @@ impl TenantStore {
             serde_json::to_vec(&defs).map_err(|e| Error::Storage(e.to_string()))?,
         );
         self.db.write(batch)?;
+        self.bump_generation();
         *self.state.user_indexes.write() = Some(Arc::new(defs));
         Ok(def)
     }
@@ -435,6 +436,7 @@ impl TenantStore {
             batch.delete_range_cf(&cf, prefix, end);
         }
         self.db.write(batch)?;
+        self.bump_generation();
         *self.state.user_indexes.write() = Some(Arc::new(defs));
         Ok(def)
     }
