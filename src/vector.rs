@@ -63,11 +63,7 @@ impl Metric {
         match self {
             Metric::Cosine => {
                 let [dot, na, nb] = sums(a, b, |x, y| [x * y, x * x, y * y]);
-                if na == 0.0 || nb == 0.0 {
-                    1.0
-                } else {
-                    1.0 - dot / (na.sqrt() * nb.sqrt())
-                }
+                cosine_distance(dot, na, nb)
             }
             Metric::InnerProduct => 1.0 - sums(a, b, |x, y| [x * y])[0],
             Metric::L2 => sums(a, b, |x, y| [(x - y) * (x - y)])[0],
@@ -80,6 +76,15 @@ impl Metric {
             Metric::Cosine | Metric::InnerProduct => 1.0 - distance,
             Metric::L2 => 1.0 / (1.0 + distance),
         }
+    }
+}
+
+/// Cosine distance from a dot product and the two squared norms.
+fn cosine_distance(dot: f32, na: f32, nb: f32) -> f32 {
+    if na == 0.0 || nb == 0.0 {
+        1.0
+    } else {
+        1.0 - dot / (na.sqrt() * nb.sqrt())
     }
 }
 
@@ -392,9 +397,19 @@ impl VectorIndex {
         let index = self.index.read();
         let mut buf = vec![0f32; self.dimensions];
         let mut out = Vec::with_capacity(keys.len());
+        let metric = self.options.metric;
+        // The query's own norm is the same for every key: summed once.
+        let [query_norm] = sums(query, query, |x, _| [x * x]);
         for key in keys {
             if index.get(*key, &mut buf).map_err(usearch_err)? == 1 {
-                out.push((*key, self.options.metric.distance(query, &buf)));
+                let d = match metric {
+                    Metric::Cosine => {
+                        let [dot, nb] = sums(query, &buf, |x, y| [x * y, y * y]);
+                        cosine_distance(dot, query_norm, nb)
+                    }
+                    _ => metric.distance(query, &buf),
+                };
+                out.push((*key, d));
             }
         }
         Ok(out)
@@ -562,6 +577,47 @@ mod tests {
             (12, 1999),
             "a corrupt newer file is skipped"
         );
+    }
+
+    /// Exact scoring gives the distance `Metric::distance` gives (and usearch, to float
+    /// rounding), for every metric, and leaves out keys without a vector.
+    #[test]
+    fn exact_distances_match_the_metric() {
+        let d = 20;
+        let raw = |i: usize| -> Vec<f32> {
+            (0..d)
+                .map(|j| ((i * 7 + j * 3) % 11) as f32 - 5.0)
+                .collect()
+        };
+        for metric in [Metric::Cosine, Metric::InnerProduct, Metric::L2] {
+            let opts = VectorOptions {
+                dimensions: Some(d),
+                metric,
+                ..Default::default()
+            };
+            let index = VectorIndex::new(opts, d).unwrap();
+            for i in 0..50 {
+                index.upsert(i as u64, &raw(i)).unwrap();
+            }
+            let query = raw(77);
+            let scored = index.exact_distances(&query, &[3, 999, 41]).unwrap();
+            assert_eq!(scored.iter().map(|s| s.0).collect::<Vec<_>>(), [3, 41]);
+            // Every vector, from usearch's own exact search.
+            let all = index.search(&query, 50, Some(50), None).unwrap();
+            for (key, dist) in scored {
+                assert_eq!(
+                    dist,
+                    metric.distance(&query, &raw(key as usize)),
+                    "{metric:?}"
+                );
+                let theirs = all.iter().find(|(k, _)| *k == key).unwrap().1;
+                let scale = dist.abs().max(1.0);
+                assert!(
+                    (dist - theirs).abs() <= 1e-4 * scale,
+                    "{metric:?}: {dist} vs {theirs}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ use super::exec::{RemScanExec, external, leaf_exec_plumbing, plan_properties};
 use super::provider::unqualified;
 use super::pushdown::{describe, plan_access};
 use crate::query::QueryOptions;
-use crate::storage::{AccessPath, Candidates, Row, Table, TenantStore};
+use crate::storage::{AccessPath, Candidates, Row, RowBitmap, Table, TenantStore};
 use crate::vector::Metric;
 
 /// Evaluates a constant argument of table function `func`.
@@ -487,12 +487,12 @@ pub enum Strategy {
     Hnsw,
     /// m <= [`EXACT_MAX_CANDIDATES`]: score every candidate exactly (recall 1.0).
     Exact,
-    /// m / n >= [`IN_GRAPH_MIN_FRACTION`]: HNSW search that skips rows outside the set.
+    /// HNSW search that skips rows outside the set (only when forced).
     InGraph,
-    /// Between the two: search more than k, keep the hits in the candidate set, and
-    /// widen until k rows pass or every vector was considered.
+    /// m > [`EXACT_MAX_CANDIDATES`]: search more than k (about k n / m), keep the hits
+    /// in the candidate set, and widen until k rows pass or every vector was considered.
     Overfetch,
-    /// More than [`candidate_cap`] candidates, or a filter no index answers: search
+    /// More than [`candidate_cap`] candidates not in memory, or a filter no index answers: search
     /// more than k without a candidate set, check the filter on the rows read, widen.
     PostFilter,
 }
@@ -522,34 +522,41 @@ impl Strategy {
     }
 }
 
-/// Candidate sets up to this size are scored exactly (see docs/BENCHMARKS.md, W-HYB).
-pub const EXACT_MAX_CANDIDATES: usize = 4096;
-/// Candidate sets at least this fraction of the index are searched in the graph.
-pub const IN_GRAPH_MIN_FRACTION: f64 = 0.2;
+/// Candidate sets up to this size are scored exactly (see docs/BENCHMARKS.md, W-HYB:
+/// about 1-2 us per candidate, the vector's 3 KB read from memory being most of it).
+pub const EXACT_MAX_CANDIDATES: usize = 8192;
 /// The most rows an over-fetching search asks the graph for before it widens again.
 const WIDEN_FACTOR: usize = 4;
 
 /// Scale of [`candidate_cap`].
 pub const CANDIDATE_CAP_SCALE: f64 = 262.0;
 
-/// The most candidate ids a search reads from the indexes (about sqrt(262 n): 5,100 of
-/// 100k vectors, 16,200 of 1M); with more, it post-filters. Resolving m ids costs about
+/// The most candidate ids a search reads from the indexes in line (about sqrt(262 n):
+/// 5,100 of 100k vectors, 16,200 of 1M); with more, and no whole set in the tenant's
+/// candidate cache, it post-filters, and the set is read in the background for the
+/// searches after it (`TenantStore::candidates`). Resolving m ids costs about
 /// 0.4 us each, and post-filtering about 10 / s rows read at ~7 us plus a wider graph
 /// search, for selectivity s = m / n: the two meet near s = sqrt(262 / n).
 pub fn candidate_cap(total: usize) -> usize {
     ((CANDIDATE_CAP_SCALE * total as f64).sqrt() as usize).max(EXACT_MAX_CANDIDATES)
 }
 
-pub fn choose_strategy(candidates: &Candidates, filtered: bool, total: usize) -> Strategy {
-    match candidates {
-        Candidates::All if filtered => Strategy::PostFilter,
-        Candidates::All => Strategy::Hnsw,
-        Candidates::Many => Strategy::PostFilter,
-        Candidates::Ids { ids, .. } if ids.len() <= EXACT_MAX_CANDIDATES => Strategy::Exact,
-        Candidates::Ids { ids, .. } if ids.len() as f64 >= IN_GRAPH_MIN_FRACTION * total as f64 => {
-            Strategy::InGraph
-        }
-        Candidates::Ids { .. } => Strategy::Overfetch,
+/// The strategy for a candidate set: exact scoring up to [`EXACT_MAX_CANDIDATES`], else
+/// over-fetching against the set; post-filtering without one. In-graph filtering is never
+/// chosen: with the set in memory, over-fetching was as good or better at every
+/// selectivity the W-HYB sweep measured (docs/BENCHMARKS.md); it stays for forcing.
+pub fn choose_strategy(candidates: &Candidates, filtered: bool) -> Strategy {
+    let m = match candidates {
+        Candidates::All if filtered => return Strategy::PostFilter,
+        Candidates::All => return Strategy::Hnsw,
+        Candidates::Many => return Strategy::PostFilter,
+        Candidates::Ids { ids, .. } => ids.len(),
+        Candidates::Set(set) => set.len(),
+    };
+    if m <= EXACT_MAX_CANDIDATES {
+        Strategy::Exact
+    } else {
+        Strategy::Overfetch
     }
 }
 
@@ -593,26 +600,6 @@ impl RowCheck {
         Ok((0..mask.len())
             .map(|i| mask.is_valid(i) && mask.value(i))
             .collect())
-    }
-}
-
-/// A dense bitmap of row ids, for membership checks inside the graph search.
-struct RowBits(Vec<u64>);
-
-impl RowBits {
-    fn new(sorted_ids: &[u64]) -> Self {
-        let max = sorted_ids.last().copied().unwrap_or(0) as usize;
-        let mut words = vec![0u64; max / 64 + 1];
-        for id in sorted_ids {
-            words[*id as usize / 64] |= 1 << (id % 64);
-        }
-        RowBits(words)
-    }
-
-    fn contains(&self, id: u64) -> bool {
-        self.0
-            .get(id as usize / 64)
-            .is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 }
 
@@ -762,25 +749,27 @@ impl VectorSearchExec {
             (_, Some(Strategy::PostFilter)) => Candidates::Many,
             // A forced strategy that needs the candidate set gets all of it.
             (path, Some(forced)) if forced != Strategy::Hnsw => {
-                let mut ids = self
+                match self
                     .store
-                    .resolve(Table::Resources, path)
+                    .all_candidates(Table::Resources, path)
                     .map_err(external)?
-                    .unwrap_or_default();
-                ids.sort_unstable();
-                Candidates::Ids {
-                    ids,
-                    superset: false,
+                {
+                    Some(set) => Candidates::Set(set),
+                    None => Candidates::All,
                 }
             }
             (path, _) => self
                 .store
-                .resolve_at_most(Table::Resources, path, candidate_cap(total))
+                .candidates(Table::Resources, path, candidate_cap(total))
                 .map_err(external)?,
         };
         let strategy = match (self.force, &candidates) {
-            (Some(forced), Candidates::Ids { .. }) if forced != Strategy::Hnsw => forced,
-            _ => choose_strategy(&candidates, filtered, total),
+            (Some(forced), Candidates::Ids { .. } | Candidates::Set(_))
+                if forced != Strategy::Hnsw =>
+            {
+                forced
+            }
+            _ => choose_strategy(&candidates, filtered),
         };
         metric(match strategy {
             Strategy::Hnsw => "strategy_hnsw",
@@ -791,35 +780,54 @@ impl VectorSearchExec {
         })
         .add(1);
         // With an exact candidate set, only what the indexes did not decide is checked.
-        let (ids, check) = match candidates {
+        let (set, check) = match candidates {
             Candidates::Ids {
                 ids,
                 superset: false,
-            } => (Some(ids), self.residual.as_ref()),
-            Candidates::Ids { ids, .. } => (Some(ids), self.filter.as_ref()),
+            } => (
+                Some(Arc::new(RowBitmap::from_ids(&ids))),
+                self.residual.as_ref(),
+            ),
+            Candidates::Ids { ids, .. } => (
+                Some(Arc::new(RowBitmap::from_ids(&ids))),
+                self.filter.as_ref(),
+            ),
+            Candidates::Set(set) => (Some(set), self.residual.as_ref()),
             Candidates::All | Candidates::Many => (None, self.filter.as_ref()),
         };
-        if let Some(ids) = &ids {
-            candidates_seen.add(ids.len());
+        if let Some(set) = &set {
+            candidates_seen.add(set.len());
         }
         if strategy == Strategy::Exact {
-            let ids = ids.unwrap_or_default();
+            let ids = set.map(|s| s.ids()).unwrap_or_default();
             let mut scored = index.exact_distances(&self.query, &ids).map_err(external)?;
             distances.add(scored.len());
-            scored.sort_by(|a, b| a.1.total_cmp(&b.1));
-            self.collect(&scored, index_metric, check, &mut found, &checked)?;
+            // Usually only the nearest few rows are read: order those first, the rest
+            // only when the filter or min_score leaves fewer than k of them.
+            let head = (self.k * WIDEN_FACTOR).max(64).min(scored.len());
+            let by_distance = |a: &(u64, f32), b: &(u64, f32)| a.1.total_cmp(&b.1);
+            if head < scored.len() {
+                scored.select_nth_unstable_by(head, by_distance);
+            }
+            let (near, rest) = scored.split_at_mut(head);
+            near.sort_by(by_distance);
+            self.collect(near, index_metric, check, &mut found, &checked)?;
+            if found.rows.len() < self.k && !found.below_min {
+                rest.sort_by(by_distance);
+                self.collect(rest, index_metric, check, &mut found, &checked)?;
+            }
             return Ok((found.rows, index_metric));
         }
-        let bits = ids.as_deref().map(RowBits::new);
+        let bits = set.as_deref();
         let visited = std::sync::atomic::AtomicUsize::new(0);
         let in_set = |id: u64| {
             visited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            bits.as_ref().is_none_or(|b| b.contains(id))
+            bits.is_none_or(|b| b.contains(id))
         };
         // Over-fetching starts from the expected share of passing rows.
-        let mut fetch = match (strategy, &ids) {
-            (Strategy::Overfetch, Some(ids)) if !ids.is_empty() => {
-                (self.k as f64 * total as f64 / ids.len() as f64 * 1.5).ceil() as usize
+        let mut fetch = match (strategy, bits) {
+            (Strategy::Overfetch, Some(set)) if !set.is_empty() => {
+                (self.k as f64 * total as f64 / set.len() as f64 * 1.5).ceil() as usize
             }
             (Strategy::Overfetch | Strategy::PostFilter, _) => self.k * WIDEN_FACTOR,
             _ => self.k,
@@ -839,7 +847,7 @@ impl VectorSearchExec {
             // A graph search that skips rows can come back short of `fetch` while more
             // rows pass: it widens; an unfiltered one that comes back short has seen all.
             let exhausted = fetch >= total || (strategy != Strategy::InGraph && hits.len() < fetch);
-            let hits: Vec<(u64, f32)> = match (&bits, strategy) {
+            let hits: Vec<(u64, f32)> = match (bits, strategy) {
                 (Some(b), Strategy::Overfetch) => {
                     hits.into_iter().filter(|(id, _)| b.contains(*id)).collect()
                 }
@@ -922,11 +930,9 @@ impl DisplayAs for VectorSearchExec {
             )?,
             (path, None) => write!(
                 f,
-                ", candidates={}, strategy=by candidate count (exact <= {EXACT_MAX_CANDIDATES} < {} < {}% <= {}; more than sqrt({CANDIDATE_CAP_SCALE} n): {})",
+                ", candidates={}, strategy=by candidate count (exact <= {EXACT_MAX_CANDIDATES} < {}; more than sqrt({CANDIDATE_CAP_SCALE} n) and not in memory: {})",
                 describe(Table::Resources, path),
                 Strategy::Overfetch.name(),
-                (IN_GRAPH_MIN_FRACTION * 100.0) as u32,
-                Strategy::InGraph.name(),
                 Strategy::PostFilter.name(),
             )?,
         }

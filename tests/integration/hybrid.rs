@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use remdb::{Batch, IndexKind, Param, QueryOptions, Resource, Table, Tenant, VectorStrategy};
+use remdb::{Batch, Db, IndexKind, Param, QueryOptions, Resource, Table, Tenant, VectorStrategy};
 
 use super::{fresh, rows};
 
@@ -233,6 +233,19 @@ async fn filtered_recall(
     hits as f64 / total as f64
 }
 
+/// Waits until tenant `id` has no background read of a candidate set under way.
+fn settle(db: &Db, id: &str) {
+    let store = db.storage().tenant(id).unwrap();
+    let start = std::time::Instant::now();
+    while store.filling_candidates() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "candidate set not read in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// EXPLAIN ANALYZE of `sql` (whose `$1` is a random vector) as one text.
 async fn analyze(t: &Tenant, sql: &str, rng: &mut StdRng) -> String {
     let batches = t
@@ -277,7 +290,7 @@ fn exact_top(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_search_returns_k_rows_with_high_recall() {
-    let (_dir, _db, t) = fresh("h");
+    let (_dir, db, t) = fresh("h");
     let data = load(&t, 10_000);
     index_all(&t);
     let has_tag = |m: &serde_json::Value, tag: &str| {
@@ -286,59 +299,76 @@ async fn filtered_search_returns_k_rows_with_high_recall() {
             .is_some_and(|a| a.iter().any(|x| x == tag))
     };
     type Keep = Box<dyn Fn(&serde_json::Value) -> bool>;
-    let cases: Vec<(&str, Keep, &str)> = vec![
-        // 5,000 candidates, more than the index is read for (max(4096, sqrt(262 n))):
-        // the search post-filters, checking the filter on the rows it reads.
+    // The strategy of a filter's first search, and of the searches after the candidate
+    // set was read in the background.
+    let cases: Vec<(&str, Keep, &str, &str)> = vec![
+        // 5,000 candidates: under the cap, read and scored exactly.
         (
             "metadata->>'language' = 'en'",
             Box::new(|m| m["language"] == "en"),
-            "strategy_post_filter=1",
+            "strategy_exact=1",
+            "strategy_exact=1",
         ),
         (
             "json_array_contains(metadata, 'tags', 'important')",
             Box::new(move |m| has_tag(m, "important")),
+            "strategy_exact=1",
             "strategy_exact=1",
         ),
         (
             "json_array_contains(metadata, 'tags', 'urgent')",
             Box::new(move |m| has_tag(m, "urgent")),
             "strategy_exact=1",
+            "strategy_exact=1",
         ),
         (
             "metadata->>'language' <> 'en'",
             Box::new(|m| m["language"].as_str().is_some_and(|l| l != "en")),
             "strategy_exact=1",
+            "strategy_exact=1",
         ),
+        // 9,000 candidates, more than the index is read for in line (max(8192,
+        // sqrt(262 n))): the first search post-filters, checking the filter on the rows
+        // it reads; the next ones over-fetch against the whole set, read meanwhile.
         (
             "metadata->>'language' IS NOT NULL",
             Box::new(|m| m["language"].is_string()),
             "strategy_post_filter=1",
+            "strategy_overfetch=1",
         ),
         (
             "json_array_contains(metadata, 'tags', 'important') AND metadata->>'language' = 'de'",
             Box::new(move |m| has_tag(m, "important") && m["language"] == "de"),
             "strategy_exact=1",
+            "strategy_exact=1",
         ),
         // One part small, one over the cap: the small part's ids are a superset of the
-        // answer, scored exactly, the whole filter checked on the rows.
+        // answer, scored exactly, the whole filter checked on the rows. Later searches
+        // get the whole (exact) set.
         (
             "json_array_contains(metadata, 'tags', 'important') AND metadata->>'language' = 'en'",
             Box::new(move |m| has_tag(m, "important") && m["language"] == "en"),
+            "strategy_exact=1",
             "strategy_exact=1",
         ),
         (
             "json_array_contains(metadata, 'tags', 'urgent') OR metadata->>'language' = 'de'",
             Box::new(move |m| has_tag(m, "urgent") || m["language"] == "de"),
             "strategy_exact=1",
+            "strategy_exact=1",
         ),
     ];
     let mut rng = StdRng::seed_from_u64(5);
-    for (filter, keep, strategy) in &cases {
+    for (filter, keep, first, later) in &cases {
+        let sql = format!("SELECT id FROM vector_similar('resources', $1, 10) WHERE {filter}");
+        settle(&db, "h");
+        let text = analyze(&t, &sql, &mut rng).await;
+        assert!(text.contains(first), "{filter}: {first} in\n{text}");
+        settle(&db, "h");
+        let text = analyze(&t, &sql, &mut rng).await;
+        assert!(text.contains(later), "{filter}: {later} in\n{text}");
         let recall = filtered_recall(&t, &data, filter, keep.as_ref(), &mut rng, 20).await;
         assert!(recall >= 0.9, "{filter}: recall@10 {recall}");
-        let sql = format!("SELECT id FROM vector_similar('resources', $1, 10) WHERE {filter}");
-        let text = analyze(&t, &sql, &mut rng).await;
-        assert!(text.contains(strategy), "{filter}: {strategy} in\n{text}");
     }
 
     // A filter no index answers: post-filter, widening until k rows pass.
@@ -437,4 +467,64 @@ async fn a_search_without_ef_uses_the_tenants_ef_search() {
         assert_eq!(answers[0], answers[1]);
         assert_eq!(answers[2], answers[3]);
     }
+}
+
+/// A filter's candidate set, read in the background after its first search, serves the
+/// searches after it, and is dropped by the next write: a row written after it was read
+/// is found at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidate_sets_are_kept_until_the_next_write() {
+    let (_dir, db, t) = fresh("h");
+    let data = load(&t, 10_000);
+    index_all(&t);
+    assert!(
+        data.iter()
+            .filter(|(_, m, _)| m["language"].is_string())
+            .count()
+            > 8192
+    );
+    let sql = "SELECT id FROM vector_similar('resources', $1, 10) WHERE metadata->>'language' IS NOT NULL";
+    let mut rng = StdRng::seed_from_u64(33);
+    let cold = analyze(&t, sql, &mut rng).await;
+    assert!(cold.contains("strategy_post_filter=1"), "{cold}");
+    settle(&db, "h");
+    let warm = analyze(&t, sql, &mut rng).await;
+    assert!(warm.contains("strategy_overfetch=1"), "{warm}");
+
+    // A new English row at exactly the query vector: the nearest row from now on.
+    let q = vector(&mut rng);
+    t.write(Batch::new().insert(Resource {
+        id: "new".into(),
+        uri: "doc://new".into(),
+        content: "new".into(),
+        metadata: r#"{"language": "en"}"#.into(),
+        embedding: Some(q.clone()),
+        ..Default::default()
+    }))
+    .unwrap();
+    let first = |batches: &[datafusion::arrow::array::RecordBatch]| {
+        super::slt::render(batches)
+            .first()
+            .map(|r| r[0].clone())
+            .unwrap_or_default()
+    };
+    let after_write = analyze(&t, sql, &mut rng).await;
+    assert!(
+        after_write.contains("strategy_post_filter=1"),
+        "{after_write}"
+    );
+    let got = t
+        .sql_with_params(sql, &[Param::Vector(q.clone())])
+        .await
+        .unwrap();
+    assert_eq!(first(&got), "new");
+    // The set read after the write holds the new row: the search keeps it.
+    settle(&db, "h");
+    let warm = analyze(&t, sql, &mut rng).await;
+    assert!(warm.contains("strategy_overfetch=1"), "{warm}");
+    let got = t
+        .sql_with_params(sql, &[Param::Vector(q.clone())])
+        .await
+        .unwrap();
+    assert_eq!(first(&got), "new");
 }
