@@ -734,8 +734,16 @@ impl TenantStore {
         let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
         self.db
             .put_cf(&cf, keys::meta_key(keys::META_VECTOR_OPTIONS), json)?;
-        // The in-memory index is rebuilt with the new options on next use.
-        *self.state.vectors.write() = None;
+        if has_vectors {
+            // Only ef_search changed (checked above): the loaded index takes it in place;
+            // rebuilding it from the rows would take minutes at 1M vectors.
+            if let Some(index) = self.state.vectors.read().as_ref() {
+                index.set_ef_search(options.ef_search);
+            }
+        } else {
+            // The in-memory index is rebuilt with the new options on next use.
+            *self.state.vectors.write() = None;
+        }
         Ok(())
     }
 
@@ -807,6 +815,11 @@ impl TenantStore {
             tracing::warn!(tenant = %self.state.id, error = %e, "vector index update failed; it will be rebuilt");
             *self.state.vectors.write() = None;
         }
+    }
+
+    /// Whether the HNSW index is in memory now (without loading it).
+    pub fn vector_index_loaded(&self) -> bool {
+        self.state.vectors.read().is_some()
     }
 
     /// The in-memory HNSW index of `resources.embedding`, loading it (and catching it up

@@ -235,6 +235,8 @@ fn usearch_err(e: impl std::fmt::Display) -> Error {
 pub struct VectorIndex {
     index: RwLock<Index>,
     options: VectorOptions,
+    /// The tenant's ef_search: the one option that can change on a loaded index.
+    ef_search: std::sync::atomic::AtomicUsize,
     dimensions: usize,
 }
 
@@ -269,11 +271,25 @@ impl VectorIndex {
         index.reserve(1024).map_err(usearch_err)?;
         Ok(VectorIndex {
             index: RwLock::new(index),
+            ef_search: std::sync::atomic::AtomicUsize::new(options.ef_search),
             options,
             dimensions,
         })
     }
 
+    /// The search expansion used when a query names none.
+    pub fn ef_search(&self) -> usize {
+        self.ef_search.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes [`VectorIndex::ef_search`] in place (no rebuild).
+    pub fn set_ef_search(&self, ef: usize) {
+        self.ef_search
+            .store(ef, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The options the index was built with (`ef_search` as of then: see
+    /// [`VectorIndex::ef_search`]).
     pub fn options(&self) -> &VectorOptions {
         &self.options
     }
@@ -378,7 +394,7 @@ impl VectorIndex {
                 self.dimensions
             )));
         }
-        let want_ef = ef.unwrap_or(self.options.ef_search).max(k);
+        let want_ef = ef.unwrap_or(self.ef_search()).max(k);
         {
             let index = self.index.read();
             if index.expansion_search() == want_ef {

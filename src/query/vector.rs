@@ -835,7 +835,7 @@ impl VectorSearchExec {
         .clamp(self.k, total.max(self.k));
         loop {
             // The call's ef, else the tenant's ef_search; never below the rows wanted.
-            let ef = self.ef.unwrap_or(index.options().ef_search).max(fetch);
+            let ef = self.ef.unwrap_or(index.ef_search()).max(fetch);
             let filter: Option<&(dyn Fn(u64) -> bool + Sync)> = match strategy {
                 Strategy::InGraph => Some(&in_set),
                 _ => None,

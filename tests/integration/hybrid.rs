@@ -446,7 +446,7 @@ async fn every_strategy_answers_every_filter() {
 /// k: its answers are those of the same search with ef 64 spelled out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_without_ef_uses_the_tenants_ef_search() {
-    let (_dir, _db, t) = fresh("h");
+    let (_dir, db, t) = fresh("h");
     load(&t, 10_000);
     let mut rng = StdRng::seed_from_u64(21);
     for _ in 0..30 {
@@ -466,6 +466,26 @@ async fn a_search_without_ef_uses_the_tenants_ef_search() {
         }
         assert_eq!(answers[0], answers[1]);
         assert_eq!(answers[2], answers[3]);
+    }
+    // Changing ef_search applies to the loaded index at once (it is not rebuilt).
+    let mut options = t.vector_options().unwrap().unwrap();
+    options.ef_search = 12;
+    t.configure_vectors(options).unwrap();
+    assert!(db.storage().tenant("h").unwrap().vector_index_loaded());
+    for _ in 0..30 {
+        let q = vector(&mut rng);
+        let mut answers = vec![];
+        for sql in [
+            "SELECT id FROM vector_similar('resources', $1, 10)",
+            "SELECT id FROM vector_similar('resources', $1, 10, NULL, 12)",
+        ] {
+            let batches = t
+                .sql_with_params(sql, &[Param::Vector(q.clone())])
+                .await
+                .unwrap();
+            answers.push(super::slt::render(&batches));
+        }
+        assert_eq!(answers[0], answers[1]);
     }
 }
 
