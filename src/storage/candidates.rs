@@ -6,7 +6,7 @@
 //! far more than the search itself, so [`TenantStore::candidates`] keeps the sets it
 //! resolved, per access path, until the tenant's next write:
 //!
-//! - Every committed write (rows, index DDL, vector options) bumps the tenant's
+//! - Every committed write (rows, index DDL) bumps the tenant's
 //!   generation after it lands; a set is used only while the generation it was read at
 //!   is current. Invalidation is all-or-nothing per tenant: simple and always correct,
 //!   and right for the read-mostly memory workloads remdb serves.

@@ -450,20 +450,17 @@ async fn a_search_without_ef_uses_the_tenants_ef_search() {
     load(&t, 10_000);
     let mut rng = StdRng::seed_from_u64(21);
     for _ in 0..30 {
-        let q = vector(&mut rng);
-        let mut answers = vec![];
-        for sql in [
-            "SELECT id FROM vector_similar('resources', $1, 10)",
-            "SELECT id FROM vector_similar('resources', $1, 10, NULL, 64)",
-            "SELECT id FROM vector_similar('resources', $1, 10) WHERE uri <> 'nowhere'",
-            "SELECT id FROM vector_similar('resources', $1, 10, NULL, 64) WHERE uri <> 'nowhere'",
-        ] {
-            let batches = t
-                .sql_with_params(sql, &[Param::Vector(q.clone())])
-                .await
-                .unwrap();
-            answers.push(super::slt::render(&batches));
-        }
+        let answers = answers_for(
+            &t,
+            &vector(&mut rng),
+            &[
+                "SELECT id FROM vector_similar('resources', $1, 10)",
+                "SELECT id FROM vector_similar('resources', $1, 10, NULL, 64)",
+                "SELECT id FROM vector_similar('resources', $1, 10) WHERE uri <> 'nowhere'",
+                "SELECT id FROM vector_similar('resources', $1, 10, NULL, 64) WHERE uri <> 'nowhere'",
+            ],
+        )
+        .await;
         assert_eq!(answers[0], answers[1]);
         assert_eq!(answers[2], answers[3]);
     }
@@ -473,20 +470,30 @@ async fn a_search_without_ef_uses_the_tenants_ef_search() {
     t.configure_vectors(options).unwrap();
     assert!(db.storage().tenant("h").unwrap().vector_index_loaded());
     for _ in 0..30 {
-        let q = vector(&mut rng);
-        let mut answers = vec![];
-        for sql in [
-            "SELECT id FROM vector_similar('resources', $1, 10)",
-            "SELECT id FROM vector_similar('resources', $1, 10, NULL, 12)",
-        ] {
-            let batches = t
-                .sql_with_params(sql, &[Param::Vector(q.clone())])
-                .await
-                .unwrap();
-            answers.push(super::slt::render(&batches));
-        }
+        let answers = answers_for(
+            &t,
+            &vector(&mut rng),
+            &[
+                "SELECT id FROM vector_similar('resources', $1, 10)",
+                "SELECT id FROM vector_similar('resources', $1, 10, NULL, 12)",
+            ],
+        )
+        .await;
         assert_eq!(answers[0], answers[1]);
     }
+}
+
+/// The rendered answer of each statement, with `$1` bound to `q`.
+async fn answers_for(t: &Tenant, q: &[f32], sqls: &[&str]) -> Vec<Vec<Vec<String>>> {
+    let mut answers = vec![];
+    for sql in sqls {
+        let batches = t
+            .sql_with_params(sql, &[Param::Vector(q.to_vec())])
+            .await
+            .unwrap();
+        answers.push(super::slt::render(&batches));
+    }
+    answers
 }
 
 /// A filter's candidate set, read in the background after its first search, serves the
