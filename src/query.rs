@@ -113,7 +113,7 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
         .with_default_features()
         .with_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(vector::VectorTopKRule))
-        .with_physical_optimizer_rule(Arc::new(order::TimeOrderRule))
+        .with_physical_optimizer_rule(Arc::new(order::OrderRule))
         .build();
     datafusion_functions_json::register_all(&mut state)?;
     let ctx = SessionContext::new_with_state(state);

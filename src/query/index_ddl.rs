@@ -6,6 +6,7 @@
 //! ```sql
 //! CREATE INDEX idx_lang ON resources ((metadata->>'language'));     -- the value at a path
 //! CREATE INDEX idx_tags ON resources USING gin ((metadata->'tags')); -- each array element
+//! CREATE INDEX idx_name ON entities (name);     -- a text column: ORDER BY name LIMIT n
 //! DROP INDEX [IF EXISTS] idx_lang;
 //! SELECT * FROM list_indexes();                                     -- built-in ones too
 //! ```
@@ -30,7 +31,9 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::error::{Error, Result};
-use crate::storage::{IndexId, IndexKind, IndexValue, Table, TenantStore, index_value};
+use crate::storage::{
+    IndexId, IndexKind, IndexValue, Table, TenantStore, index_value, text_column,
+};
 
 /// An index statement, read from SQL.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,13 +89,18 @@ pub fn index_command(statement: &Statement) -> Result<Option<IndexCommand>> {
                 )));
             };
             let (column, path) = json_path(&column.column.expr)
-                .filter(|(_, path)| !path.is_empty())
+                .filter(|(column, path)| !path.is_empty() || text_column(table, column))
                 .ok_or_else(|| {
                     Error::invalid(format!(
-                        "CREATE INDEX {name}: index a JSON path such as (({}->>'key')), got {}",
+                        "CREATE INDEX {name}: index a JSON path such as (({}->>'key')){}, got {}",
                         match table {
                             Table::Entities | Table::Edges => "properties",
                             Table::Resources | Table::Moments => "metadata",
+                        },
+                        match table {
+                            Table::Entities => " or the column (name)",
+                            Table::Resources => " or the column (uri)",
+                            Table::Edges | Table::Moments => "",
                         },
                         column.column.expr
                     ))
@@ -366,7 +374,19 @@ mod tests {
         );
         assert_eq!(command("SELECT 1").unwrap(), None);
         assert!(command("CREATE INDEX x ON nowhere ((metadata->>'a'))").is_err());
-        assert!(command("CREATE INDEX x ON resources (uri)").is_err());
+        // A text column is indexed whole; other plain columns are refused.
+        assert_eq!(
+            command("CREATE INDEX x ON resources (uri)").unwrap(),
+            Some(IndexCommand::Create {
+                name: "x".into(),
+                table: Table::Resources,
+                column: "uri".into(),
+                path: vec![],
+                kind: IndexKind::Value,
+                if_not_exists: false,
+            })
+        );
+        assert!(command("CREATE INDEX x ON resources (content)").is_err());
         assert!(command("CREATE INDEX x ON resources USING hash ((metadata->>'a'))").is_err());
     }
 }

@@ -1,9 +1,16 @@
-//! Query layer: `ORDER BY timestamp [DESC] LIMIT n` over moments, served by the time index.
+//! Query layer: `ORDER BY column [DESC] LIMIT n` served by an index walked in order.
 //!
-//! [`TimeOrderRule`] finds a `SortExec` with a fetch whose only key is the `timestamp` of
+//! [`OrderRule`] finds a `SortExec` with a fetch whose only key is the `timestamp` of
 //! a moments scan that reads the whole table or a timestamp range, and makes the scan walk
 //! `moments_timestamp` in the sort's direction and stop after n rows (after its residual
 //! filters). The sort stays above it, ordering those n rows; the table is never sorted.
+//!
+//! It does the same for a text column with a user index (`CREATE INDEX
+//! idx_name ON entities (name)`): the scan walks that index in order and skips the rows
+//! its own filters' index set does not hold ([`AccessPath::IndexOrder`]).
+//!
+//! Both fold a `FilterExec` right above the scan (filters no index answers) into the
+//! scan (`replace_scan`), so that the scan's limit counts rows that pass every filter.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -15,15 +22,16 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort::SortExec;
 
-use super::exec::RemScanExec;
+use super::exec::{RemScanExec, external};
 use super::vector::{replace_scan, rewrite_sort_inputs};
-use crate::storage::{AccessPath, IndexId, Table};
+use crate::storage::{AccessPath, IndexId, IndexKind, Table};
 
-/// Turns a top-n by `moments.timestamp` into an ordered, limited walk of the time index.
+/// Turns a top-n by `moments.timestamp`, or by a text column with a user index, into an
+/// ordered, limited walk of that index.
 #[derive(Debug, Default)]
-pub struct TimeOrderRule;
+pub struct OrderRule;
 
-impl PhysicalOptimizerRule for TimeOrderRule {
+impl PhysicalOptimizerRule for OrderRule {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
@@ -33,7 +41,7 @@ impl PhysicalOptimizerRule for TimeOrderRule {
     }
 
     fn name(&self) -> &str {
-        "remdb_time_order"
+        "remdb_order"
     }
 
     fn schema_check(&self) -> bool {
@@ -56,29 +64,72 @@ fn rewrite_sort(sort: &SortExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     replace_scan(
         sort.input(),
         column.index(),
-        "timestamp",
-        &|scan: &RemScanExec| {
-            if scan.table() != Table::Moments {
-                return Ok(None);
-            }
-            let (lower, upper) = match scan.access_path() {
-                AccessPath::FullScan => (Bound::Unbounded, Bound::Unbounded),
-                AccessPath::IndexRange {
-                    index: IndexId::MomentTimestamp,
-                    lower,
-                    upper,
-                    ..
-                } => (lower.clone(), upper.clone()),
-                _ => return Ok(None),
-            };
-            let path = AccessPath::IndexRange {
-                index: IndexId::MomentTimestamp,
-                lower,
-                upper,
-                descending,
-            };
-            let limit = scan.limit().map_or(n, |l| l.min(n));
-            Ok(Some(scan.with_path(path).with_limit(Some(limit))))
+        &|scan: &RemScanExec, name: &str| match (scan.table(), name) {
+            (Table::Moments, "timestamp") => Ok(time_walk(scan, n, descending)),
+            _ => ordered_scan(scan, name, n, descending),
         },
     )
+}
+
+/// The moments scan walking the time index in order, when it reads the whole table or a
+/// timestamp range.
+fn time_walk(scan: &RemScanExec, n: usize, descending: bool) -> Option<RemScanExec> {
+    let (lower, upper) = match scan.access_path() {
+        AccessPath::FullScan => (Bound::Unbounded, Bound::Unbounded),
+        AccessPath::IndexRange {
+            index: IndexId::MomentTimestamp,
+            lower,
+            upper,
+            ..
+        } => (lower.clone(), upper.clone()),
+        _ => return None,
+    };
+    let path = AccessPath::IndexRange {
+        index: IndexId::MomentTimestamp,
+        lower,
+        upper,
+        descending,
+    };
+    let limit = scan.limit().map_or(n, |l| l.min(n));
+    Some(scan.with_path(path).with_limit(Some(limit)))
+}
+
+/// The scan walking the user index on its column `name` in order, when there is one.
+/// Scans of a few keys (ids, a vector search) keep their path: sorting their rows is
+/// cheaper than any walk.
+fn ordered_scan(
+    scan: &RemScanExec,
+    name: &str,
+    n: usize,
+    descending: bool,
+) -> DfResult<Option<RemScanExec>> {
+    if scan.limit().is_some()
+        || matches!(
+            scan.access_path(),
+            AccessPath::PrimaryPrefix { .. }
+                | AccessPath::Nearest { .. }
+                | AccessPath::IndexOrder { .. }
+        )
+    {
+        return Ok(None);
+    }
+    let user = scan.store().user_indexes().map_err(external)?;
+    let Some(def) = user.iter().find(|d| {
+        d.is_column()
+            && d.kind == IndexKind::Value
+            && d.table == scan.table().name()
+            && d.column == name
+    }) else {
+        return Ok(None);
+    };
+    let path = AccessPath::IndexOrder {
+        index: def.clone(),
+        descending,
+        within: Box::new(scan.access_path().clone()),
+    };
+    // A scan reached from a sort through projections and a filter is no join's probe
+    // side: a dynamic filter it holds is the top-k sort's own.
+    Ok(Some(
+        scan.with_path(path).without_join_keys().with_limit(Some(n)),
+    ))
 }

@@ -534,6 +534,22 @@ pub fn describe(table: Table, path: &AccessPath) -> String {
             describe_range(lower, upper),
             if *descending { ", descending" } else { "" }
         ),
+        AccessPath::IndexOrder {
+            index,
+            descending,
+            within,
+        } => {
+            let within = match within.as_ref() {
+                AccessPath::FullScan => String::new(),
+                other => format!(" within {}", describe(table, other)),
+            };
+            format!(
+                "index {} ({}) in order{}{within}",
+                index.name,
+                index.expression(),
+                if *descending { ", descending" } else { "" }
+            )
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! indexes (no DataFusion).
 //!
 //! An [`IndexDef`] indexes one path of a JSON column (`resources.metadata`,
-//! `entities.properties`, `edges.properties`, `moments.metadata`). A `value` index holds
+//! `entities.properties`, `edges.properties`, `moments.metadata`), or a text column itself
+//! (`entities.name`, `resources.uri`: an empty path), whose index serves `ORDER BY` that
+//! column (see [`AccessPath::IndexOrder`](super::AccessPath::IndexOrder)). A `value` index holds
 //! one entry per row: the typed value at the path, with `Null` for JSON null or a missing
 //! key, so `IS NULL` is answered too. A `list` index holds one entry per element of the
 //! JSON array at the path (and none when there is no array), for membership tests.
@@ -39,9 +41,9 @@ pub struct IndexDef {
     /// Unique per tenant.
     pub name: String,
     pub table: String,
-    /// The JSON column (`metadata` or `properties`).
+    /// The JSON column (`metadata` or `properties`), or a text column (empty `path`).
     pub column: String,
-    /// Object keys from the column's root to the value.
+    /// Object keys from the column's root to the value; empty for a text column.
     pub path: Vec<String>,
     pub kind: IndexKind,
     /// Number in keys; never reused.
@@ -66,6 +68,19 @@ impl IndexDef {
             out.push_str(&format!("{arrow}'{}'", key.replace('\'', "''")));
         }
         out
+    }
+
+    /// True for an index over a text column itself (no JSON path).
+    pub fn is_column(&self) -> bool {
+        self.path.is_empty()
+    }
+
+    /// True when the index's entries hold a copy of their row (the encoded row is the
+    /// entry's value): a column index, which serves ordered walks (`ORDER BY name LIMIT
+    /// n`), so that a walk reads one key range and no row by id. It costs the row bytes
+    /// twice.
+    pub fn holds_rows(&self) -> bool {
+        self.is_column()
     }
 
     /// The values this index holds for a row (its JSON column already parsed).
@@ -123,6 +138,23 @@ pub fn index_value(v: &serde_json::Value) -> IndexValue {
     }
 }
 
+/// The text columns an index may cover whole (for `ORDER BY column LIMIT n`).
+pub fn text_column(table: Table, column: &str) -> bool {
+    matches!(
+        (table, column),
+        (Table::Entities, "name") | (Table::Resources, "uri")
+    )
+}
+
+/// The value of a text column an index covers.
+fn column_text<'a>(row: &'a Row, column: &str) -> Option<&'a str> {
+    match (row, column) {
+        (Row::Entity(e), "name") => Some(&e.name),
+        (Row::Resource(r), "uri") => Some(&r.uri),
+        _ => None,
+    }
+}
+
 /// The JSON columns an index may cover.
 pub fn json_column(table: Table, column: &str) -> bool {
     matches!(
@@ -143,12 +175,35 @@ fn row_json(row: &Row) -> &str {
     }
 }
 
-/// The keys of a row's entries in the user indexes of its table.
-pub(super) fn user_index_keys(defs: &[IndexDef], row: &Row, row_id: u64) -> Result<Vec<Vec<u8>>> {
+/// The keys of a row's entries in the user indexes of its table, each with whether the
+/// entry holds a copy of the row (see [`IndexDef::holds_rows`]).
+pub(super) fn user_index_keys(
+    defs: &[IndexDef],
+    row: &Row,
+    row_id: u64,
+) -> Result<Vec<(Vec<u8>, bool)>> {
     let table = row.table();
     let mine: Vec<&IndexDef> = defs.iter().filter(|d| d.table == table.name()).collect();
     if mine.is_empty() {
         return Ok(vec![]);
+    }
+    let mut out = Vec::new();
+    let (columns, paths): (Vec<&IndexDef>, Vec<&IndexDef>) =
+        mine.into_iter().partition(|d| d.is_column());
+    for def in columns {
+        let text = column_text(row, &def.column).ok_or_else(|| {
+            Error::Corruption(format!(
+                "index {} on {}.{}",
+                def.name,
+                table.name(),
+                def.column
+            ))
+        })?;
+        let value = IndexValue::Text(text.to_string());
+        out.push((keys::user_index_key(table, def.id, &value, row_id), true));
+    }
+    if paths.is_empty() {
+        return Ok(out);
     }
     // Stored JSON is normalized on write; an empty text means `{}`.
     let text = row_json(row);
@@ -158,10 +213,9 @@ pub(super) fn user_index_keys(defs: &[IndexDef], row: &Row, row_id: u64) -> Resu
         serde_json::from_str(text)
             .map_err(|e| Error::Corruption(format!("stored JSON of {}: {e}", table.name())))?
     };
-    let mut out = Vec::new();
-    for def in mine {
+    for def in paths {
         for value in def.values(&json) {
-            out.push(keys::user_index_key(table, def.id, &value, row_id));
+            out.push((keys::user_index_key(table, def.id, &value, row_id), false));
         }
     }
     Ok(out)
@@ -333,17 +387,28 @@ impl TenantStore {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<IndexDef> {
         validate_index_name(name)?;
-        if !json_column(table, column) {
+        if text_column(table, column) {
+            if !path.is_empty() || kind != IndexKind::Value {
+                return Err(Error::invalid(format!(
+                    "{}.{column} is a text column: index it whole, as ({column})",
+                    table.name()
+                )));
+            }
+        } else if !json_column(table, column) {
             return Err(Error::invalid(format!(
-                "{}.{column} is not a JSON column; indexes cover a path of {}",
+                "{}.{column} cannot be indexed; indexes cover a path of {}{}",
                 table.name(),
                 match table {
                     Table::Entities | Table::Edges => "properties",
                     Table::Resources | Table::Moments => "metadata",
+                },
+                match table {
+                    Table::Entities => " or the column name",
+                    Table::Resources => " or the column uri",
+                    Table::Edges | Table::Moments => "",
                 }
             )));
-        }
-        if path.is_empty() || path.iter().any(|k| k.is_empty()) {
+        } else if path.is_empty() || path.iter().any(|k| k.is_empty()) {
             return Err(Error::invalid(
                 "an index needs a JSON path of one or more non-empty keys",
             ));
@@ -382,8 +447,12 @@ impl TenantStore {
             }
             let mut batch = WriteBatch::default();
             for (row_id, row) in &rows {
-                for key in user_index_keys(&one, row, *row_id)? {
-                    batch.put_cf(&cf, key, []);
+                for (key, holds_row) in user_index_keys(&one, row, *row_id)? {
+                    if holds_row {
+                        batch.put_cf(&cf, key, row.encode()?);
+                    } else {
+                        batch.put_cf(&cf, key, []);
+                    }
                 }
             }
             self.db.write(batch)?;
