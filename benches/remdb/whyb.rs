@@ -337,10 +337,15 @@ pub fn run() {
         )
         .expect("index");
     }
+    // P4 orders by name: a user index on the column, walked in order.
+    went.create_index("idx_name", Table::Entities, "name", &[], IndexKind::Value)
+        .expect("index");
     db.storage().flush().expect("flush");
-    println!("\n### W-ENT P3/P4 at {rows} entities with JSON indexes (single-threaded)\n");
-    println!("| query | p50 ms | p95 ms | p99 ms | access |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "\n### W-ENT P3/P4 at {rows} entities with JSON indexes and idx_name (single-threaded)\n"
+    );
+    println!("| query | first ms | p50 ms | p95 ms | p99 ms | access |");
+    println!("|---|---|---|---|---|---|");
     for (name, sql) in [
         (
             "P3 JSON",
@@ -351,6 +356,10 @@ pub fn run() {
             "SELECT * FROM entities WHERE type = 'person' AND properties->>'team' IN ('platform','infra') AND created_at > '2024-01-01' ORDER BY name LIMIT 100",
         ),
     ] {
+        // The first run reads the filter's index set into memory (see candidates.rs).
+        let started = Instant::now();
+        std::hint::black_box(rt.block_on(went.sql(sql)).expect("query"));
+        let first = started.elapsed().as_secs_f64() * 1e3;
         let times = sample(20, 300, |_| {
             std::hint::black_box(rt.block_on(went.sql(sql)).expect("query"));
         });
@@ -369,7 +378,7 @@ pub fn run() {
             .to_string();
         let p = percentiles(times);
         println!(
-            "| {name} | {:.3} | {:.3} | {:.3} | `{access}` |",
+            "| {name} | {first:.3} | {:.3} | {:.3} | {:.3} | `{access}` |",
             p.p50, p.p95, p.p99
         );
     }

@@ -30,6 +30,7 @@ use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -46,7 +47,9 @@ use super::exec::{RemScanExec, external, leaf_exec_plumbing, plan_properties};
 use super::provider::unqualified;
 use super::pushdown::{describe, plan_access};
 use crate::query::QueryOptions;
-use crate::storage::{AccessPath, Candidates, Row, RowBitmap, Table, TenantStore};
+use crate::storage::{
+    AccessPath, Candidates, MAX_KEPT_SET_VECTORS, Row, RowBitmap, Table, TenantStore,
+};
 use crate::vector::Metric;
 
 /// Evaluates a constant argument of table function `func`.
@@ -485,11 +488,11 @@ impl TableProvider for VectorSimilarTable {
 pub enum Strategy {
     /// No filter: one HNSW search.
     Hnsw,
-    /// m <= [`EXACT_MAX_CANDIDATES`]: score every candidate exactly (recall 1.0).
+    /// m <= [`exact_max`]: score every candidate exactly (recall 1.0).
     Exact,
     /// HNSW search that skips rows outside the set (only when forced).
     InGraph,
-    /// m > [`EXACT_MAX_CANDIDATES`]: search more than k (about k n / m), keep the hits
+    /// m > [`exact_max`]: search more than k (about k n / m), keep the hits
     /// in the candidate set, and widen until k rows pass or every vector was considered.
     Overfetch,
     /// More than [`candidate_cap`] candidates not in memory, or a filter no index answers: search
@@ -541,11 +544,20 @@ pub fn candidate_cap(total: usize) -> usize {
     ((CANDIDATE_CAP_SCALE * total as f64).sqrt() as usize).max(EXACT_MAX_CANDIDATES)
 }
 
-/// The strategy for a candidate set: exact scoring up to [`EXACT_MAX_CANDIDATES`], else
+/// The most candidates scored exactly in an index of `total` vectors: as many as a
+/// search reads in line ([`candidate_cap`]: 8,192 up to 256k vectors, 16,200 at 1M), at
+/// most [`MAX_KEPT_SET_VECTORS`]. Above 8,192 the first search pays ~2-4 us per candidate
+/// (one random read of the index each); it copies the set's vectors into memory, and
+/// later searches on that filter score them in order at ~0.3 us (docs/BENCHMARKS.md).
+pub fn exact_max(total: usize) -> usize {
+    candidate_cap(total).min(MAX_KEPT_SET_VECTORS)
+}
+
+/// The strategy for a candidate set: exact scoring up to [`exact_max`], else
 /// over-fetching against the set; post-filtering without one. In-graph filtering is never
 /// chosen: with the set in memory, over-fetching was as good or better at every
 /// selectivity the W-HYB sweep measured (docs/BENCHMARKS.md); it stays for forcing.
-pub fn choose_strategy(candidates: &Candidates, filtered: bool) -> Strategy {
+pub fn choose_strategy(candidates: &Candidates, filtered: bool, total: usize) -> Strategy {
     let m = match candidates {
         Candidates::All if filtered => return Strategy::PostFilter,
         Candidates::All => return Strategy::Hnsw,
@@ -553,7 +565,7 @@ pub fn choose_strategy(candidates: &Candidates, filtered: bool) -> Strategy {
         Candidates::Ids { ids, .. } => ids.len(),
         Candidates::Set(set) => set.len(),
     };
-    if m <= EXACT_MAX_CANDIDATES {
+    if m <= exact_max(total) {
         Strategy::Exact
     } else {
         Strategy::Overfetch
@@ -769,7 +781,7 @@ impl VectorSearchExec {
             {
                 forced
             }
-            _ => choose_strategy(&candidates, filtered),
+            _ => choose_strategy(&candidates, filtered, total),
         };
         metric(match strategy {
             Strategy::Hnsw => "strategy_hnsw",
@@ -779,6 +791,15 @@ impl VectorSearchExec {
             Strategy::PostFilter => "strategy_post_filter",
         })
         .add(1);
+        // The set is the path's own (not a superset): its vectors may be kept for it.
+        let own_set = matches!(
+            candidates,
+            Candidates::Set(_)
+                | Candidates::Ids {
+                    superset: false,
+                    ..
+                }
+        );
         // With an exact candidate set, only what the indexes did not decide is checked.
         let (set, check) = match candidates {
             Candidates::Ids {
@@ -799,8 +820,28 @@ impl VectorSearchExec {
             candidates_seen.add(set.len());
         }
         if strategy == Strategy::Exact {
-            let ids = set.map(|s| s.ids()).unwrap_or_default();
-            let mut scored = index.exact_distances(&self.query, &ids).map_err(external)?;
+            let mut scored = match &set {
+                Some(set) if own_set => {
+                    let (scored, in_memory) = self
+                        .store
+                        .exact_distances(
+                            Table::Resources,
+                            &self.candidates,
+                            set,
+                            &index,
+                            &self.query,
+                        )
+                        .map_err(external)?;
+                    if in_memory {
+                        metric("vectors_in_memory").add(scored.len());
+                    }
+                    scored
+                }
+                Some(set) => index
+                    .exact_distances(&self.query, &set.ids())
+                    .map_err(external)?,
+                None => vec![],
+            };
             distances.add(scored.len());
             // Usually only the nearest few rows are read: order those first, the rest
             // only when the filter or min_score leaves fewer than k of them.
@@ -930,7 +971,7 @@ impl DisplayAs for VectorSearchExec {
             )?,
             (path, None) => write!(
                 f,
-                ", candidates={}, strategy=by candidate count (exact <= {EXACT_MAX_CANDIDATES} < {}; more than sqrt({CANDIDATE_CAP_SCALE} n) and not in memory: {})",
+                ", candidates={}, strategy=by candidate count m (exact if m <= max({EXACT_MAX_CANDIDATES}, sqrt({CANDIDATE_CAP_SCALE} n)), else {} with the set in memory, {} without)",
                 describe(Table::Resources, path),
                 Strategy::Overfetch.name(),
                 Strategy::PostFilter.name(),
@@ -1060,8 +1101,11 @@ fn rewrite_sort(sort: &SortExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     let Ok(query) = vector_from_scalar(&literal) else {
         return Ok(None);
     };
-    replace_scan(sort.input(), column, "embedding", &|scan: &RemScanExec| {
-        if scan.table() != Table::Resources || !scan.is_unfiltered_full_scan() {
+    replace_scan(sort.input(), column, &|scan: &RemScanExec, name: &str| {
+        if name != "embedding"
+            || scan.table() != Table::Resources
+            || !scan.is_unfiltered_full_scan()
+        {
             return Ok(None);
         }
         let options = scan.store().vector_options().map_err(external)?;
@@ -1078,22 +1122,28 @@ fn rewrite_sort(sort: &SortExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     })
 }
 
-pub(super) type ScanRewrite<'a> = &'a dyn Fn(&RemScanExec) -> DfResult<Option<RemScanExec>>;
+/// A new scan for a scan, given the name of the scan's column the rewrite follows.
+pub(super) type ScanRewrite<'a> = &'a dyn Fn(&RemScanExec, &str) -> DfResult<Option<RemScanExec>>;
 
 /// Walks down through projections (following `column`) and pass-through nodes to the
-/// scan that produces `column` as its column `name`, and rebuilds the path with the new
-/// scan.
+/// scan that produces `column`, and rebuilds the path with the scan `rewrite` makes of it
+/// (given the name of that column in the scan). A `FilterExec` right above the scan is
+/// folded into it first (`rewrite` sees a scan that checks the filter itself, so that a
+/// limit it sets counts passing rows).
 pub(super) fn replace_scan(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
-    name: &str,
     rewrite: ScanRewrite,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     if let Some(scan) = plan.downcast_ref::<RemScanExec>() {
-        if plan.schema().field(column).name() != name {
+        let schema = plan.schema();
+        let Some(field) = schema.fields().get(column) else {
             return Ok(None);
-        }
-        return Ok(rewrite(scan)?.map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>));
+        };
+        return Ok(rewrite(scan, field.name())?.map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>));
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        return replace_filtered_scan(filter, column, rewrite);
     }
     let child_column = if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         match projection
@@ -1113,13 +1163,73 @@ pub(super) fn replace_scan(
     let [child] = children.as_slice() else {
         return Ok(None);
     };
-    match replace_scan(child, child_column, name, rewrite)? {
+    match replace_scan(child, child_column, rewrite)? {
         Some(new_child) => Ok(Some(replace_children_if_necessary(
             Arc::clone(plan),
             vec![new_child],
         )?)),
         None => Ok(None),
     }
+}
+
+/// [`replace_scan`] of a filter over the scan (maybe through a `CooperativeExec`): the
+/// rewrite gets the scan with the filter folded in, and the filter goes; a projection
+/// the filter carries becomes a `ProjectionExec`.
+fn replace_filtered_scan(
+    filter: &FilterExec,
+    column: usize,
+    rewrite: ScanRewrite,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let input = filter.input();
+    let wrapper = (input.name() == "CooperativeExec").then_some(input);
+    let scan_plan = match wrapper {
+        Some(wrapper) => match wrapper.children().as_slice() {
+            [child] => Arc::clone(child),
+            _ => return Ok(None),
+        },
+        None => Arc::clone(input),
+    };
+    // A limit below a filter counts rows before it: folding would change the answer.
+    let Some(scan) = scan_plan
+        .downcast_ref::<RemScanExec>()
+        .filter(|scan| scan.limit().is_none())
+    else {
+        return Ok(None);
+    };
+    let projection = filter.projection().clone();
+    let scan_column = match &projection {
+        Some(p) => match p.get(column) {
+            Some(c) => *c,
+            None => return Ok(None),
+        },
+        None => column,
+    };
+    let schema = scan.schema();
+    let Some(field) = schema.fields().get(scan_column) else {
+        return Ok(None);
+    };
+    let Some(new_scan) = rewrite(&scan.with_filter(filter.predicate())?, field.name())? else {
+        return Ok(None);
+    };
+    let mut new: Arc<dyn ExecutionPlan> = Arc::new(new_scan);
+    if let Some(wrapper) = wrapper {
+        new = replace_children_if_necessary(Arc::clone(wrapper), vec![new])?;
+    }
+    if let Some(p) = projection {
+        let schema = new.schema();
+        let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = p
+            .iter()
+            .map(|&i| {
+                let name = schema.field(i).name().clone();
+                (
+                    Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                    name,
+                )
+            })
+            .collect();
+        new = Arc::new(ProjectionExec::try_new(exprs, new)?);
+    }
+    Ok(Some(new))
 }
 
 #[cfg(test)]

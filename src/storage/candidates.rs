@@ -24,6 +24,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::{AccessPath, Candidates, TenantStore};
 use crate::error::Result;
 use crate::storage::Table;
+use crate::vector::{SetVectors, VectorIndex};
+
+/// The vectors of sets up to this many rows are kept for exact scoring (96 MiB at 768
+/// dimensions); larger sets are over-fetched, not scored.
+pub const MAX_KEPT_SET_VECTORS: usize = 32_768;
 
 /// The bytes of candidate sets held by all tenants of a database, and their bound.
 #[derive(Debug)]
@@ -98,13 +103,37 @@ impl RowBitmap {
     }
 }
 
-/// The candidate sets of one tenant, valid for one generation.
+/// What the cache keeps for a path: its set, or its rows' vectors copied out of the
+/// HNSW index (for the exact scoring of a hot filter).
+#[derive(Debug, Clone)]
+enum Kept {
+    Set(Arc<RowBitmap>),
+    Vectors(Arc<SetVectors>),
+}
+
+impl Kept {
+    fn bytes(&self) -> usize {
+        match self {
+            Kept::Set(set) => set.bytes(),
+            Kept::Vectors(vectors) => vectors.bytes(),
+        }
+    }
+
+    fn same_kind(&self, other: &Kept) -> bool {
+        matches!(
+            (self, other),
+            (Kept::Set(_), Kept::Set(_)) | (Kept::Vectors(_), Kept::Vectors(_))
+        )
+    }
+}
+
+/// The candidate sets (and set vectors) of one tenant, valid for one generation.
 #[derive(Debug)]
 pub(super) struct CandidateCache {
     budget: Arc<CandidateBudget>,
     generation: u64,
     /// Oldest first.
-    entries: Vec<(Table, AccessPath, Arc<RowBitmap>)>,
+    entries: Vec<(Table, AccessPath, Kept)>,
     bytes: usize,
     /// A background read is under way.
     filling: bool,
@@ -132,19 +161,38 @@ impl CandidateCache {
         self
     }
 
-    fn get(&self, table: Table, path: &AccessPath) -> Option<Arc<RowBitmap>> {
+    fn find(&self, table: Table, path: &AccessPath, like: &Kept) -> Option<&Kept> {
         self.entries
             .iter()
-            .find(|(t, p, _)| *t == table && p == path)
-            .map(|(_, _, set)| Arc::clone(set))
+            .find(|(t, p, kept)| *t == table && p == path && kept.same_kind(like))
+            .map(|(_, _, kept)| kept)
+    }
+
+    fn get(&self, table: Table, path: &AccessPath) -> Option<Arc<RowBitmap>> {
+        self.entries.iter().find_map(|(t, p, kept)| match kept {
+            Kept::Set(set) if *t == table && p == path => Some(Arc::clone(set)),
+            _ => None,
+        })
+    }
+
+    fn get_vectors(&self, table: Table, path: &AccessPath) -> Option<Arc<SetVectors>> {
+        self.entries.iter().find_map(|(t, p, kept)| match kept {
+            Kept::Vectors(v) if *t == table && p == path => Some(Arc::clone(v)),
+            _ => None,
+        })
     }
 
     fn put(&mut self, table: Table, path: &AccessPath, set: Arc<RowBitmap>) {
-        if self.get(table, path).is_some() {
+        self.keep(table, path, Kept::Set(set));
+    }
+
+    fn keep(&mut self, table: Table, path: &AccessPath, kept: Kept) {
+        if self.find(table, path, &kept).is_some() {
             return;
         }
+        let bytes = kept.bytes();
         let over = |cache: &CandidateCache| {
-            cache.budget.used.load(Ordering::Acquire) + set.bytes() > cache.budget.max
+            cache.budget.used.load(Ordering::Acquire) + bytes > cache.budget.max
         };
         while over(self) && !self.entries.is_empty() {
             let (_, _, old) = self.entries.remove(0);
@@ -154,9 +202,9 @@ impl CandidateCache {
         if over(self) {
             return;
         }
-        self.bytes += set.bytes();
-        self.budget.used.fetch_add(set.bytes(), Ordering::AcqRel);
-        self.entries.push((table, path.clone(), set));
+        self.bytes += bytes;
+        self.budget.used.fetch_add(bytes, Ordering::AcqRel);
+        self.entries.push((table, path.clone(), kept));
     }
 }
 
@@ -255,6 +303,47 @@ impl TenantStore {
             cache.at(now).put(table, path, Arc::clone(&set));
         }
         set
+    }
+
+    /// The exact distances from `query` to the vectors of `set`, the set of `path`: from
+    /// a copy of those vectors in memory when an earlier search made one and nothing was
+    /// written since, else read from the index, and copied for the next search when the
+    /// path is cacheable and the set has at most [`MAX_KEPT_SET_VECTORS`] rows. Also
+    /// says whether the vectors came from memory.
+    pub fn exact_distances(
+        &self,
+        table: Table,
+        path: &AccessPath,
+        set: &RowBitmap,
+        index: &VectorIndex,
+        query: &[f32],
+    ) -> Result<(Vec<(u64, f32)>, bool)> {
+        let ids = set.ids();
+        if !cacheable(path) || ids.len() > MAX_KEPT_SET_VECTORS {
+            return Ok((index.exact_distances(query, &ids)?, false));
+        }
+        let generation = self.generation();
+        let kept = self
+            .state
+            .candidates
+            .lock()
+            .at(generation)
+            .get_vectors(table, path);
+        if let Some(vectors) = kept {
+            return Ok((vectors.distances(query)?, true));
+        }
+        let vectors = Arc::new(index.copy_vectors(&ids)?);
+        {
+            // As in `keep_candidates`: only vectors copied within one generation are kept.
+            let mut cache = self.state.candidates.lock();
+            let now = self.generation();
+            if now == generation {
+                cache
+                    .at(now)
+                    .keep(table, path, Kept::Vectors(Arc::clone(&vectors)));
+            }
+        }
+        Ok((vectors.distances(query)?, false))
     }
 
     /// Reads the whole set of `path` on a background thread (one per tenant at a time).

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use remdb::{Batch, Db, IndexKind, Param, QueryOptions, Resource, Table, Tenant, VectorStrategy};
+use remdb::{
+    Batch, Db, Entity, IndexKind, Param, QueryOptions, Resource, Table, Tenant, VectorStrategy,
+};
 
 use super::{fresh, rows};
 
@@ -134,6 +136,120 @@ fn index_all(t: &Tenant) {
         IndexKind::Value,
     )
     .unwrap();
+}
+
+/// `n` entities: names in mixed case (and one non-ASCII), types (person 30%), a team
+/// (rare 0.5%) and a creation time spread over two years.
+fn load_entities(t: &Tenant, n: usize) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut batch = Batch::new();
+    for i in 0..n {
+        let first =
+            ["ada", "Ada", "bob", "Zed", "éva", "grace", "alan", "Linus"][rng.random_range(0..8)];
+        let team = match rng.random_range(0..200) {
+            0 => "rare",
+            x if x < 80 => "platform",
+            x if x < 140 => "infra",
+            _ => "product",
+        };
+        batch = batch.insert(Entity {
+            id: format!("e{i:05}"),
+            entity_type: if rng.random_range(0..10) < 3 {
+                "person"
+            } else {
+                "project"
+            }
+            .into(),
+            // Distinct names (7,919 is prime to 10,007), so that a LIMIT cuts no tie.
+            name: format!("{first} {}", (i * 7919) % 10_007),
+            properties: format!(r#"{{"team": "{team}"}}"#),
+            created_at: 1_700_000_000_000_000 + rng.random_range(0..63_000_000_000_000i64),
+            ..Default::default()
+        });
+    }
+    t.write(batch).unwrap();
+}
+
+/// `ORDER BY name LIMIT n` walks a user index on `name` in order, skipping rows outside
+/// the filter's index set (or, for a small set, sorting it), reading rows from the
+/// index's copies: the answers equal those of the same query sorted without indexes,
+/// before and after writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_walks_equal_sorted_answers() {
+    let (_dir, db, t) = fresh("o");
+    load_entities(&t, 3000);
+    t.create_index("idx_name", Table::Entities, "name", &[], IndexKind::Value)
+        .unwrap();
+    t.create_index(
+        "idx_team",
+        Table::Entities,
+        "properties",
+        &["team"],
+        IndexKind::Value,
+    )
+    .unwrap();
+    let scan = db
+        .tenant_with(
+            "o",
+            QueryOptions {
+                use_indexes: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let queries = [
+        "SELECT name FROM entities ORDER BY name LIMIT 25",
+        "SELECT name FROM entities ORDER BY name DESC LIMIT 25",
+        "SELECT name, type FROM entities WHERE type = 'person' ORDER BY name LIMIT 40",
+        "SELECT name FROM entities WHERE properties->>'team' IN ('platform', 'infra') ORDER BY name DESC LIMIT 40",
+        "SELECT name FROM entities WHERE type = 'person' AND properties->>'team' IN ('platform', 'infra') AND created_at > '2024-06-01' ORDER BY name LIMIT 100",
+        // A set of ~15 rows: the walk gives up early and sorts them.
+        "SELECT name FROM entities WHERE properties->>'team' = 'rare' ORDER BY name LIMIT 10",
+        "SELECT name FROM entities WHERE properties->>'team' = 'rare' AND created_at < '2024-01-01' ORDER BY name DESC LIMIT 10",
+        "SELECT name FROM entities WHERE properties->>'team' = 'none' ORDER BY name LIMIT 10",
+        "SELECT name FROM entities WHERE name > 'b' AND type = 'project' ORDER BY name LIMIT 30",
+        "SELECT upper(name) AS n FROM entities WHERE type = 'person' ORDER BY name LIMIT 5",
+        // Columns read from the index's copy of the row.
+        "SELECT name, properties->>'team', type FROM entities WHERE type = 'project' ORDER BY name DESC LIMIT 30",
+    ];
+    for round in 0..2 {
+        for sql in queries {
+            let ordered = rows(&t, sql).await;
+            assert_eq!(ordered, rows(&scan, sql).await, "round {round}: {sql}");
+            let plan = rows(&t, &format!("EXPLAIN {sql}")).await.join("\n");
+            assert!(
+                plan.contains("access=index idx_name (name) in order"),
+                "{sql} walks the name index:\n{plan}"
+            );
+            assert!(
+                !plan.contains("FilterExec"),
+                "{sql}: filter folded in:\n{plan}"
+            );
+        }
+        // Renames, deletes and new rows move and drop index entries.
+        t.sql("UPDATE entities SET name = concat('aaa ', name) WHERE properties->>'team' = 'rare'")
+            .await
+            .unwrap();
+        t.sql("DELETE FROM entities WHERE name LIKE 'Zed 1%'")
+            .await
+            .unwrap();
+        // A change that keeps the name rewrites the index's copy of the row.
+        t.sql("UPDATE entities SET properties = '{\"team\": \"moved\"}' WHERE name LIKE 'éva 3%'")
+            .await
+            .unwrap();
+        t.sql(&format!(
+            "INSERT INTO entities (id, type, name, properties) VALUES ('new{round}', 'person', 'AAA first', '{{\"team\": \"rare\"}}')"
+        ))
+        .await
+        .unwrap();
+    }
+    // Dropping the index puts the sort back.
+    t.sql("DROP INDEX idx_name").await.unwrap();
+    let plan = rows(&t, &format!("EXPLAIN {}", queries[2]))
+        .await
+        .join("\n");
+    assert!(!plan.contains("in order"), "{plan}");
+    assert_eq!(rows(&t, queries[2]).await, rows(&scan, queries[2]).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,4 +670,49 @@ async fn candidate_sets_are_kept_until_the_next_write() {
         .await
         .unwrap();
     assert_eq!(first(&got), "new");
+}
+
+/// An exact search keeps its set's vectors in memory for the next search on the filter;
+/// a changed vector is seen at once (the copy is dropped with the write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_vectors_are_kept_until_a_vector_changes() {
+    let (_dir, _db, t) = fresh("h");
+    let data = load(&t, 3000);
+    index_all(&t);
+    let important = |m: &serde_json::Value| {
+        m["tags"]
+            .as_array()
+            .is_some_and(|tags| tags.iter().any(|x| x == "important"))
+    };
+    let sql = "SELECT id FROM vector_similar('resources', $1, 10) WHERE json_array_contains(metadata, 'tags', 'important')";
+    let mut rng = StdRng::seed_from_u64(44);
+    let first = analyze(&t, sql, &mut rng).await;
+    assert!(first.contains("strategy_exact=1"), "{first}");
+    assert!(!first.contains("vectors_in_memory"), "{first}");
+    for _ in 0..3 {
+        let q = vector(&mut rng);
+        let got: Vec<String> = super::slt::render(
+            &t.sql_with_params(sql, &[Param::Vector(q.clone())])
+                .await
+                .unwrap(),
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+        assert_eq!(got, exact_top(&data, &q, 10, important));
+    }
+    let warm = analyze(&t, sql, &mut rng).await;
+    assert!(warm.contains("vectors_in_memory="), "{warm}");
+
+    // An important row moved onto the query vector is the nearest from now on.
+    let q = vector(&mut rng);
+    let (moved, _, _) = data.iter().rev().find(|(_, m, _)| important(m)).unwrap();
+    t.set_embedding(moved, Some(q.clone())).unwrap();
+    let got = t
+        .sql_with_params(sql, &[Param::Vector(q.clone())])
+        .await
+        .unwrap();
+    assert_eq!(super::slt::render(&got)[0][0], *moved);
+    let after = analyze(&t, sql, &mut rng).await;
+    assert!(after.contains("vectors_in_memory="), "{after}");
 }
