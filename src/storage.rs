@@ -1204,7 +1204,12 @@ impl TenantStore {
             within,
         } = path
         {
-            Source::Ordered(self.ordered_walk(table, index, *descending, within)?)
+            Source::Ordered(Box::new(self.ordered_walk(
+                table,
+                index,
+                *descending,
+                within,
+            )?))
         } else if lazy {
             Source::Walk(self.key_walk(table, path)?)
         } else {
@@ -1499,7 +1504,7 @@ enum Source {
     /// Row ids read lazily from key ranges, in key order.
     Walk(KeyWalk),
     /// The rows of a set in the order of a user index.
-    Ordered(OrderedWalk),
+    Ordered(Box<OrderedWalk>),
 }
 
 /// Reading one row by id costs about as much as visiting this many index entries
