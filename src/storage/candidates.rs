@@ -318,9 +318,8 @@ impl TenantStore {
         index: &VectorIndex,
         query: &[f32],
     ) -> Result<(Vec<(u64, f32)>, bool)> {
-        let ids = set.ids();
-        if !cacheable(path) || ids.len() > MAX_KEPT_SET_VECTORS {
-            return Ok((index.exact_distances(query, &ids)?, false));
+        if !cacheable(path) || set.len() > MAX_KEPT_SET_VECTORS {
+            return Ok((index.exact_distances(query, &set.ids())?, false));
         }
         let generation = self.generation();
         let kept = self
@@ -332,7 +331,8 @@ impl TenantStore {
         if let Some(vectors) = kept {
             return Ok((vectors.distances(query)?, true));
         }
-        let vectors = Arc::new(index.copy_vectors(&ids)?);
+        // The ids are listed only when the vectors are not in memory yet.
+        let vectors = Arc::new(index.copy_vectors(&set.ids())?);
         {
             // As in `keep_candidates`: only vectors copied within one generation are kept.
             let mut cache = self.state.candidates.lock();
