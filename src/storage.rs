@@ -454,11 +454,14 @@ pub enum AccessPath {
     /// walks the index and skips rows not in `within`'s set (held in memory), so a limit
     /// stops it after about `n / selectivity` entries. When the walk has visited more
     /// entries than reading and sorting the rest of the set would cost, it reads and
-    /// sorts the rest instead, so a small `within` never walks the whole index.
+    /// sorts the rest instead, so a small `within` never walks the whole index. `range`
+    /// bounds the walk (`name > 'k'`: a page after the last name seen); the scan still
+    /// checks the filters it came from.
     IndexOrder {
         index: IndexDef,
         descending: bool,
         within: Box<AccessPath>,
+        range: ValueRange,
     },
 }
 
@@ -1202,6 +1205,7 @@ impl TenantStore {
             index,
             descending,
             within,
+            range,
         } = path
         {
             Source::Ordered(Box::new(self.ordered_walk(
@@ -1209,6 +1213,7 @@ impl TenantStore {
                 index,
                 *descending,
                 within,
+                range,
             )?))
         } else if lazy {
             Source::Walk(self.key_walk(table, path)?)
@@ -1238,6 +1243,7 @@ impl TenantStore {
         index: &IndexDef,
         descending: bool,
         within: &AccessPath,
+        range: &ValueRange,
     ) -> Result<OrderedWalk> {
         if !self.user_indexes()?.iter().any(|d| d.id == index.id) {
             return Err(Error::Query(format!(
@@ -1246,9 +1252,18 @@ impl TenantStore {
             )));
         }
         let keep = self.all_candidates(table, within)?;
-        let prefix = keys::user_index_prefix(table, index.id);
-        let end = keys::prefix_successor(&prefix);
-        let mut walk = KeyWalk::new(vec![(prefix, end)], descending, IdIn::Key);
+        let bounded = !matches!(range, (Bound::Unbounded, Bound::Unbounded));
+        // A hot filter's rows in index order, listed by an earlier walk's request (the
+        // whole set's: a bounded walk seeks its start in the index instead).
+        let kept = match &keep {
+            Some(_) if !bounded => self.kept_order(table, within, index),
+            _ => None,
+        };
+        let key_ranges = match RowSet::user(index, std::slice::from_ref(range), String::new())? {
+            RowSet::Keys { ranges, .. } => ranges,
+            _ => return Err(Error::Query("an ordered walk is one key range".into())),
+        };
+        let mut walk = KeyWalk::new(key_ranges, descending, IdIn::Key);
         walk.with_rows = index.holds_rows();
         // Reading a row costs about as much as visiting this many index entries.
         walk.budget = keep.as_ref().map_or(usize::MAX, |set| {
@@ -1260,6 +1275,10 @@ impl TenantStore {
             index: index.clone(),
             descending,
             sorted: None,
+            within: within.clone(),
+            kept: kept.map(|ids| (ids, 0)),
+            // A bounded walk would not use the set's order.
+            order_asked: bounded,
         })
     }
 
@@ -1340,6 +1359,8 @@ struct KeyWalk {
     keep: Option<Arc<RowBitmap>>,
     /// Entries the walk may still visit; when spent, it stops (see [`OrderedWalk`]).
     budget: usize,
+    /// Entries visited and passed over (rows outside `keep`, or returned already).
+    skipped: usize,
 }
 
 /// A row id and, from an index that holds rows, the encoded row.
@@ -1359,6 +1380,7 @@ impl KeyWalk {
             with_rows: false,
             keep: None,
             budget: usize::MAX,
+            skipped: 0,
         }
     }
 
@@ -1410,6 +1432,8 @@ impl KeyWalk {
                     // An entry written before its index held rows has an empty value.
                     let row = (self.with_rows && !value.is_empty()).then_some(value);
                     ids.push((id, row));
+                } else {
+                    self.skipped += 1;
                 }
                 if ids.len() == max || self.budget == 0 {
                     last = Some(key);
@@ -1512,6 +1536,10 @@ enum Source {
 /// entries per row of its set, and sorts the rest of the set.
 const ENTRIES_PER_ROW_READ: usize = 32;
 
+/// An ordered walk that passes over this many entries of rows outside its set asks for
+/// the set's order to be listed in memory for the next walks (about 1 ms of walking).
+const ORDER_AFTER_SKIPPED: usize = 4096;
+
 /// The rows of a set in the order of a user value index (see [`AccessPath::IndexOrder`]).
 struct OrderedWalk {
     walk: KeyWalk,
@@ -1520,6 +1548,13 @@ struct OrderedWalk {
     /// Once the walk's budget is spent: the rest of the set, read and sorted (reversed,
     /// so that the next entry is popped from the end).
     sorted: Option<Vec<Entry>>,
+    /// The path of the set (`walk.keep`), for asking for its order.
+    within: AccessPath,
+    /// The set's rows in index order, from memory, and how many were taken: read
+    /// instead of the walk.
+    kept: Option<(Arc<Vec<u64>>, usize)>,
+    /// The set's order was asked for (once per walk).
+    order_asked: bool,
 }
 
 impl OrderedWalk {
@@ -1529,10 +1564,33 @@ impl OrderedWalk {
         cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
         max: usize,
     ) -> Result<Vec<Entry>> {
+        if let Some((ids, taken)) = &mut self.kept {
+            let take = max.min(ids.len() - *taken);
+            let chunk: Vec<Entry> = if self.descending {
+                let end = ids.len() - *taken;
+                ids[end - take..end]
+                    .iter()
+                    .rev()
+                    .map(|id| (*id, None))
+                    .collect()
+            } else {
+                ids[*taken..*taken + take]
+                    .iter()
+                    .map(|id| (*id, None))
+                    .collect()
+            };
+            *taken += take;
+            return Ok(chunk);
+        }
         let mut out = Vec::new();
         if self.sorted.is_none() {
             out = self.walk.next_entries(store, cf, max)?;
-            if out.len() == max || self.walk.budget > 0 {
+            let given_up = out.len() < max && self.walk.budget == 0;
+            if !self.order_asked && (given_up || self.walk.skipped >= ORDER_AFTER_SKIPPED) {
+                self.order_asked = true;
+                store.fill_order_in_background(self.index.table()?, &self.within, &self.index);
+            }
+            if !given_up {
                 return Ok(out);
             }
             self.sorted = Some(self.sort_rest(store, cf)?);
@@ -1696,6 +1754,23 @@ impl RowCursor {
     /// Index entries read so far.
     pub fn index_keys_read(&self) -> usize {
         self.keys_read
+    }
+
+    /// Index entries passed over so far: those of rows outside an ordered walk's set.
+    pub fn index_entries_skipped(&self) -> usize {
+        match &self.source {
+            Source::Walk(walk) => walk.skipped,
+            Source::Ordered(ordered) => ordered.walk.skipped,
+            Source::Table { .. } | Source::Ids { .. } => 0,
+        }
+    }
+
+    /// Rows an ordered walk took in order from memory (see [`TenantStore::kept_order`]).
+    pub fn ordered_from_memory(&self) -> usize {
+        match &self.source {
+            Source::Ordered(ordered) => ordered.kept.as_ref().map_or(0, |(_, taken)| *taken),
+            _ => 0,
+        }
     }
 
     /// Consumes up to `n` row ids of an index path without reading their rows (for row

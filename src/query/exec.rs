@@ -295,6 +295,11 @@ impl RemScanExec {
         Ok(scan)
     }
 
+    /// The filters the scan checks on the rows it reads (over the table's columns as read).
+    pub fn residual(&self) -> Option<&Arc<dyn PhysicalExpr>> {
+        self.residual.as_ref()
+    }
+
     /// The same scan, with its rows found by another path (the top-k rewrite).
     pub fn with_path(&self, path: AccessPath) -> Self {
         RemScanExec {
@@ -402,7 +407,9 @@ impl ExecutionPlan for RemScanExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let batch_size = context.session_config().batch_size().max(1);
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let index_keys: Count = MetricBuilder::new(&self.metrics).counter("index_keys", partition);
+        let counter =
+            |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
+        let index_keys = counter("index_keys");
         // With a residual the limit counts rows that pass it, so storage cannot stop early.
         let storage_limit = if self.residual.is_some() {
             None
@@ -417,7 +424,7 @@ impl ExecutionPlan for RemScanExec {
                 keys: keys.clone(),
                 limit: storage_limit,
                 with_vectors,
-                lookups: MetricBuilder::new(&self.metrics).counter("join_key_lookups", partition),
+                lookups: counter("join_key_lookups"),
             },
             None => Cursor::Open(
                 self.store
@@ -438,6 +445,8 @@ impl ExecutionPlan for RemScanExec {
             batch_size,
             chunk: first_chunk(self.limit, self.residual.is_some(), batch_size),
             index_keys,
+            skipped: counter("index_entries_skipped"),
+            from_memory: counter("order_in_memory"),
             done: false,
         };
         let stream = futures::stream::unfold(state, move |mut state| {
@@ -497,6 +506,10 @@ struct ScanState {
     /// ordered walk with a residual filter reads little more than it returns.
     chunk: usize,
     index_keys: Count,
+    /// Entries an ordered walk passed over (rows outside its set).
+    skipped: Count,
+    /// Rows an ordered walk took in order from memory.
+    from_memory: Count,
     done: bool,
 }
 
@@ -592,10 +605,20 @@ impl ScanState {
                 &options,
             )?));
         }
-        let keys_before = cursor.index_keys_read();
+        let before = (
+            cursor.index_keys_read(),
+            cursor.index_entries_skipped(),
+            cursor.ordered_from_memory(),
+        );
         let rows = cursor.next_chunk(chunk).map_err(external)?;
-        let keys_read = cursor.index_keys_read() - keys_before;
-        self.index_keys.add(keys_read);
+        let after = (
+            cursor.index_keys_read(),
+            cursor.index_entries_skipped(),
+            cursor.ordered_from_memory(),
+        );
+        self.index_keys.add(after.0 - before.0);
+        self.skipped.add(after.1 - before.1);
+        self.from_memory.add(after.2 - before.2);
         self.chunk = (self.chunk * 2).min(self.batch_size);
         if rows.is_empty() {
             return Ok(None);

@@ -217,7 +217,8 @@ fn op_name(op: Operator) -> &'static str {
     }
 }
 
-fn show(v: &IndexValue) -> String {
+/// A value as SQL text, for EXPLAIN.
+pub(super) fn show(v: &IndexValue) -> String {
     match v {
         IndexValue::Null => "NULL".into(),
         IndexValue::Bool(b) => b.to_string(),

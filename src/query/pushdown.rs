@@ -14,8 +14,10 @@ use std::ops::Bound;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 
-use super::index_sets::filter_set;
-use crate::storage::{AccessPath, IndexDef, IndexId, KeyPart, RowSet, Table, normalize_name};
+use super::index_sets::{filter_set, show as show_value};
+use crate::storage::{
+    AccessPath, IndexDef, IndexId, IndexValue, KeyPart, RowSet, Table, normalize_name,
+};
 
 /// At most this many keys are probed for one IN-list (or the product of several).
 const MAX_PROBES: usize = 1024;
@@ -538,13 +540,28 @@ pub fn describe(table: Table, path: &AccessPath) -> String {
             index,
             descending,
             within,
+            range,
         } => {
             let within = match within.as_ref() {
                 AccessPath::FullScan => String::new(),
                 other => format!(" within {}", describe(table, other)),
             };
+            let bound = |b: &Bound<IndexValue>, open: &str, closed: &str| match b {
+                Bound::Unbounded => None,
+                Bound::Excluded(v) => Some(format!("{open} {}", show_value(v))),
+                Bound::Included(v) => Some(format!("{closed} {}", show_value(v))),
+            };
+            let bounds: Vec<String> = [bound(&range.0, ">", ">="), bound(&range.1, "<", "<=")]
+                .into_iter()
+                .flatten()
+                .collect();
+            let bounds = if bounds.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", bounds.join(" and "))
+            };
             format!(
-                "index {} ({}) in order{}{within}",
+                "index {} ({}{bounds}) in order{}{within}",
                 index.name,
                 index.expression(),
                 if *descending { ", descending" } else { "" }

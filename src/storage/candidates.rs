@@ -21,8 +21,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{AccessPath, Candidates, TenantStore};
-use crate::error::Result;
+use super::{AccessPath, Candidates, IndexDef, TenantStore, keys};
+use crate::error::{Error, Result};
 use crate::storage::Table;
 use crate::vector::{SetVectors, VectorIndex};
 
@@ -103,12 +103,15 @@ impl RowBitmap {
     }
 }
 
-/// What the cache keeps for a path: its set, or its rows' vectors copied out of the
-/// HNSW index (for the exact scoring of a hot filter).
+/// What the cache keeps for a path: its set, its rows' vectors copied out of the HNSW
+/// index (for the exact scoring of a hot filter), or its row ids in the order of a
+/// column index (for the ordered walks of a hot filter, see [`TenantStore::kept_order`]).
 #[derive(Debug, Clone)]
 enum Kept {
     Set(Arc<RowBitmap>),
     Vectors(Arc<SetVectors>),
+    /// The id of the user index, and the set's row ids in its key order.
+    Order(u32, Arc<Vec<u64>>),
 }
 
 impl Kept {
@@ -116,14 +119,16 @@ impl Kept {
         match self {
             Kept::Set(set) => set.bytes(),
             Kept::Vectors(vectors) => vectors.bytes(),
+            Kept::Order(_, ids) => ids.len() * 8,
         }
     }
 
     fn same_kind(&self, other: &Kept) -> bool {
-        matches!(
-            (self, other),
-            (Kept::Set(_), Kept::Set(_)) | (Kept::Vectors(_), Kept::Vectors(_))
-        )
+        match (self, other) {
+            (Kept::Set(_), Kept::Set(_)) | (Kept::Vectors(_), Kept::Vectors(_)) => true,
+            (Kept::Order(a, _), Kept::Order(b, _)) => a == b,
+            _ => false,
+        }
     }
 }
 
@@ -178,6 +183,13 @@ impl CandidateCache {
     fn get_vectors(&self, table: Table, path: &AccessPath) -> Option<Arc<SetVectors>> {
         self.entries.iter().find_map(|(t, p, kept)| match kept {
             Kept::Vectors(v) if *t == table && p == path => Some(Arc::clone(v)),
+            _ => None,
+        })
+    }
+
+    fn get_order(&self, table: Table, path: &AccessPath, index: u32) -> Option<Arc<Vec<u64>>> {
+        self.entries.iter().find_map(|(t, p, kept)| match kept {
+            Kept::Order(i, ids) if *i == index && *t == table && p == path => Some(Arc::clone(ids)),
             _ => None,
         })
     }
@@ -374,6 +386,100 @@ impl TenantStore {
         if spawned.is_err() {
             self.state.candidates.lock().filling = false;
         }
+    }
+
+    /// The rows of the set of `path` in the key order of the column index `index`, if a
+    /// background read made that list and nothing was written since (see
+    /// [`TenantStore::fill_order_in_background`]).
+    pub(super) fn kept_order(
+        &self,
+        table: Table,
+        path: &AccessPath,
+        index: &IndexDef,
+    ) -> Option<Arc<Vec<u64>>> {
+        let generation = self.generation();
+        self.state
+            .candidates
+            .lock()
+            .at(generation)
+            .get_order(table, path, index.id)
+    }
+
+    /// Lists, on a background thread (one per tenant at a time, shared with
+    /// [`TenantStore::candidates`]), the rows of the kept set of `path` in the key order of
+    /// the column index `index`, by walking that index's keys once: an ordered walk over
+    /// a hot filter then reads its rows in order from memory instead of skipping the
+    /// entries of rows outside the set. Kept like the set, until the next write.
+    pub(super) fn fill_order_in_background(
+        &self,
+        table: Table,
+        path: &AccessPath,
+        index: &IndexDef,
+    ) {
+        if !cacheable(path) || !index.is_column() {
+            return;
+        }
+        {
+            let mut cache = self.state.candidates.lock();
+            if cache.filling {
+                return;
+            }
+            cache.filling = true;
+        }
+        let store = self.clone();
+        let path = path.clone();
+        let index = index.clone();
+        let spawned = std::thread::Builder::new()
+            .name("remdb-order".into())
+            .spawn(move || {
+                let generation = store.generation();
+                if let Some(set) = store.cached_candidates(table, &path) {
+                    match store.index_order(table, &index, &set) {
+                        Ok(ids) => {
+                            let mut cache = store.state.candidates.lock();
+                            // As in `keep_candidates`: only a list read within one
+                            // generation is kept.
+                            if store.generation() == generation {
+                                cache.at(generation).keep(
+                                    table,
+                                    &path,
+                                    Kept::Order(index.id, Arc::new(ids)),
+                                );
+                            }
+                        }
+                        // A dropped tenant or index: the next query says so.
+                        Err(e) => tracing::debug!(error = %e, "set order not read"),
+                    }
+                }
+                store.state.candidates.lock().filling = false;
+            });
+        if spawned.is_err() {
+            self.state.candidates.lock().filling = false;
+        }
+    }
+
+    /// The ids of `set` in the key order of the column index `index` (one entry per
+    /// row), from a walk over the index's keys that reads no value.
+    fn index_order(&self, table: Table, index: &IndexDef, set: &RowBitmap) -> Result<Vec<u64>> {
+        let cf = self.cf()?;
+        let prefix = keys::user_index_prefix(table, index.id);
+        let mut read_options = rocksdb::ReadOptions::default();
+        if let Some(end) = keys::prefix_successor(&prefix) {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(&cf, read_options);
+        iter.seek(&prefix);
+        let mut ids = Vec::with_capacity(set.len());
+        while let Some(key) = iter.key() {
+            let id = keys::trailing_row_id(key)
+                .ok_or_else(|| Error::Corruption("short index key".into()))?;
+            if set.contains(id) {
+                ids.push(id);
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(ids)
     }
 
     /// Whether a background read of a candidate set is under way (for tests and benches

@@ -211,6 +211,12 @@ async fn ordered_walks_equal_sorted_answers() {
         "SELECT upper(name) AS n FROM entities WHERE type = 'person' ORDER BY name LIMIT 5",
         // Columns read from the index's copy of the row.
         "SELECT name, properties->>'team', type FROM entities WHERE type = 'project' ORDER BY name DESC LIMIT 30",
+        // Bounds on the column start and stop the walk (the next page).
+        "SELECT name FROM entities WHERE name >= 'ada 5' AND name < 'bob' ORDER BY name DESC LIMIT 20",
+        "SELECT name FROM entities WHERE name > 'grace 9' AND properties->>'team' = 'infra' ORDER BY name LIMIT 15",
+        "SELECT name FROM entities WHERE name BETWEEN 'Zed' AND 'ada' ORDER BY name LIMIT 15",
+        "SELECT name FROM entities WHERE name = 'alan 1000' OR name = 'bob 7' ORDER BY name LIMIT 5",
+        "SELECT name FROM entities WHERE properties->>'team' = 'rare' AND name > 'b' ORDER BY name LIMIT 5",
     ];
     for round in 0..2 {
         for sql in queries {
@@ -218,14 +224,39 @@ async fn ordered_walks_equal_sorted_answers() {
             assert_eq!(ordered, rows(&scan, sql).await, "round {round}: {sql}");
             let plan = rows(&t, &format!("EXPLAIN {sql}")).await.join("\n");
             assert!(
-                plan.contains("access=index idx_name (name) in order"),
+                plan.contains("access=index idx_name (name") && plan.contains(") in order"),
                 "{sql} walks the name index:\n{plan}"
             );
+            if sql.contains("name >") || sql.contains("BETWEEN") {
+                assert!(plan.contains("(name >"), "{sql}: a bounded walk:\n{plan}");
+            }
             assert!(
                 !plan.contains("FilterExec"),
                 "{sql}: filter folded in:\n{plan}"
             );
+            // A walk that gave up on the index asked for its set's order in memory.
+            settle(&db, "o");
         }
+        // Again, now that the small sets' orders are in memory.
+        let mut from_memory = 0;
+        for sql in queries {
+            assert_eq!(
+                rows(&t, sql).await,
+                rows(&scan, sql).await,
+                "round {round}: {sql}"
+            );
+            let analyzed = rows(&t, &format!("EXPLAIN ANALYZE {sql}")).await.join("\n");
+            let taken = metric(&analyzed, "order_in_memory");
+            if sql.contains("'rare'") && !sql.contains("name >") {
+                assert!(
+                    taken > 0,
+                    "{sql} reads its set's order from memory:\n{analyzed}"
+                );
+                assert_eq!(metric(&analyzed, "index_entries_skipped"), 0, "{analyzed}");
+            }
+            from_memory += taken;
+        }
+        assert!(from_memory > 0);
         // Renames, deletes and new rows move and drop index entries.
         t.sql("UPDATE entities SET name = concat('aaa ', name) WHERE properties->>'team' = 'rare'")
             .await
@@ -347,6 +378,18 @@ async fn filtered_recall(
         total += want.len();
     }
     hits as f64 / total as f64
+}
+
+/// The sum of a metric over the operators of an EXPLAIN ANALYZE (0 when absent).
+fn metric(analyzed: &str, name: &str) -> usize {
+    analyzed
+        .split(&format!("{name}="))
+        .skip(1)
+        .map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Waits until tenant `id` has no background read of a candidate set under way.
