@@ -444,6 +444,9 @@ impl ExecutionPlan for RemScanExec {
             schema: Arc::clone(&self.schema),
             batch_size,
             chunk: first_chunk(self.limit, self.residual.is_some(), batch_size),
+            rows_read: 0,
+            rows_passed: 0,
+            limited: self.limit.is_some(),
             index_keys,
             skipped: counter("index_entries_skipped"),
             from_memory: counter("order_in_memory"),
@@ -502,15 +505,42 @@ struct ScanState {
     remaining: usize,
     schema: SchemaRef,
     batch_size: usize,
-    /// Rows to read next: starts near the limit and doubles up to the batch size, so an
-    /// ordered walk with a residual filter reads little more than it returns.
+    /// Rows to read next: starts near the limit, then (with a residual and a limit) what
+    /// the rows still wanted need at the pass rate seen so far, else double, up to the
+    /// batch size; so an ordered walk with a residual filter reads little more than it
+    /// returns.
     chunk: usize,
+    /// Rows read from storage and rows that passed the residual, so far.
+    rows_read: usize,
+    rows_passed: usize,
+    /// The scan has a limit (`remaining` counts down from it).
+    limited: bool,
     index_keys: Count,
     /// Entries an ordered walk passed over (rows outside its set).
     skipped: Count,
     /// Rows an ordered walk took in order from memory.
     from_memory: Count,
     done: bool,
+}
+
+/// The rows to read after a chunk of `chunk`: with a residual (`rows read, passed` so
+/// far) and a limit (`remaining` rows still wanted), what `remaining` needs at the pass
+/// rate seen, with a quarter more and 8 rows to spare; else twice as many. At most
+/// `batch_size`.
+fn next_chunk(
+    chunk: usize,
+    filtered: Option<(usize, usize)>,
+    remaining: Option<usize>,
+    batch_size: usize,
+) -> usize {
+    let doubled = chunk.saturating_mul(2).min(batch_size);
+    match (filtered, remaining) {
+        (Some((read, passed)), Some(remaining)) if passed > 0 => {
+            let need = remaining as f64 * read as f64 / passed as f64 * 1.25;
+            (need.ceil() as usize + 8).min(batch_size)
+        }
+        _ => doubled,
+    }
 }
 
 fn first_chunk(limit: Option<usize>, residual: bool, batch_size: usize) -> usize {
@@ -530,6 +560,7 @@ impl ScanState {
             let Some(batch) = self.read_batch()? else {
                 return Ok(None);
             };
+            let read = batch.num_rows();
             let batch = match &self.residual {
                 None => batch,
                 Some(residual) => {
@@ -540,6 +571,17 @@ impl ScanState {
                     filter_record_batch(&batch, mask)?
                 }
             };
+            self.rows_read += read;
+            self.rows_passed += batch.num_rows();
+            self.chunk = next_chunk(
+                self.chunk,
+                self.residual
+                    .is_some()
+                    .then_some((self.rows_read, self.rows_passed)),
+                self.limited
+                    .then(|| self.remaining.saturating_sub(batch.num_rows())),
+                self.batch_size,
+            );
             let batch = batch.project(&self.output)?;
             if batch.num_rows() == 0 && self.residual.is_some() {
                 continue;
@@ -619,7 +661,6 @@ impl ScanState {
         self.index_keys.add(after.0 - before.0);
         self.skipped.add(after.1 - before.1);
         self.from_memory.add(after.2 - before.2);
-        self.chunk = (self.chunk * 2).min(self.batch_size);
         if rows.is_empty() {
             return Ok(None);
         }
@@ -855,5 +896,28 @@ impl ExecutionPlan for RemDmlExec {
             Arc::clone(&self.schema),
             futures::stream::iter(vec![Ok(batch)]),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_follow_the_pass_rate() {
+        // Half of 100 rows passed, 50 wanted: 125 rows and 8 to spare.
+        assert_eq!(next_chunk(100, Some((100, 50)), Some(50), 8192), 133);
+        // Nothing passed yet, no residual, or no limit: double.
+        assert_eq!(next_chunk(100, Some((100, 0)), Some(50), 8192), 200);
+        assert_eq!(next_chunk(100, None, Some(50), 8192), 200);
+        assert_eq!(next_chunk(100, Some((100, 50)), None, 8192), 200);
+        // Never above a batch.
+        assert_eq!(next_chunk(100, Some((1000, 1)), Some(50), 8192), 8192);
+        assert_eq!(next_chunk(6000, None, None, 8192), 8192);
+        // Everything passed: a little more than wanted.
+        assert_eq!(next_chunk(64, Some((64, 64)), Some(36), 8192), 53);
+        assert_eq!(first_chunk(Some(100), true, 8192), 100);
+        assert_eq!(first_chunk(Some(10), true, 8192), 64);
+        assert_eq!(first_chunk(None, true, 8192), 8192);
     }
 }
