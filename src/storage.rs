@@ -1538,6 +1538,7 @@ const ENTRIES_PER_ROW_READ: usize = 32;
 
 /// An ordered walk that passes over this many entries of rows outside its set asks for
 /// the set's order to be listed in memory for the next walks (about 1 ms of walking).
+/// A walk that gives up on the index early (a set under 128 rows) does not ask.
 const ORDER_AFTER_SKIPPED: usize = 4096;
 
 /// The rows of a set in the order of a user value index (see [`AccessPath::IndexOrder`]).
@@ -1586,7 +1587,9 @@ impl OrderedWalk {
         if self.sorted.is_none() {
             out = self.walk.next_entries(store, cf, max)?;
             let given_up = out.len() < max && self.walk.budget == 0;
-            if !self.order_asked && (given_up || self.walk.skipped >= ORDER_AFTER_SKIPPED) {
+            // Only a walk that paid about what listing the order costs asks for it: a
+            // small set that gives up early sorts itself cheaply.
+            if !self.order_asked && self.walk.skipped >= ORDER_AFTER_SKIPPED {
                 self.order_asked = true;
                 store.fill_order_in_background(self.index.table()?, &self.within, &self.index);
             }

@@ -444,8 +444,6 @@ impl ExecutionPlan for RemScanExec {
             schema: Arc::clone(&self.schema),
             batch_size,
             chunk: first_chunk(self.limit, self.residual.is_some(), batch_size),
-            rows_read: 0,
-            rows_passed: 0,
             limited: self.limit.is_some(),
             index_keys,
             skipped: counter("index_entries_skipped"),
@@ -510,9 +508,6 @@ struct ScanState {
     /// batch size; so an ordered walk with a residual filter reads little more than it
     /// returns.
     chunk: usize,
-    /// Rows read from storage and rows that passed the residual, so far.
-    rows_read: usize,
-    rows_passed: usize,
     /// The scan has a limit (`remaining` counts down from it).
     limited: bool,
     index_keys: Count,
@@ -523,10 +518,11 @@ struct ScanState {
     done: bool,
 }
 
-/// The rows to read after a chunk of `chunk`: with a residual (`rows read, passed` so
-/// far) and a limit (`remaining` rows still wanted), what `remaining` needs at the pass
-/// rate seen, with a quarter more and 8 rows to spare; else twice as many. At most
-/// `batch_size`.
+/// The rows to read after a chunk of `chunk`: with a residual (`rows read, passed` in
+/// that chunk) and a limit (`remaining` rows still wanted), what `remaining` needs at
+/// the chunk's pass rate, with a quarter more and 8 rows to spare; else (or when the
+/// chunk passed nothing) twice as many. At most `batch_size`. The last chunk's rate, not
+/// the scan's: after a run of rows that fail, chunks grow again.
 fn next_chunk(
     chunk: usize,
     filtered: Option<(usize, usize)>,
@@ -537,7 +533,7 @@ fn next_chunk(
     match (filtered, remaining) {
         (Some((read, passed)), Some(remaining)) if passed > 0 => {
             let need = remaining as f64 * read as f64 / passed as f64 * 1.25;
-            (need.ceil() as usize + 8).min(batch_size)
+            (need.ceil() as usize).saturating_add(8).min(batch_size)
         }
         _ => doubled,
     }
@@ -571,13 +567,9 @@ impl ScanState {
                     filter_record_batch(&batch, mask)?
                 }
             };
-            self.rows_read += read;
-            self.rows_passed += batch.num_rows();
             self.chunk = next_chunk(
                 self.chunk,
-                self.residual
-                    .is_some()
-                    .then_some((self.rows_read, self.rows_passed)),
+                self.residual.is_some().then_some((read, batch.num_rows())),
                 self.limited
                     .then(|| self.remaining.saturating_sub(batch.num_rows())),
                 self.batch_size,
@@ -916,6 +908,8 @@ mod tests {
         assert_eq!(next_chunk(6000, None, None, 8192), 8192);
         // Everything passed: a little more than wanted.
         assert_eq!(next_chunk(64, Some((64, 64)), Some(36), 8192), 53);
+        // A huge limit does not overflow.
+        assert_eq!(next_chunk(64, Some((64, 1)), Some(usize::MAX), 8192), 8192);
         assert_eq!(first_chunk(Some(100), true, 8192), 100);
         assert_eq!(first_chunk(Some(10), true, 8192), 64);
         assert_eq!(first_chunk(None, true, 8192), 8192);

@@ -464,6 +464,8 @@ impl TenantStore {
         let cf = self.cf()?;
         let prefix = keys::user_index_prefix(table, index.id);
         let mut read_options = rocksdb::ReadOptions::default();
+        // One pass over the whole index: the block cache stays with the queries' blocks.
+        read_options.fill_cache(false);
         if let Some(end) = keys::prefix_successor(&prefix) {
             read_options.set_iterate_upper_bound(end);
         }
@@ -479,6 +481,7 @@ impl TenantStore {
             iter.next();
         }
         iter.status()?;
+        ids.shrink_to_fit();
         Ok(ids)
     }
 
