@@ -226,6 +226,17 @@ impl Drop for CandidateCache {
     }
 }
 
+/// Clears the tenant's `filling` flag when dropped: at the end of a background read, also
+/// when the read panics or its thread could not start (the closure holding it is
+/// dropped), so that one failure does not stop every later background read.
+struct FillingDone(TenantStore);
+
+impl Drop for FillingDone {
+    fn drop(&mut self) {
+        self.0.state.candidates.lock().filling = false;
+    }
+}
+
 /// Paths whose sets are worth keeping: those read from secondary indexes.
 fn cacheable(path: &AccessPath) -> bool {
     matches!(
@@ -367,11 +378,13 @@ impl TenantStore {
             }
             cache.filling = true;
         }
+        let done = FillingDone(self.clone());
         let store = self.clone();
         let path = path.clone();
         let spawned = std::thread::Builder::new()
             .name("remdb-candidates".into())
             .spawn(move || {
+                let _done = done;
                 let generation = store.generation();
                 match store.resolve(table, &path) {
                     Ok(Some(ids)) => {
@@ -381,10 +394,9 @@ impl TenantStore {
                     // A dropped tenant or a dropped index: the next search says so.
                     Err(e) => tracing::debug!(error = %e, "candidate set not read"),
                 }
-                store.state.candidates.lock().filling = false;
             });
-        if spawned.is_err() {
-            self.state.candidates.lock().filling = false;
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no thread to read a candidate set");
         }
     }
 
@@ -426,12 +438,14 @@ impl TenantStore {
             }
             cache.filling = true;
         }
+        let done = FillingDone(self.clone());
         let store = self.clone();
         let path = path.clone();
         let index = index.clone();
         let spawned = std::thread::Builder::new()
             .name("remdb-order".into())
             .spawn(move || {
+                let _done = done;
                 let generation = store.generation();
                 if let Some(set) = store.cached_candidates(table, &path) {
                     match store.index_order(table, &index, &set) {
@@ -451,10 +465,9 @@ impl TenantStore {
                         Err(e) => tracing::debug!(error = %e, "set order not read"),
                     }
                 }
-                store.state.candidates.lock().filling = false;
             });
-        if spawned.is_err() {
-            self.state.candidates.lock().filling = false;
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "no thread to read a set's order");
         }
     }
 
