@@ -194,6 +194,7 @@ impl CandidateCache {
         })
     }
 
+    #[cfg(test)]
     fn put(&mut self, table: Table, path: &AccessPath, set: Arc<RowBitmap>) {
         self.keep(table, path, Kept::Set(set));
     }
@@ -315,17 +316,44 @@ impl TenantStore {
         ids: &[u64],
     ) -> Arc<RowBitmap> {
         let set = Arc::new(RowBitmap::from_ids(ids));
-        if !cacheable(path) {
-            return set;
-        }
-        let mut cache = self.state.candidates.lock();
-        // Checked under the cache lock: a write bumps the generation after it commits,
-        // so a set read across a write is either dropped here or outdated at once.
-        let now = self.generation();
-        if now == generation {
-            cache.at(now).put(table, path, Arc::clone(&set));
+        if cacheable(path) {
+            self.keep_current(table, path, generation, Kept::Set(Arc::clone(&set)));
         }
         set
+    }
+
+    /// Keeps `kept`, read for `path` at `generation`, unless a write landed since.
+    /// Checked under the cache lock: a write bumps the generation after it commits, so
+    /// what was read across a write is either dropped here or outdated at once.
+    fn keep_current(&self, table: Table, path: &AccessPath, generation: u64, kept: Kept) {
+        let mut cache = self.state.candidates.lock();
+        if self.generation() == generation {
+            cache.at(generation).keep(table, path, kept);
+        }
+    }
+
+    /// Runs `read` on a background thread, the tenant's one background reader: nothing
+    /// when another read is under way. The flag is cleared when `read` ends, also when it
+    /// panics or its thread cannot start.
+    fn read_in_background(&self, name: &str, read: impl FnOnce(TenantStore) + Send + 'static) {
+        {
+            let mut cache = self.state.candidates.lock();
+            if cache.filling {
+                return;
+            }
+            cache.filling = true;
+        }
+        let done = FillingDone(self.clone());
+        let store = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _done = done;
+                read(store);
+            });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, thread = name, "no thread for a background read");
+        }
     }
 
     /// The exact distances from `query` to the vectors of `set`, the set of `path`: from
@@ -356,48 +384,24 @@ impl TenantStore {
         }
         // The ids are listed only when the vectors are not in memory yet.
         let vectors = Arc::new(index.copy_vectors(&set.ids())?);
-        {
-            // As in `keep_candidates`: only vectors copied within one generation are kept.
-            let mut cache = self.state.candidates.lock();
-            let now = self.generation();
-            if now == generation {
-                cache
-                    .at(now)
-                    .keep(table, path, Kept::Vectors(Arc::clone(&vectors)));
-            }
-        }
+        self.keep_current(table, path, generation, Kept::Vectors(Arc::clone(&vectors)));
         Ok((vectors.distances(query)?, false))
     }
 
     /// Reads the whole set of `path` on a background thread (one per tenant at a time).
     fn fill_in_background(&self, table: Table, path: &AccessPath) {
-        {
-            let mut cache = self.state.candidates.lock();
-            if cache.filling {
-                return;
-            }
-            cache.filling = true;
-        }
-        let done = FillingDone(self.clone());
-        let store = self.clone();
         let path = path.clone();
-        let spawned = std::thread::Builder::new()
-            .name("remdb-candidates".into())
-            .spawn(move || {
-                let _done = done;
-                let generation = store.generation();
-                match store.resolve(table, &path) {
-                    Ok(Some(ids)) => {
-                        store.keep_candidates(table, &path, generation, &ids);
-                    }
-                    Ok(None) => {}
-                    // A dropped tenant or a dropped index: the next search says so.
-                    Err(e) => tracing::debug!(error = %e, "candidate set not read"),
+        self.read_in_background("remdb-candidates", move |store| {
+            let generation = store.generation();
+            match store.resolve(table, &path) {
+                Ok(Some(ids)) => {
+                    store.keep_candidates(table, &path, generation, &ids);
                 }
-            });
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "no thread to read a candidate set");
-        }
+                Ok(None) => {}
+                // A dropped tenant or a dropped index: the next search says so.
+                Err(e) => tracing::debug!(error = %e, "candidate set not read"),
+            }
+        });
     }
 
     /// The rows of the set of `path` in the key order of the column index `index`, if a
@@ -431,44 +435,24 @@ impl TenantStore {
         if !cacheable(path) || !index.is_column() {
             return;
         }
-        {
-            let mut cache = self.state.candidates.lock();
-            if cache.filling {
-                return;
-            }
-            cache.filling = true;
-        }
-        let done = FillingDone(self.clone());
-        let store = self.clone();
         let path = path.clone();
         let index = index.clone();
-        let spawned = std::thread::Builder::new()
-            .name("remdb-order".into())
-            .spawn(move || {
-                let _done = done;
-                let generation = store.generation();
-                if let Some(set) = store.cached_candidates(table, &path) {
-                    match store.index_order(table, &index, &set) {
-                        Ok(ids) => {
-                            let mut cache = store.state.candidates.lock();
-                            // As in `keep_candidates`: only a list read within one
-                            // generation is kept.
-                            if store.generation() == generation {
-                                cache.at(generation).keep(
-                                    table,
-                                    &path,
-                                    Kept::Order(index.id, Arc::new(ids)),
-                                );
-                            }
-                        }
-                        // A dropped tenant or index: the next query says so.
-                        Err(e) => tracing::debug!(error = %e, "set order not read"),
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "no thread to read a set's order");
-        }
+        self.read_in_background("remdb-order", move |store| {
+            let generation = store.generation();
+            let Some(set) = store.cached_candidates(table, &path) else {
+                return;
+            };
+            match store.index_order(table, &index, &set) {
+                Ok(ids) => store.keep_current(
+                    table,
+                    &path,
+                    generation,
+                    Kept::Order(index.id, Arc::new(ids)),
+                ),
+                // A dropped tenant or index: the next query says so.
+                Err(e) => tracing::debug!(error = %e, "set order not read"),
+            }
+        });
     }
 
     /// The ids of `set` in the key order of the column index `index` (one entry per
