@@ -32,7 +32,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::error::{Error, Result};
 use crate::storage::{
-    IndexId, IndexKind, IndexValue, Table, TenantStore, index_value, text_column,
+    IndexId, IndexKind, IndexValue, Table, TenantStore, index_column, index_value,
 };
 
 /// An index statement, read from SQL.
@@ -89,7 +89,7 @@ pub fn index_command(statement: &Statement) -> Result<Option<IndexCommand>> {
                 )));
             };
             let (column, path) = json_path(&column.column.expr)
-                .filter(|(column, path)| !path.is_empty() || text_column(table, column))
+                .filter(|(column, path)| !path.is_empty() || index_column(table, column))
                 .ok_or_else(|| {
                     Error::invalid(format!(
                         "CREATE INDEX {name}: index a JSON path such as (({}->>'key')){}, got {}",
@@ -98,8 +98,8 @@ pub fn index_command(statement: &Statement) -> Result<Option<IndexCommand>> {
                             Table::Resources | Table::Moments => "metadata",
                         },
                         match table {
-                            Table::Entities => " or the column (name)",
-                            Table::Resources => " or the column (uri)",
+                            Table::Entities => " or a column: (name), (created_at), (updated_at)",
+                            Table::Resources => " or a column: (uri), (created_at), (updated_at)",
                             Table::Edges | Table::Moments => "",
                         },
                         column.column.expr

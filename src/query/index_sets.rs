@@ -28,7 +28,8 @@ use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 
 use crate::storage::{IndexDef, IndexKind, IndexValue, RowSet, Table, ValueRange};
 
-use super::pushdown::fact_set;
+use super::pushdown::{fact_set, micros};
+use crate::storage::timestamp_column;
 
 /// The rows the indexes answer for `expr`, and whether exactly.
 pub fn filter_set(table: Table, expr: &Expr, user: &[IndexDef]) -> Option<(RowSet, bool)> {
@@ -57,8 +58,13 @@ fn set(table: Table, expr: &Expr, user: &[IndexDef], negated: bool) -> Option<(R
         }
         Expr::Not(inner) => set(table, inner, user, !negated),
         // NOT (x < v) is x >= v in three-valued logic: the leaf negates its operator.
-        _ if negated => user_leaf(table, expr, user, true),
-        _ => user_leaf(table, expr, user, false).or_else(|| fact_set(table, expr)),
+        _ if negated => {
+            user_leaf(table, expr, user, true).or_else(|| column_leaf(table, expr, user, true))
+        }
+        // A built-in index first: it answers `name = 'x'` as well as a column's own.
+        _ => user_leaf(table, expr, user, false)
+            .or_else(|| fact_set(table, expr))
+            .or_else(|| column_leaf(table, expr, user, false)),
     }
 }
 
@@ -374,6 +380,186 @@ fn user_leaf(
     let ranges = unique;
     let label = label.replacen("{}", &def.name, 1);
     Some((RowSet::user(def, &ranges, label).ok()?, exact))
+}
+
+/// A leaf over the user index of a whole timestamp column (`created_at`, `updated_at`):
+/// the column compared with a constant (`=`, `<>`, `<`, `<=`, `>`, `>=`, `IN`, `NOT IN`;
+/// BETWEEN reaches the scan as two comparisons). These columns are never NULL and their
+/// index holds every row's value, so the set is exact, negated or not. Text columns'
+/// comparisons stay in the residual: an ordered walk over the column's own index takes
+/// its bounds from there (`name > $last ORDER BY name LIMIT n`, see `order.rs`).
+fn column_leaf(
+    table: Table,
+    expr: &Expr,
+    user: &[IndexDef],
+    negated: bool,
+) -> Option<(RowSet, bool)> {
+    let (column, ranges, label) = match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (column, constant, op) = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), other) => (c, other, *op),
+                (other, Expr::Column(c)) => (c, other, op.swap()?),
+                _ => return None,
+            };
+            let op = if negated { op.negate()? } else { op };
+            let v = column_value(table, &column.name, constant)?;
+            let ranges = within(all_numbers(), op, v.clone())?;
+            let label = format!("{{}} {} {}", op_name(op), show(&v));
+            (column, ranges, label)
+        }
+        Expr::InList(list) => {
+            let Expr::Column(column) = list.expr.as_ref() else {
+                return None;
+            };
+            let mut values = list
+                .list
+                .iter()
+                .map(|e| column_value(table, &column.name, e))
+                .collect::<Option<Vec<_>>>()?;
+            if values.is_empty() || values.len() > 1024 {
+                return None;
+            }
+            sort_values(&mut values);
+            let shown: Vec<String> = values.iter().map(show).collect();
+            let not = list.negated != negated;
+            let ranges = if not {
+                // The complement of the points within the column's type.
+                let (start, end) = all_numbers();
+                let mut r = Vec::with_capacity(values.len() + 1);
+                let mut lower = start;
+                for v in &values {
+                    r.push((lower, Bound::Excluded(v.clone())));
+                    lower = Bound::Excluded(v.clone());
+                }
+                r.push((lower, end));
+                r
+            } else {
+                values.into_iter().map(point).collect()
+            };
+            let label = format!(
+                "{{}} {}IN ({})",
+                if not { "NOT " } else { "" },
+                shown.join(", ")
+            );
+            (column, ranges, label)
+        }
+        Expr::Between(Between {
+            expr: inner,
+            negated: between_negated,
+            low,
+            high,
+        }) => {
+            let Expr::Column(column) = inner.as_ref() else {
+                return None;
+            };
+            let lo = column_value(table, &column.name, low)?;
+            let hi = column_value(table, &column.name, high)?;
+            // An empty BETWEEN (or a NOT of one that keeps everything) is the residual's.
+            if let (IndexValue::Number(a), IndexValue::Number(b)) = (&lo, &hi)
+                && a > b
+            {
+                return None;
+            }
+            let (start, end) = all_numbers();
+            let ranges = if *between_negated != negated {
+                vec![
+                    (start, Bound::Excluded(lo.clone())),
+                    (Bound::Excluded(hi.clone()), end),
+                ]
+            } else {
+                vec![(Bound::Included(lo.clone()), Bound::Included(hi.clone()))]
+            };
+            let label = format!(
+                "{{}} {}BETWEEN {} AND {}",
+                if *between_negated != negated {
+                    "NOT "
+                } else {
+                    ""
+                },
+                show(&lo),
+                show(&hi)
+            );
+            (column, ranges, label)
+        }
+        _ => return None,
+    };
+    let def = user.iter().find(|d| {
+        d.table == table.name()
+            && d.is_column()
+            && d.kind == IndexKind::Value
+            && d.column == column.name
+    })?;
+    let label = label.replacen("{}", &format!("{} ({})", def.name, def.column), 1);
+    Some((RowSet::user(def, &ranges, label).ok()?, true))
+}
+
+/// The set of rows whose timestamp `column` lies in `(lower, upper)` (microseconds), from
+/// the column's user index: the comparisons of one column merged into one range.
+pub fn column_window(
+    table: Table,
+    column: &str,
+    lower: Bound<i64>,
+    upper: Bound<i64>,
+    user: &[IndexDef],
+) -> Option<RowSet> {
+    let def = user.iter().find(|d| {
+        d.table == table.name() && d.is_column() && d.kind == IndexKind::Value && d.column == column
+    })?;
+    let number = |t: i64| (t.unsigned_abs() < 1 << 53).then_some(IndexValue::Number(t as f64));
+    // An empty window is left to the two sets (whose AND is empty).
+    if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) =
+        (lower, upper)
+        && a > b
+    {
+        return None;
+    }
+    let (start, end) = all_numbers();
+    let lo = match lower {
+        Bound::Unbounded => start,
+        Bound::Included(t) => Bound::Included(number(t)?),
+        Bound::Excluded(t) => Bound::Excluded(number(t)?),
+    };
+    let hi = match upper {
+        Bound::Unbounded => end,
+        Bound::Included(t) => Bound::Included(number(t)?),
+        Bound::Excluded(t) => Bound::Excluded(number(t)?),
+    };
+    let side = |b: &Bound<IndexValue>, incl: &str, excl: &str| match b {
+        Bound::Included(v) => format!(" {incl} {}", show(v)),
+        Bound::Excluded(v) => format!(" {excl} {}", show(v)),
+        Bound::Unbounded => String::new(),
+    };
+    let (lower_text, upper_text) = (side(&lo, ">=", ">"), side(&hi, "<=", "<"));
+    let and = if lower_text.is_empty() || upper_text.is_empty() {
+        ""
+    } else {
+        " and"
+    };
+    let label = format!("{} ({column}){lower_text}{and}{upper_text}", def.name);
+    RowSet::user(def, &[(lo, hi)], label).ok()
+}
+
+/// A constant compared with an indexed timestamp column, in microseconds (only when
+/// exact: a nanosecond literal off the microsecond is left to the residual).
+fn column_value(table: Table, column: &str, expr: &Expr) -> Option<IndexValue> {
+    if !timestamp_column(table, column) {
+        return None;
+    }
+    let Expr::Literal(v, _) = expr else {
+        return None;
+    };
+    match micros(v)? {
+        (t, true) if t.unsigned_abs() < 1 << 53 => Some(IndexValue::Number(t as f64)),
+        _ => None,
+    }
+}
+
+/// Every number: the values of a timestamp column's index.
+fn all_numbers() -> ValueRange {
+    (
+        Bound::Included(IndexValue::Number(f64::NEG_INFINITY)),
+        Bound::Excluded(IndexValue::Text(String::new())),
+    )
 }
 
 /// The value ranges of `accessor(...) op v`, and whether they are exact.

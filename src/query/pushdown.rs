@@ -14,13 +14,18 @@ use std::ops::Bound;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 
-use super::index_sets::{filter_set, show as show_value};
+use super::index_sets::{column_window, filter_set, show as show_value};
 use crate::storage::{
     AccessPath, IndexDef, IndexId, IndexValue, KeyPart, RowSet, Table, normalize_name,
+    timestamp_column,
 };
 
 /// At most this many keys are probed for one IN-list (or the product of several).
 const MAX_PROBES: usize = 1024;
+
+/// An IN-list of up to this many names (uris) is read through the built-in index rather
+/// than any set (see [`plan_access`]).
+const NEAR_UNIQUE_PROBES: usize = 64;
 
 /// What a scan will do with its filters.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,18 +121,54 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
 
     // 2. A set of row ids when a user index answers a filter, or a filter combines
     //    indexes (OR, NOT) in a way no single path below can: the AND of every filter's set.
-    let sets: Vec<Option<(RowSet, bool)>> =
-        filters.iter().map(|f| filter_set(table, f, user)).collect();
+    //    An equality on a near-unique built-in key (a name, a uri) comes first: it reads
+    //    a handful of rows, where a set may read a wide range of another index.
+    let near_unique = match table {
+        Table::Entities => eq("name"),
+        Table::Resources => eq("uri"),
+        _ => None,
+    }
+    .is_some_and(|(_, parts)| parts.len() <= NEAR_UNIQUE_PROBES);
+    let sets: Vec<Option<(RowSet, bool)>> = if near_unique {
+        vec![None; filters.len()]
+    } else {
+        filters.iter().map(|f| filter_set(table, f, user)).collect()
+    };
     if sets
         .iter()
         .zip(&facts)
-        .any(|(s, f)| s.is_some() && f.is_none())
+        .any(|(s, f)| s.is_some() && !f.as_ref().is_some_and(|f| builtin_fact(table, f)))
     {
         let mut parts = Vec::new();
+        // Comparisons with one timestamp column (BETWEEN arrives as two) make one range
+        // of its index, not an AND of two half-open ones.
+        let mut windows: Vec<(String, Bound<i64>, Bound<i64>, Vec<RowSet>)> = Vec::new();
         for (i, s) in sets.into_iter().enumerate() {
-            if let Some((set, exact)) = s {
-                used(i, exact, &mut pushdown);
-                parts.push(set);
+            let Some((set, exact)) = s else { continue };
+            used(i, exact, &mut pushdown);
+            match &facts[i] {
+                Some(Fact::Range {
+                    column,
+                    lower,
+                    upper,
+                    exact: true,
+                }) if timestamp_column(table, column) => {
+                    match windows.iter_mut().find(|w| &w.0 == column) {
+                        Some(w) => {
+                            w.1 = tighter_lower(w.1, *lower);
+                            w.2 = tighter_upper(w.2, *upper);
+                            w.3.push(set);
+                        }
+                        None => windows.push((column.clone(), *lower, *upper, vec![set])),
+                    }
+                }
+                _ => parts.push(set),
+            }
+        }
+        for (column, lower, upper, sets) in windows {
+            match column_window(table, &column, lower, upper, user) {
+                Some(window) if sets.len() > 1 => parts.push(window),
+                _ => parts.extend(sets),
             }
         }
         let set = match parts.len() {
@@ -212,6 +253,21 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
     AccessPlan {
         path: AccessPath::FullScan,
         pushdown,
+    }
+}
+
+/// True when a path of step 1 or 3 of [`plan_access`] can use the fact: the primary key,
+/// a built-in index, the time index of moments. A comparison with another column (a
+/// timestamp column a user index covers, say) is only a set's.
+fn builtin_fact(table: Table, fact: &Fact) -> bool {
+    match fact {
+        Fact::In { column, .. } => {
+            column == "id"
+                || builtin_index(table, column).is_some()
+                || (table == Table::Edges && matches!(column.as_str(), "src" | "dst" | "edge_type"))
+                || (table == Table::Moments && column == "timestamp")
+        }
+        Fact::Range { column, .. } => table == Table::Moments && column == "timestamp",
     }
 }
 
@@ -322,7 +378,7 @@ fn text_part(value: &ScalarValue) -> Option<KeyPart> {
 }
 
 /// A timestamp literal in microseconds, and whether the conversion was exact.
-fn micros(value: &ScalarValue) -> Option<(i64, bool)> {
+pub(super) fn micros(value: &ScalarValue) -> Option<(i64, bool)> {
     match value {
         ScalarValue::TimestampMicrosecond(Some(v), _) => Some((*v, true)),
         ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000).map(|t| (t, true)),
@@ -776,6 +832,76 @@ mod tests {
             plan(Table::Entities, &[col("type").eq(lit(3))]).path,
             AccessPath::FullScan
         );
+    }
+
+    fn created_index() -> IndexDef {
+        IndexDef {
+            name: "idx_created".into(),
+            table: "entities".into(),
+            column: "created_at".into(),
+            path: vec![],
+            kind: crate::storage::IndexKind::Value,
+            id: 7,
+        }
+    }
+
+    fn label(p: &AccessPlan) -> String {
+        match &p.path {
+            AccessPath::RowSet(set) => set.describe(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn timestamp_column_index_answers_comparisons() {
+        let user = [created_index()];
+        let plan_user = |filters: &[Expr]| {
+            let refs: Vec<&Expr> = filters.iter().collect();
+            plan_access(Table::Entities, &refs, &user)
+        };
+        // Alone: an exact set, no residual.
+        let p = plan_user(&[col("created_at").gt(ts(1_000))]);
+        assert_eq!(label(&p), "idx_created (created_at) > 1000");
+        assert_eq!(p.pushdown, [Exact]);
+        // Two comparisons (BETWEEN) merge into one range of the index.
+        let p = plan_user(&[
+            col("created_at").gt_eq(ts(1_000)),
+            col("created_at").lt(ts(5_000)),
+        ]);
+        assert_eq!(label(&p), "idx_created (created_at) >= 1000 and < 5000");
+        assert_eq!(p.pushdown, [Exact, Exact]);
+        // ANDed with a built-in index's set.
+        let p = plan_user(&[col("type").eq(lit("person")), col("created_at").lt(ts(9))]);
+        assert_eq!(
+            label(&p),
+            "(entities_type = 'person' AND idx_created (created_at) < 9)"
+        );
+        assert_eq!(p.pushdown, [Exact, Exact]);
+        // A nanosecond literal off the microsecond is not the index's.
+        let nanos = lit(ScalarValue::TimestampNanosecond(
+            Some(1_000_500),
+            Some("UTC".into()),
+        ));
+        let p = plan_user(&[col("created_at").gt(nanos)]);
+        assert_eq!(p.path, AccessPath::FullScan);
+        // Without the index, the comparison stays DataFusion's.
+        assert_eq!(
+            plan(Table::Entities, &[col("created_at").gt(ts(1_000))]).path,
+            AccessPath::FullScan
+        );
+        // A name is near-unique: its own index, with the time re-checked, not a set.
+        let p = plan_user(&[col("name").eq(lit("Ada")), col("created_at").gt(ts(1_000))]);
+        assert!(
+            matches!(
+                p.path,
+                AccessPath::IndexPrefix {
+                    index: IndexId::EntityName,
+                    ..
+                }
+            ),
+            "{p:?}"
+        );
+        assert_eq!(p.pushdown, [Inexact, Unsupported]);
     }
 
     #[test]

@@ -76,11 +76,11 @@ impl IndexDef {
     }
 
     /// True when the index's entries hold a copy of their row (the encoded row is the
-    /// entry's value): a column index, which serves ordered walks (`ORDER BY name LIMIT
-    /// n`), so that a walk reads one key range and no row by id. It costs the row bytes
-    /// twice.
+    /// entry's value): an index of a text column, which serves ordered walks (`ORDER BY
+    /// name LIMIT n`), so that a walk reads one key range and no row by id. It costs the
+    /// row bytes twice. A timestamp column's index holds row ids only.
     pub fn holds_rows(&self) -> bool {
-        self.is_column()
+        self.is_column() && self.table().is_ok_and(|t| text_column(t, &self.column))
     }
 
     /// The values this index holds for a row (its JSON column already parsed).
@@ -138,7 +138,8 @@ pub fn index_value(v: &serde_json::Value) -> IndexValue {
     }
 }
 
-/// The text columns an index may cover whole (for `ORDER BY column LIMIT n`).
+/// The text columns an index may cover whole (for `ORDER BY column LIMIT n`, and
+/// comparisons with the column).
 pub fn text_column(table: Table, column: &str) -> bool {
     matches!(
         (table, column),
@@ -146,11 +147,34 @@ pub fn text_column(table: Table, column: &str) -> bool {
     )
 }
 
-/// The value of a text column an index covers.
-fn column_text<'a>(row: &'a Row, column: &str) -> Option<&'a str> {
+/// The timestamp columns an index may cover whole (for comparisons with the column:
+/// `created_at > '2024-01-01'`). Their values are microseconds since the epoch, as
+/// numbers (exact: every timestamp of years 0 to 9999 is below 2^53 microseconds).
+pub fn timestamp_column(table: Table, column: &str) -> bool {
+    matches!(
+        (table, column),
+        (
+            Table::Entities | Table::Resources,
+            "created_at" | "updated_at"
+        )
+    )
+}
+
+/// The columns an index may cover whole.
+pub fn index_column(table: Table, column: &str) -> bool {
+    text_column(table, column) || timestamp_column(table, column)
+}
+
+/// The value of a column an index covers.
+fn column_value(row: &Row, column: &str) -> Option<IndexValue> {
+    let micros = |t: i64| Some(IndexValue::Number(t as f64));
     match (row, column) {
-        (Row::Entity(e), "name") => Some(&e.name),
-        (Row::Resource(r), "uri") => Some(&r.uri),
+        (Row::Entity(e), "name") => Some(IndexValue::Text(e.name.clone())),
+        (Row::Resource(r), "uri") => Some(IndexValue::Text(r.uri.clone())),
+        (Row::Entity(e), "created_at") => micros(e.created_at),
+        (Row::Entity(e), "updated_at") => micros(e.updated_at),
+        (Row::Resource(r), "created_at") => micros(r.created_at),
+        (Row::Resource(r), "updated_at") => micros(r.updated_at),
         _ => None,
     }
 }
@@ -191,7 +215,7 @@ pub(super) fn user_index_keys(
     let (columns, paths): (Vec<&IndexDef>, Vec<&IndexDef>) =
         mine.into_iter().partition(|d| d.is_column());
     for def in columns {
-        let text = column_text(row, &def.column).ok_or_else(|| {
+        let value = column_value(row, &def.column).ok_or_else(|| {
             Error::Corruption(format!(
                 "index {} on {}.{}",
                 def.name,
@@ -199,8 +223,10 @@ pub(super) fn user_index_keys(
                 def.column
             ))
         })?;
-        let value = IndexValue::Text(text.to_string());
-        out.push((keys::user_index_key(table, def.id, &value, row_id), true));
+        out.push((
+            keys::user_index_key(table, def.id, &value, row_id),
+            def.holds_rows(),
+        ));
     }
     if paths.is_empty() {
         return Ok(out);
@@ -387,10 +413,10 @@ impl TenantStore {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<IndexDef> {
         validate_index_name(name)?;
-        if text_column(table, column) {
+        if index_column(table, column) {
             if !path.is_empty() || kind != IndexKind::Value {
                 return Err(Error::invalid(format!(
-                    "{}.{column} is a text column: index it whole, as ({column})",
+                    "{}.{column} is not a JSON column: index it whole, as ({column})",
                     table.name()
                 )));
             }
@@ -403,8 +429,8 @@ impl TenantStore {
                     Table::Resources | Table::Moments => "metadata",
                 },
                 match table {
-                    Table::Entities => " or the column name",
-                    Table::Resources => " or the column uri",
+                    Table::Entities => " or one of the columns name, created_at, updated_at",
+                    Table::Resources => " or one of the columns uri, created_at, updated_at",
                     Table::Edges | Table::Moments => "",
                 }
             )));
