@@ -13,14 +13,14 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
 use datafusion::logical_expr::{cast, col, lit};
-use datafusion::physical_plan::EmptyRecordBatchStream;
+use datafusion::physical_plan::{EmptyRecordBatchStream, collect};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::{
@@ -30,7 +30,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use parking_lot::Mutex;
 
+mod plan_cache;
 mod prepared;
+pub use plan_cache::PlanCacheStats;
 pub use prepared::PreparedStatement;
 
 use crate::error::{Error, Result};
@@ -42,6 +44,7 @@ use crate::storage::{
     Storage, StorageOptions, Table, TenantStore, WriteOp,
 };
 use crate::vector::VectorOptions;
+use plan_cache::PlanCache;
 
 /// Limits on the statements of a remote client (see [`Tenant::client_stream`]).
 #[derive(Debug, Clone)]
@@ -114,7 +117,11 @@ impl Db {
         let store = self.storage.tenant(id)?;
         let ctx = tenant_context(&store, options)?;
         let tenant = Tenant {
-            inner: Arc::new(TenantInner { store, ctx }),
+            inner: Arc::new(TenantInner {
+                store,
+                ctx,
+                plans: PlanCache::default(),
+            }),
         };
         sessions.insert(key, tenant.clone());
         Ok(tenant)
@@ -148,6 +155,8 @@ impl Db {
 struct TenantInner {
     store: TenantStore,
     ctx: SessionContext,
+    /// Physical plans of repeated statement texts (see `plan_cache`).
+    plans: PlanCache,
 }
 
 /// The session of one tenant. Every read and write it can express stays in the tenant.
@@ -230,7 +239,18 @@ impl Tenant {
     }
 
     /// Runs one SQL statement and collects its result.
+    ///
+    /// A read-only statement run again with the same text takes the physical plan of
+    /// the last run when it can (see [`Tenant::plan_cache_stats`]): no parsing and no
+    /// planning.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let options = Arc::clone(self.inner.ctx.state_ref().read().config().options());
+        // Read before planning: an index created meanwhile makes the kept plan stale
+        // (a mismatch on the next run), never the other way round.
+        let indexes = self.inner.store.user_indexes()?;
+        if let Some((plan, task)) = self.inner.plans.get(sql, &options, &indexes)? {
+            return Ok(collect(plan, task).await?);
+        }
         let mut statements = parse(sql)?;
         if statements.len() != 1 {
             return Err(Error::invalid(format!(
@@ -241,7 +261,34 @@ impl Tenant {
         let statement = statements
             .pop()
             .ok_or_else(|| Error::invalid("empty SQL"))?;
-        self.run(statement).await
+        let is_query = matches!(
+            &statement,
+            Statement::Statement(inner) if matches!(inner.as_ref(), SqlStatement::Query(_))
+        );
+        if !is_query {
+            return self.run(statement).await;
+        }
+        self.inner.plans.planned();
+        let state = self.inner.ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        SQLOptions::new().with_allow_ddl(false).verify_plan(&plan)?;
+        check_dml(&plan)?;
+        let keep = !prepared::calls_stable_functions(&plan)?;
+        let physical = state.create_physical_plan(&plan).await?;
+        let task = Arc::new(TaskContext::from(&state));
+        if keep {
+            let options = Arc::clone(state.config().options());
+            self.inner
+                .plans
+                .put(sql, &physical, &task, options, indexes);
+        }
+        Ok(collect(physical, task).await?)
+    }
+
+    /// How [`Tenant::sql`] has reused the plans of repeated statement texts: the texts
+    /// kept, runs that took a kept plan, runs of read-only statements that planned.
+    pub fn plan_cache_stats(&self) -> PlanCacheStats {
+        self.inner.plans.stats()
     }
 
     /// Runs `;`-separated statements in order, stopping at the first error.

@@ -400,6 +400,18 @@ impl ExecutionPlan for RemScanExec {
         Some(self.metrics.clone_inner())
     }
 
+    /// The same scan with new metrics and without a dynamic filter taken as join keys,
+    /// for a plan that runs again (a kept plan of a prepared statement or of repeated
+    /// SQL text, a recursive query's next round). A reset join drops its filter and
+    /// makes a new one that this scan never hears of: keys kept from the last run would
+    /// be stale, and a full scan is always right. (In a kept plan, which has no joins,
+    /// the filter can only be a top-k sort's, which is never an IN list anyway.)
+    fn reset_state(self: Arc<Self>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(
+            self.with_path(self.path.clone()).without_join_keys(),
+        ))
+    }
+
     fn execute(
         &self,
         partition: usize,

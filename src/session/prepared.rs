@@ -36,6 +36,7 @@ use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions};
 use parking_lot::Mutex;
 
+use super::plan_cache::reusable;
 use super::{
     ClientLimits, Param, Tenant, bind_params, check_fixed_session, client_runtime, refuse_copy,
 };
@@ -66,9 +67,9 @@ struct Planned {
     vectors: Vec<String>,
     /// Parameters the statement needs: the highest `$n` it names.
     count: usize,
-    /// When every parameter is a query vector of `vector_similar`, the physical plan of
-    /// the first call, reused with the vectors swapped (see [`reusable`]), with the
-    /// tenant's list of declared indexes it was made under.
+    /// When every parameter is a query vector of `vector_similar` (or there is none),
+    /// the physical plan of the first call, reused with the vectors swapped (see
+    /// [`reusable`]), with the tenant's list of declared indexes it was made under.
     physical: Mutex<Option<CachedPlan>>,
 }
 
@@ -133,7 +134,7 @@ impl Tenant {
 
 /// True when the plan calls a function whose value is fixed per query, not forever
 /// (`now()`, `current_date`, ...).
-fn calls_stable_functions(plan: &LogicalPlan) -> Result<bool> {
+pub(super) fn calls_stable_functions(plan: &LogicalPlan) -> Result<bool> {
     let mut found = false;
     plan.apply_with_subqueries(|node| {
         for expr in node.expressions() {
@@ -281,9 +282,9 @@ impl PreparedStatement {
     }
 
     /// True once the statement keeps its physical plan between calls: when its only
-    /// parameters are query vectors of `vector_similar` and its plan holds no state
-    /// across runs, each call swaps the vectors into the plan of the first call and runs
-    /// it, with no planning at all.
+    /// parameters are query vectors of `vector_similar` (or it has none) and its plan
+    /// holds no state across runs, each call swaps the vectors into the plan of the
+    /// first call and runs it, with no planning at all.
     pub fn reuses_physical_plan(&self) -> bool {
         match &self.form {
             Form::Planned(p) => p.physical.lock().is_some(),
@@ -388,7 +389,9 @@ impl Planned {
             .query_planner()
             .create_physical_plan(&plan, &self.state)
             .await?;
-        if self.types.is_empty() && !self.vectors.is_empty() && reusable(&physical) {
+        // Without value parameters the scans' paths are fixed by the statement's
+        // constants and the indexes: the plan can run again (when its nodes allow it).
+        if self.types.is_empty() && reusable(&physical) {
             *self.physical.lock() = Some((Arc::clone(&physical), indexes));
         }
         Ok(physical)
@@ -472,33 +475,6 @@ fn vector_param(params: &[Param], id: &str) -> DfResult<Vec<f32>> {
         .into()),
         None => Err(Error::invalid(format!("no value for parameter {id}")).into()),
     }
-}
-
-/// True when a physical plan can run again for other query vectors: its nodes keep no
-/// state across runs that `reset_state` does not renew (no joins, whose dynamic filters
-/// reach into the scans below them; no scans of our own, whose paths came from values).
-fn reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    const STATELESS: [&str; 9] = [
-        "VectorSearchExec",
-        "ProjectionExec",
-        "FilterExec",
-        "SortExec",
-        "SortExec(TopK)",
-        "GlobalLimitExec",
-        "LocalLimitExec",
-        "CoalesceBatchesExec",
-        "CooperativeExec",
-    ];
-    let mut ok = true;
-    let _ = plan.apply(|node| {
-        ok &= STATELESS.contains(&node.name());
-        Ok(if ok {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    });
-    ok
 }
 
 /// A reusable plan (see [`reusable`]) with these query vectors, every node's run state

@@ -299,3 +299,91 @@ async fn a_statement_that_needs_its_values_to_plan_is_planned_per_call() {
     assert!(set.execute(&[Param::Int(7)]).await.is_err());
     assert_eq!(rows(&t, "SELECT count(*) FROM entities").await, ["2"]);
 }
+
+/// `Tenant::sql` keeps the physical plan of a repeated read-only text and runs it again
+/// without planning; the kept plan reads the rows of the moment, follows index changes
+/// and settings, and is not kept for what it cannot run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_text_reuses_its_plan_until_indexes_or_settings_change() {
+    let (_dir, _db, t) = fresh("c");
+    let mut batch = Batch::new();
+    for i in 0..40 {
+        batch = batch.insert(Resource {
+            id: format!("r{i:03}"),
+            uri: format!("doc://{i}"),
+            content: "x".into(),
+            metadata: format!(r#"{{"language": "{}"}}"#, ["en", "de"][i % 2]),
+            ..Default::default()
+        });
+    }
+    t.write(batch).unwrap();
+    let sql = "SELECT id FROM resources WHERE metadata->>'language' = 'en' ORDER BY id LIMIT 5";
+    let first = rows(&t, sql).await;
+    assert_eq!(first, ["r000", "r002", "r004", "r006", "r008"]);
+    let before = t.plan_cache_stats();
+    assert_eq!(before.entries, 1, "{before:?}");
+    assert_eq!(rows(&t, sql).await, first);
+    let after = t.plan_cache_stats();
+    assert_eq!(after.hits, before.hits + 1, "{after:?}");
+    assert_eq!(after.misses, before.misses, "{after:?}");
+
+    // A write is seen by the kept plan: it reads rows when it runs.
+    t.sql("INSERT INTO resources (id, uri, content, metadata) VALUES ('a000', 'doc://a', 'x', '{\"language\": \"en\"}')")
+        .await
+        .unwrap();
+    assert_eq!(rows(&t, sql).await[0], "a000");
+    assert_eq!(t.plan_cache_stats().hits, after.hits + 1);
+
+    // A new index: the next run plans again, and uses it.
+    t.sql("CREATE INDEX idx_lang ON resources ((metadata->>'language'))")
+        .await
+        .unwrap();
+    let misses = t.plan_cache_stats().misses;
+    assert_eq!(rows(&t, sql).await[0], "a000");
+    assert_eq!(t.plan_cache_stats().misses, misses + 1);
+    let plan = rows(&t, &format!("EXPLAIN {sql}")).await.join("\n");
+    assert!(plan.contains("idx_lang"), "{plan}");
+    // Dropped again: planned again, without it (not an error about a missing index).
+    t.sql("DROP INDEX idx_lang").await.unwrap();
+    assert_eq!(rows(&t, sql).await.len(), 5);
+    assert_eq!(t.plan_cache_stats().misses, misses + 2);
+
+    // A setting changed by SET is honoured: smaller batches from the same text.
+    let all = "SELECT id FROM resources";
+    let batches = t.sql(all).await.unwrap().len();
+    t.sql("SET datafusion.execution.batch_size = 4")
+        .await
+        .unwrap();
+    let smaller = t.sql(all).await.unwrap();
+    assert!(smaller.len() > batches, "{} vs {batches}", smaller.len());
+    assert!(smaller.iter().all(|b| b.num_rows() <= 4));
+
+    // Not kept: `now()` (folded into the plan), aggregates, EXPLAIN, DML.
+    let kept = t.plan_cache_stats().entries;
+    for sql in [
+        "SELECT id FROM resources WHERE created_at <= now()",
+        "SELECT count(*) FROM resources",
+        "EXPLAIN SELECT id FROM resources",
+        "UPDATE resources SET content = 'y' WHERE id = 'r001'",
+    ] {
+        t.sql(sql).await.unwrap();
+        t.sql(sql).await.unwrap();
+        assert_eq!(t.plan_cache_stats().entries, kept, "{sql}");
+    }
+    // Runs of one kept plan at the same time each get their own renewed nodes.
+    let expected = rows(&t, sql).await;
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let t = t.clone();
+            tokio::spawn(async move { rows(&t, sql).await })
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.await.unwrap(), expected);
+    }
+    // A prepared statement without parameters keeps its plan too.
+    let prepared = t.prepare(sql).await.unwrap();
+    let once = render(&prepared.execute(&[]).await.unwrap());
+    assert!(prepared.reuses_physical_plan());
+    assert_eq!(render(&prepared.execute(&[]).await.unwrap()), once);
+}
