@@ -157,13 +157,18 @@ fn not_null() -> Bound<IndexValue> {
 
 /// The complement of sorted, disjoint point values among the non-null values.
 fn between_points(points: &[IndexValue]) -> Vec<ValueRange> {
+    gaps((not_null(), Bound::Unbounded), points)
+}
+
+/// The complement of sorted, disjoint point values within `(start, end)`.
+fn gaps((start, end): ValueRange, points: &[IndexValue]) -> Vec<ValueRange> {
     let mut out = Vec::with_capacity(points.len() + 1);
-    let mut lower = not_null();
+    let mut lower = start;
     for p in points {
         out.push((lower, Bound::Excluded(p.clone())));
         lower = Bound::Excluded(p.clone());
     }
-    out.push((lower, Bound::Unbounded));
+    out.push((lower, end));
     out
 }
 
@@ -312,16 +317,13 @@ fn user_leaf(
                 // accessors read strings too, so they are left to a scan.
                 ranges = match target.0 {
                     Accessor::AsText if exact => between_points(&values),
-                    Accessor::Str => {
-                        let mut r = Vec::new();
-                        let mut lower = Bound::Included(IndexValue::Text(String::new()));
-                        for v in &values {
-                            r.push((lower, Bound::Excluded(v.clone())));
-                            lower = Bound::Excluded(v.clone());
-                        }
-                        r.push((lower, Bound::Excluded(IndexValue::Json(String::new()))));
-                        r
-                    }
+                    Accessor::Str => gaps(
+                        (
+                            Bound::Included(IndexValue::Text(String::new())),
+                            Bound::Excluded(IndexValue::Json(String::new())),
+                        ),
+                        &values,
+                    ),
                     _ => return None,
                 };
             }
@@ -423,16 +425,7 @@ fn column_leaf(
             let shown: Vec<String> = values.iter().map(show).collect();
             let not = list.negated != negated;
             let ranges = if not {
-                // The complement of the points within the column's type.
-                let (start, end) = all_numbers();
-                let mut r = Vec::with_capacity(values.len() + 1);
-                let mut lower = start;
-                for v in &values {
-                    r.push((lower, Bound::Excluded(v.clone())));
-                    lower = Bound::Excluded(v.clone());
-                }
-                r.push((lower, end));
-                r
+                gaps(all_numbers(), &values)
             } else {
                 values.into_iter().map(point).collect()
             };

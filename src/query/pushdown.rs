@@ -20,6 +20,10 @@ use crate::storage::{
     timestamp_column,
 };
 
+/// Comparisons of one timestamp column: the column, the merged bounds, and the sets they
+/// replace when the column's index answers the merged range.
+type Window = (String, Bound<i64>, Bound<i64>, Vec<RowSet>);
+
 /// At most this many keys are probed for one IN-list (or the product of several).
 const MAX_PROBES: usize = 1024;
 
@@ -142,7 +146,7 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
         let mut parts = Vec::new();
         // Comparisons with one timestamp column (BETWEEN arrives as two) make one range
         // of its index, not an AND of two half-open ones.
-        let mut windows: Vec<(String, Bound<i64>, Bound<i64>, Vec<RowSet>)> = Vec::new();
+        let mut windows: Vec<Window> = Vec::new();
         for (i, s) in sets.into_iter().enumerate() {
             let Some((set, exact)) = s else { continue };
             used(i, exact, &mut pushdown);

@@ -33,6 +33,9 @@ use parking_lot::Mutex;
 use crate::error::Result;
 use crate::storage::IndexDef;
 
+/// A kept plan, renewed for one run, and the task context it was made with.
+pub(super) type KeptPlan = (Arc<dyn ExecutionPlan>, Arc<TaskContext>);
+
 /// Texts kept per tenant session.
 pub const CAPACITY: usize = 256;
 
@@ -81,7 +84,7 @@ impl PlanCache {
         sql: &str,
         options: &Arc<ConfigOptions>,
         indexes: &Arc<Vec<IndexDef>>,
-    ) -> Result<Option<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)>> {
+    ) -> Result<Option<KeptPlan>> {
         let found = {
             let mut inner = self.inner.lock();
             inner.clock += 1;
