@@ -261,28 +261,7 @@ impl Tenant {
         let statement = statements
             .pop()
             .ok_or_else(|| Error::invalid("empty SQL"))?;
-        let is_query = matches!(
-            &statement,
-            Statement::Statement(inner) if matches!(inner.as_ref(), SqlStatement::Query(_))
-        );
-        if !is_query {
-            return self.run(statement).await;
-        }
-        self.inner.plans.planned();
-        let state = self.inner.ctx.state();
-        let plan = state.statement_to_plan(statement).await?;
-        SQLOptions::new().with_allow_ddl(false).verify_plan(&plan)?;
-        check_dml(&plan)?;
-        let keep = !prepared::calls_stable_functions(&plan)?;
-        let physical = state.create_physical_plan(&plan).await?;
-        let task = Arc::new(TaskContext::from(&state));
-        if keep {
-            let options = Arc::clone(state.config().options());
-            self.inner
-                .plans
-                .put(sql, &physical, &task, options, indexes);
-        }
-        Ok(collect(physical, task).await?)
+        self.run(statement, Some((sql, indexes))).await
     }
 
     /// How [`Tenant::sql`] has reused the plans of repeated statement texts: the texts
@@ -296,24 +275,50 @@ impl Tenant {
         let mut out = Vec::new();
         for statement in parse(script)? {
             let sql = statement.to_string();
-            let batches = self.run(statement).await?;
+            let batches = self.run(statement, None).await?;
             out.push(StatementResult { sql, batches });
         }
         Ok(out)
     }
 
-    async fn run(&self, statement: Statement) -> Result<Vec<RecordBatch>> {
+    /// Runs one statement. A query run from its text (`keep`: the text, and the declared
+    /// indexes read before planning) leaves its physical plan for the next run of that
+    /// text when the plan can run again (see `plan_cache`).
+    async fn run(
+        &self,
+        statement: Statement,
+        keep: Option<(&str, Arc<Vec<IndexDef>>)>,
+    ) -> Result<Vec<RecordBatch>> {
         if let Some(command) = index_command(&statement)? {
             self.run_index_command(command)?;
             return Ok(vec![]);
         }
+        let is_query = matches!(
+            &statement,
+            Statement::Statement(inner) if matches!(inner.as_ref(), SqlStatement::Query(_))
+        );
         let state = self.inner.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
         // DDL would create session-local tables (or read files); the tenant's schema is fixed.
         SQLOptions::new().with_allow_ddl(false).verify_plan(&plan)?;
         check_dml(&plan)?;
-        let frame = self.inner.ctx.execute_logical_plan(plan).await?;
-        Ok(frame.collect().await?)
+        if !is_query {
+            let frame = self.inner.ctx.execute_logical_plan(plan).await?;
+            return Ok(frame.collect().await?);
+        }
+        let physical = state.create_physical_plan(&plan).await?;
+        let task = Arc::new(TaskContext::from(&state));
+        if let Some((text, indexes)) = keep {
+            self.inner.plans.planned();
+            // `now()` and the like were folded into the plan as constants.
+            if !prepared::calls_stable_functions(&plan)? {
+                let options = Arc::clone(state.config().options());
+                self.inner
+                    .plans
+                    .put(text, &physical, &task, options, indexes);
+            }
+        }
+        Ok(collect(physical, task).await?)
     }
 
     /// Parses exactly one statement and binds its parameters (none given: placeholders
@@ -651,7 +656,7 @@ impl Tenant {
     pub async fn sql_with_params(&self, sql: &str, params: &[Param]) -> Result<Vec<RecordBatch>> {
         let mut statement = Self::one_statement(sql, &[])?;
         bind_params(&mut statement, params)?;
-        self.run(statement).await
+        self.run(statement, None).await
     }
 
     /// Replaces the resource with the same id (created_at is kept, updated_at set).

@@ -386,7 +386,8 @@ fn user_leaf(
 
 /// A leaf over the user index of a whole timestamp column (`created_at`, `updated_at`):
 /// the column compared with a constant (`=`, `<>`, `<`, `<=`, `>`, `>=`, `IN`, `NOT IN`;
-/// BETWEEN reaches the scan as two comparisons). These columns are never NULL and their
+/// DataFusion's simplifier turns BETWEEN into two comparisons before the scan sees it,
+/// and `plan_access` merges those into one range, see [`column_window`]). These columns are never NULL and their
 /// index holds every row's value, so the set is exact, negated or not. Text columns'
 /// comparisons stay in the residual: an ordered walk over the column's own index takes
 /// its bounds from there (`name > $last ORDER BY name LIMIT n`, see `order.rs`).
@@ -436,52 +437,9 @@ fn column_leaf(
             );
             (column, ranges, label)
         }
-        Expr::Between(Between {
-            expr: inner,
-            negated: between_negated,
-            low,
-            high,
-        }) => {
-            let Expr::Column(column) = inner.as_ref() else {
-                return None;
-            };
-            let lo = column_value(table, &column.name, low)?;
-            let hi = column_value(table, &column.name, high)?;
-            // An empty BETWEEN (or a NOT of one that keeps everything) is the residual's.
-            if let (IndexValue::Number(a), IndexValue::Number(b)) = (&lo, &hi)
-                && a > b
-            {
-                return None;
-            }
-            let (start, end) = all_numbers();
-            let ranges = if *between_negated != negated {
-                vec![
-                    (start, Bound::Excluded(lo.clone())),
-                    (Bound::Excluded(hi.clone()), end),
-                ]
-            } else {
-                vec![(Bound::Included(lo.clone()), Bound::Included(hi.clone()))]
-            };
-            let label = format!(
-                "{{}} {}BETWEEN {} AND {}",
-                if *between_negated != negated {
-                    "NOT "
-                } else {
-                    ""
-                },
-                show(&lo),
-                show(&hi)
-            );
-            (column, ranges, label)
-        }
         _ => return None,
     };
-    let def = user.iter().find(|d| {
-        d.table == table.name()
-            && d.is_column()
-            && d.kind == IndexKind::Value
-            && d.column == column.name
-    })?;
+    let def = column_index(table, &column.name, user)?;
     let label = label.replacen("{}", &format!("{} ({})", def.name, def.column), 1);
     Some((RowSet::user(def, &ranges, label).ok()?, true))
 }
@@ -495,10 +453,7 @@ pub fn column_window(
     upper: Bound<i64>,
     user: &[IndexDef],
 ) -> Option<RowSet> {
-    let def = user.iter().find(|d| {
-        d.table == table.name() && d.is_column() && d.kind == IndexKind::Value && d.column == column
-    })?;
-    let number = |t: i64| (t.unsigned_abs() < 1 << 53).then_some(IndexValue::Number(t as f64));
+    let def = column_index(table, column, user)?;
     // An empty window is left to the two sets (whose AND is empty).
     if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) =
         (lower, upper)
@@ -509,13 +464,13 @@ pub fn column_window(
     let (start, end) = all_numbers();
     let lo = match lower {
         Bound::Unbounded => start,
-        Bound::Included(t) => Bound::Included(number(t)?),
-        Bound::Excluded(t) => Bound::Excluded(number(t)?),
+        Bound::Included(t) => Bound::Included(micros_value(t)?),
+        Bound::Excluded(t) => Bound::Excluded(micros_value(t)?),
     };
     let hi = match upper {
         Bound::Unbounded => end,
-        Bound::Included(t) => Bound::Included(number(t)?),
-        Bound::Excluded(t) => Bound::Excluded(number(t)?),
+        Bound::Included(t) => Bound::Included(micros_value(t)?),
+        Bound::Excluded(t) => Bound::Excluded(micros_value(t)?),
     };
     let side = |b: &Bound<IndexValue>, incl: &str, excl: &str| match b {
         Bound::Included(v) => format!(" {incl} {}", show(v)),
@@ -542,9 +497,21 @@ fn column_value(table: Table, column: &str, expr: &Expr) -> Option<IndexValue> {
         return None;
     };
     match micros(v)? {
-        (t, true) if t.unsigned_abs() < 1 << 53 => Some(IndexValue::Number(t as f64)),
-        _ => None,
+        (t, true) => micros_value(t),
+        (_, false) => None,
     }
+}
+
+/// Microseconds as a timestamp index's value: a number, exact below 2^53.
+fn micros_value(t: i64) -> Option<IndexValue> {
+    (t.unsigned_abs() < 1 << 53).then_some(IndexValue::Number(t as f64))
+}
+
+/// The user index over the whole column `table.column`, if one is declared.
+fn column_index<'a>(table: Table, column: &str, user: &'a [IndexDef]) -> Option<&'a IndexDef> {
+    user.iter().find(|d| {
+        d.table == table.name() && d.is_column() && d.kind == IndexKind::Value && d.column == column
+    })
 }
 
 /// Every number: the values of a timestamp column's index.
