@@ -466,7 +466,7 @@ pub fn load_sample(tenant: &Tenant) -> Result<()> {
     };
     let chunk = |i: i64, text: &str| Resource {
         id: format!("design-{i}"),
-        uri: "doc://remdb/design".into(),
+        uri: Some("doc://remdb/design".into()),
         chunk_index: i,
         content: text.into(),
         metadata: r#"{"language":"en","tags":["design"]}"#.into(),

@@ -169,7 +169,7 @@ pub fn run() {
         for i in start..(start + 1000).min(n) {
             batch = batch.insert(Resource {
                 id: format!("r{i:07}"),
-                uri: format!("doc://{}", i / 8),
+                uri: Some(format!("doc://{}", i / 8)),
                 content: format!("chunk {i}"),
                 metadata: metas[i].json(),
                 embedding: Some(data[i].clone()),

@@ -147,7 +147,7 @@ pub fn run() {
         for (i, v) in data.iter().enumerate().skip(start).take(1000) {
             batch = batch.insert(Resource {
                 id: row_id(i),
-                uri: format!("doc://{}", i / 8),
+                uri: Some(format!("doc://{}", i / 8)),
                 chunk_index: (i % 8) as i64,
                 content: format!("chunk {i}"),
                 embedding: Some(v.clone()),

@@ -122,7 +122,7 @@ fn resource_column(rows: &[&Resource], col: usize) -> ArrayRef {
     let it = rows.iter();
     match col {
         0 => strings(it.map(|r| r.id.as_str())),
-        1 => strings(it.map(|r| r.uri.as_str())),
+        1 => Arc::new(StringArray::from_iter(it.map(|r| r.uri.as_deref()))),
         2 => Arc::new(Int64Array::from_iter_values(it.map(|r| r.chunk_index))),
         3 => strings(it.map(|r| r.content.as_str())),
         4 => strings(it.map(|r| r.metadata.as_str())),
@@ -249,7 +249,7 @@ pub fn batch_to_rows(table: Table, batch: &RecordBatch) -> Result<Vec<Row>> {
                 out.push(Row::Resource(Resource {
                     embedding: vector_value(embedding, i)?,
                     id: opt_text(id, i),
-                    uri: req_text(table, "uri", uri, i)?,
+                    uri: uri.is_valid(i).then(|| uri.value(i).to_string()),
                     chunk_index: if chunk.is_valid(i) { chunk.value(i) } else { 0 },
                     content: req_text(table, "content", content, i)?,
                     metadata: opt_text(meta, i),

@@ -431,7 +431,7 @@ impl Compute for LookupKeys {
                     Some(r.id.as_str()),
                     None,
                     None,
-                    Some(r.uri.as_str()),
+                    r.uri.as_deref(),
                     Some(r.content.as_str()),
                     Some(r.metadata.as_str()),
                 ],

@@ -351,7 +351,7 @@ mod tests {
             entity("p2", "Bob", &[]),
             WriteOp::Insert(Row::Resource(crate::storage::Resource {
                 id: "r1".into(),
-                uri: "doc://TAP-1234".into(),
+                uri: Some("doc://TAP-1234".into()),
                 ..Default::default()
             })),
         ])

@@ -170,7 +170,7 @@ fn column_value(row: &Row, column: &str) -> Option<IndexValue> {
     let micros = |t: i64| Some(IndexValue::Number(t as f64));
     match (row, column) {
         (Row::Entity(e), "name") => Some(IndexValue::Text(e.name.clone())),
-        (Row::Resource(r), "uri") => Some(IndexValue::Text(r.uri.clone())),
+        (Row::Resource(r), "uri") => r.uri.clone().map(IndexValue::Text),
         (Row::Entity(e), "created_at") => micros(e.created_at),
         (Row::Entity(e), "updated_at") => micros(e.updated_at),
         (Row::Resource(r), "created_at") => micros(r.created_at),
@@ -681,7 +681,7 @@ mod tests {
     fn resource(id: &str, metadata: &str) -> WriteOp {
         WriteOp::Insert(Row::Resource(Resource {
             id: id.into(),
-            uri: format!("doc://{id}"),
+            uri: Some(format!("doc://{id}")),
             metadata: metadata.into(),
             ..Default::default()
         }))
@@ -814,7 +814,7 @@ mod tests {
         t.apply(vec![
             WriteOp::Update(Row::Resource(Resource {
                 id: "r1".into(),
-                uri: "doc://r1".into(),
+                uri: Some("doc://r1".into()),
                 metadata: r#"{"lang": "fr"}"#.into(),
                 ..Default::default()
             })),

@@ -141,7 +141,10 @@ pub fn normalize_name(name: &str) -> String {
 pub struct Resource {
     /// Empty on create means "generate a time-ordered UUID".
     pub id: String,
-    pub uri: String,
+    /// Where the chunk comes from; optional. Stored as text, with the empty text for
+    /// none (the row encoding predates optional uris), so `Some("")` is refused.
+    #[serde(with = "empty_is_none")]
+    pub uri: Option<String>,
     pub chunk_index: i64,
     pub content: String,
     pub metadata: String,
@@ -225,6 +228,20 @@ fn require(table: Table, column: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// `Option<String>` as the text it was stored as before it was optional: `""` is none.
+mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.as_deref().unwrap_or(""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok((!text.is_empty()).then_some(text))
+    }
+}
+
 fn fill_id(id: &mut String) {
     if id.is_empty() {
         *id = uuid::Uuid::now_v7().to_string();
@@ -253,6 +270,9 @@ impl Row {
         match self {
             Row::Resource(r) => {
                 fill_id(&mut r.id);
+                if let Some(uri) = &r.uri {
+                    require(table, "uri", uri)?;
+                }
                 r.metadata = normalize_json(table, "metadata", &r.metadata)?;
                 fill_time(&mut r.created_at, now);
                 fill_time(&mut r.updated_at, r.created_at);
@@ -317,7 +337,11 @@ impl Row {
     /// The secondary-index entries this row owns (without the row id).
     pub fn index_entries(&self) -> Vec<(IndexId, Vec<KeyPart>)> {
         match self {
-            Row::Resource(r) => vec![(IndexId::ResourceUri, vec![r.uri.as_str().into()])],
+            // A resource without a uri has no entry in `resources_uri`.
+            Row::Resource(r) => match &r.uri {
+                Some(uri) => vec![(IndexId::ResourceUri, vec![uri.as_str().into()])],
+                None => vec![],
+            },
             Row::Entity(e) => {
                 let mut out = vec![(IndexId::EntityType, vec![e.entity_type.as_str().into()])];
                 let mut names: Vec<String> = std::iter::once(&e.name)

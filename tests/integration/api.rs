@@ -48,7 +48,7 @@ fn resource_edge_moment_round_trips() {
     let (_dir, _db, t) = fresh("acme");
     let r = Resource {
         id: "r1".into(),
-        uri: "doc://a".into(),
+        uri: Some("doc://a".into()),
         chunk_index: 2,
         content: "hello".into(),
         metadata: r#"{"language":"en"}"#.into(),
@@ -57,8 +57,8 @@ fn resource_edge_moment_round_trips() {
     t.create_resource(r.clone()).unwrap();
     let got = t.get_resource("r1").unwrap().unwrap();
     assert_eq!(
-        (got.uri.as_str(), got.chunk_index, got.content.as_str()),
-        ("doc://a", 2, "hello")
+        (got.uri.as_deref(), got.chunk_index, got.content.as_str()),
+        (Some("doc://a"), 2, "hello")
     );
     t.update_resource(Resource {
         content: "bye".into(),

@@ -78,7 +78,7 @@ fn load(t: &Tenant, n: usize) -> Vec<(String, serde_json::Value, Vec<f32>)> {
         let v = vector(&mut rng);
         batch = batch.insert(Resource {
             id: format!("r{i:05}"),
-            uri: format!("doc://{}", i % 50),
+            uri: Some(format!("doc://{}", i % 50)),
             content: format!("chunk {}", i % 7),
             metadata: meta.to_string(),
             embedding: Some(v.clone()),
@@ -706,7 +706,7 @@ async fn candidate_sets_are_kept_until_the_next_write() {
     let q = vector(&mut rng);
     t.write(Batch::new().insert(Resource {
         id: "new".into(),
-        uri: "doc://new".into(),
+        uri: Some("doc://new".into()),
         content: "new".into(),
         metadata: r#"{"language": "en"}"#.into(),
         embedding: Some(q.clone()),

@@ -66,7 +66,7 @@ async fn start_with(options: ServeOptions) -> Running {
     {
         acme.create_resource(Resource {
             id: format!("r{i}"),
-            uri: format!("doc://{i}"),
+            uri: Some(format!("doc://{i}")),
             content: format!("chunk {i}"),
             embedding: Some(v.to_vec()),
             ..Default::default()

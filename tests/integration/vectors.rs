@@ -18,7 +18,7 @@ fn random_unit(rng: &mut StdRng, d: usize) -> Vec<f32> {
 fn resource(id: &str, embedding: Option<Vec<f32>>) -> Resource {
     Resource {
         id: id.into(),
-        uri: format!("doc://{id}"),
+        uri: Some(format!("doc://{id}")),
         content: id.into(),
         embedding,
         ..Default::default()
