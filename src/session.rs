@@ -788,6 +788,8 @@ pub enum Param {
     Int(i64),
     Float(f64),
     Text(String),
+    /// Microseconds since the Unix epoch, UTC (the type of every timestamp column).
+    Timestamp(i64),
     Vector(Vec<f32>),
 }
 
@@ -804,28 +806,36 @@ fn param_expr(param: &Param) -> Result<SqlExpr> {
             )));
         }
         Param::Text(s) => SqlExpr::value(Value::SingleQuotedString(s.clone())),
+        // A constant the simplifier folds, so that timestamp indexes still see a literal.
+        Param::Timestamp(t) => call("to_timestamp_micros", number(t.to_string())),
         Param::Vector(v) => {
             if let Some(x) = v.iter().find(|x| !x.is_finite()) {
                 return Err(Error::invalid(format!("vector parameter contains {x}")));
             }
             // One literal, not an array of numbers: see `VectorParamFunc`.
-            SqlExpr::Function(Function {
-                name: ObjectName::from(vec![Ident::new(VECTOR_PARAM_FUNC)]),
-                uses_odbc_syntax: false,
-                parameters: FunctionArguments::None,
-                args: FunctionArguments::List(FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::value(
-                        Value::SingleQuotedString(encode_vector_param(v)),
-                    )))],
-                    clauses: vec![],
-                }),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: vec![],
-            })
+            call(
+                VECTOR_PARAM_FUNC,
+                SqlExpr::value(Value::SingleQuotedString(encode_vector_param(v))),
+            )
         }
+    })
+}
+
+/// `name(arg)` as SQL.
+fn call(name: &str, arg: SqlExpr) -> SqlExpr {
+    SqlExpr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
     })
 }
 

@@ -109,12 +109,19 @@ fn has_placeholder(expr: &Expr) -> bool {
 /// Replaces each placeholder of a known type by a non-null value of that type.
 fn with_sample_values(expr: Expr) -> DfResult<Expr> {
     expr.transform(|e| match &e {
-        Expr::Placeholder(Placeholder {
-            field: Some(field), ..
-        }) => Ok(match sample_value(field.data_type()) {
-            Some(value) => Transformed::yes(Expr::Literal(value, None)),
-            None => Transformed::no(e),
-        }),
+        Expr::Placeholder(Placeholder { field, .. }) => {
+            // DataFusion infers no type for a function's argument (the value of
+            // `json_array_contains(metadata, 'tags', $1)`): sample it as text, the type
+            // such values have most often.
+            let sample = match field {
+                Some(field) => sample_value(field.data_type()),
+                None => sample_value(&DataType::Utf8),
+            };
+            Ok(match sample {
+                Some(value) => Transformed::yes(Expr::Literal(value, None)),
+                None => Transformed::no(e),
+            })
+        }
         _ => Ok(Transformed::no(e)),
     })
     .data()

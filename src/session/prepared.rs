@@ -513,6 +513,7 @@ fn param_value(param: &Param, id: &str) -> Result<ScalarValue> {
             )));
         }
         Param::Text(s) => ScalarValue::Utf8(Some(s.clone())),
+        Param::Timestamp(t) => ScalarValue::TimestampMicrosecond(Some(*t), Some("UTC".into())),
         Param::Vector(v) => {
             if let Some(x) = v.iter().find(|x| !x.is_finite()) {
                 return Err(Error::invalid(format!(

@@ -96,7 +96,7 @@ async fn a_prepared_filter_uses_a_json_index() {
     for i in 0..500 {
         batch = batch.insert(Resource {
             id: format!("r{i:04}"),
-            uri: format!("doc://{i}"),
+            uri: Some(format!("doc://{i}")),
             content: "x".into(),
             metadata: format!(r#"{{"language": "{}"}}"#, ["en", "de", "fr"][i % 3]),
             ..Default::default()
@@ -178,7 +178,7 @@ async fn a_prepared_vector_search_binds_its_query_vector() {
     for (i, v) in vectors.iter().enumerate() {
         batch = batch.insert(Resource {
             id: format!("r{i:03}"),
-            uri: format!("doc://{i}"),
+            uri: Some(format!("doc://{i}")),
             content: format!("c{i}"),
             embedding: Some(v.clone()),
             ..Default::default()
@@ -310,7 +310,7 @@ async fn repeated_text_reuses_its_plan_until_indexes_or_settings_change() {
     for i in 0..40 {
         batch = batch.insert(Resource {
             id: format!("r{i:03}"),
-            uri: format!("doc://{i}"),
+            uri: Some(format!("doc://{i}")),
             content: "x".into(),
             metadata: format!(r#"{{"language": "{}"}}"#, ["en", "de"][i % 2]),
             ..Default::default()
@@ -386,4 +386,57 @@ async fn repeated_text_reuses_its_plan_until_indexes_or_settings_change() {
     let once = render(&prepared.execute(&[]).await.unwrap());
     assert!(prepared.reuses_physical_plan());
     assert_eq!(render(&prepared.execute(&[]).await.unwrap()), once);
+}
+
+#[tokio::test]
+async fn a_list_index_serves_a_prepared_membership_and_timestamps_bind() {
+    let (_dir, _db, t) = fresh("p");
+    let mut batch = Batch::new();
+    for i in 0..300 {
+        batch = batch.insert(Resource {
+            id: format!("r{i:03}"),
+            content: "x".into(),
+            metadata: format!(r#"{{"tags": ["t{}", "all"]}}"#, i % 10),
+            created_at: START + i * DAY,
+            ..Default::default()
+        });
+    }
+    t.write(batch).unwrap();
+    t.create_index(
+        "idx_tags",
+        Table::Resources,
+        "metadata",
+        &["tags"],
+        IndexKind::List,
+    )
+    .unwrap();
+    // DataFusion infers no type for a function's argument: the placeholder is still
+    // classified, so the bound statement reads the list index.
+    let sql = "SELECT id FROM resources WHERE json_array_contains(metadata, 'tags', $1) \
+               AND created_at >= $2 ORDER BY id";
+    let prepared = t.prepare(sql).await.unwrap();
+    assert!(prepared.is_planned());
+    let params = [
+        Param::Text("t3".into()),
+        Param::Timestamp(START + 100 * DAY),
+    ];
+    let plan = prepared.explain(&params).await.unwrap();
+    assert!(plan.contains("idx_tags contains 't3'"), "{plan}");
+    let got = render(&prepared.execute(&params).await.unwrap());
+    let literal = format!(
+        "SELECT id FROM resources WHERE json_array_contains(metadata, 'tags', 't3') \
+         AND created_at >= '{}' ORDER BY id",
+        rfc3339(START + 100 * DAY)
+    );
+    assert_eq!(got, rows(&t, &literal).await);
+    assert_eq!(got.len(), 20);
+    // The same timestamp through a statement planned per call (written into its text).
+    let per_call = t
+        .sql_with_params(
+            "SELECT count(*) FROM resources WHERE created_at < $1",
+            &[Param::Timestamp(START + 10 * DAY)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(render(&per_call), ["10"]);
 }
