@@ -5,6 +5,10 @@
 #   scripts/dev.sh test    set up, build, and run the whole test suite (cargo's tests, then
 #                          the end-to-end tests of the shell and the Flight SQL server)
 #   scripts/dev.sh e2e     only the end-to-end tests (Python: ADBC Flight SQL, pexpect)
+#   scripts/dev.sh python  build the Python package rem_db (python/) into the project's
+#                          virtualenv, type-check it (mypy --strict) and run its tests
+#   scripts/dev.sh bench-python  the Python package against the Rust library and LanceDB
+#                          on the same data (benches/python; arguments go to bench.py)
 #   scripts/dev.sh compare remdb side by side with SQLite, DuckDB, LanceDB, usearch and
 #                          hnswlib on the same generated data (benches/compare; sizes from
 #                          REMDB_BENCH_ROWS, REMDB_VEC_ROWS, REMDB_VEC_QUERIES; arguments
@@ -40,9 +44,11 @@ setup() {
   setup_python
 }
 
-# The end-to-end tests' client libraries, pinned, in a virtualenv of the project.
+# The end-to-end tests' client libraries and the Python package's build and test tools,
+# pinned, in a virtualenv of the project.
 VENV=.venv-e2e
-PY_PACKAGES=(adbc-driver-flightsql==1.13.0 adbc-driver-manager==1.13.0 pyarrow==26.0.1 pytest==9.2.0 pexpect==4.9.0)
+PY_PACKAGES=(adbc-driver-flightsql==1.13.0 adbc-driver-manager==1.13.0 pyarrow==26.0.1 pytest==9.2.0
+  pexpect==4.9.0 maturin==1.16.0 numpy==2.4.6 pandas==3.1.1 mypy==2.4.1)
 
 setup_python() {
   if ! command -v python3 >/dev/null 2>&1; then
@@ -59,7 +65,7 @@ setup_python() {
       python3 -m venv "$VENV"
     fi
   fi
-  if ! "$VENV/bin/python" -c 'import adbc_driver_flightsql, pyarrow, pytest, pexpect' 2>/dev/null; then
+  if ! "$VENV/bin/python" -c 'import adbc_driver_flightsql, pyarrow, pytest, pexpect, maturin, numpy, pandas, mypy' 2>/dev/null; then
     echo "installing the end-to-end tests' Python packages into $VENV" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
   fi
@@ -71,9 +77,19 @@ e2e() {
     "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e
 }
 
+# The Python package: built by maturin into the virtualenv (dev profile, in the shared
+# target directory, so the library's dependencies are not compiled again), then
+# type-checked and tested.
+python_package() {
+  VIRTUAL_ENV="$PWD/$VENV" PATH="$PWD/$VENV/bin:$PATH" \
+    "$VENV/bin/maturin" develop --quiet --manifest-path python/Cargo.toml
+  (cd python && "../$VENV/bin/mypy")
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider python/tests
+}
+
 # The comparison: pinned packages in their own virtualenv, remdb in release, the data
 # exported by the bench binary, then benches/compare/compare.py.
-compare() {
+compare_venv() {
   local venv=.venv-compare
   # hnswlib is built from source: it needs Python's headers.
   if [ ! -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
@@ -87,11 +103,28 @@ compare() {
     echo "could not install the comparison's packages (benches/compare/requirements.txt)" >&2
     exit 1
   fi
+}
+
+compare() {
+  local venv=.venv-compare
+  compare_venv
   cargo build --release --quiet --bin remdb
   local data="${CARGO_TARGET_DIR:-target}/compare-data"
   cargo bench --quiet --bench remdb -- export "$data"
   "$venv/bin/python" benches/compare/compare.py --data "$data" \
     --remdb "${CARGO_TARGET_DIR:-target}/release/remdb" "$@"
+}
+
+# The Python package's bench: rem_db built in release into the comparison's virtualenv,
+# beside LanceDB, against the Rust library on the same data (benches/python/bench.py).
+bench_python() {
+  local venv=.venv-compare
+  compare_venv
+  VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" \
+    "$venv/bin/maturin" develop --release --quiet --manifest-path python/Cargo.toml
+  local data="${CARGO_TARGET_DIR:-target}/compare-data"
+  cargo bench --quiet --bench remdb -- export "$data"
+  "$venv/bin/python" benches/python/bench.py --data "$data" "$@"
 }
 
 case "${1:-}" in
@@ -107,11 +140,23 @@ case "${1:-}" in
     shift
     cargo test "$@"
     # A filtered run (arguments given) is cargo's only.
-    if [ $# -eq 0 ]; then e2e; fi
+    if [ $# -eq 0 ]; then
+      e2e
+      python_package
+    fi
     ;;
   e2e)
     setup
     e2e
+    ;;
+  python)
+    setup
+    python_package
+    ;;
+  bench-python)
+    setup
+    shift
+    bench_python "$@"
     ;;
   compare)
     setup
@@ -119,7 +164,7 @@ case "${1:-}" in
     compare "$@"
     ;;
   *)
-    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e|compare [args]" >&2
+    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e|python|bench-python [args]|compare [args]" >&2
     exit 2
     ;;
 esac
