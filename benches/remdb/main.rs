@@ -11,6 +11,7 @@
 //! | `graph` | W-GRAPH traversals and W-TIME windows over edges and moments |
 //! | `tenants` | W-TEN: 1, 100, 1,000 tenants (column families): time, memory, reopen |
 //! | `layouts` | tenants as RocksDB instances vs column families vs key prefixes |
+//! | `replay DIR TENANT FILE` | times given statements, prepared, on an existing database (the Python package's reference, `benches/python`) |
 //! | `export DIR` | writes the W-ENT, W-VEC and W-HYB data as Arrow IPC files (for `benches/compare`) |
 //! | `all` | went, wvec, whyb, graph, tenants and layouts, one after the other |
 //!
@@ -22,6 +23,7 @@ mod common;
 mod export;
 mod graph;
 mod layouts;
+mod replay;
 mod tenants;
 mod went;
 mod whyb;
@@ -39,7 +41,7 @@ const WORKLOADS: [(&str, fn()); 6] = [
 fn usage() {
     eprintln!(
         "usage: cargo bench --bench remdb -- <workload>...\n\
-         workloads: {}, export DIR, all",
+         workloads: {}, export DIR, replay DIR TENANT FILE, all",
         WORKLOADS.map(|(name, _)| name).join(", ")
     );
 }
@@ -67,6 +69,18 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "all" => WORKLOADS.iter().for_each(|(_, run)| run()),
+            "replay" => {
+                let (Some(dir), Some(tenant), Some(file)) = (args.next(), args.next(), args.next())
+                else {
+                    eprintln!("replay needs a database directory, a tenant and a statements file");
+                    std::process::exit(2);
+                };
+                replay::run(
+                    std::path::Path::new(&dir),
+                    &tenant,
+                    std::path::Path::new(&file),
+                );
+            }
             "export" => {
                 let Some(dir) = args.next() else {
                     eprintln!("export needs a directory");
