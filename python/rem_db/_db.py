@@ -421,6 +421,7 @@ class REMDatabase:
     ) -> List[SearchHit]:
         """The ``top_k`` resources nearest to ``query_vector``, best first, leaving out
         those scoring under ``min_score``."""
+        _positive("top_k", top_k)
         hits = self._tenant.search_similar(query_vector, top_k, min_score)
         return [SearchHit(Resource._from_native(r), score) for r, score in hits]
 
@@ -446,8 +447,7 @@ class REMDatabase:
     # -- queries ---------------------------------------------------------------------
 
     def _query(self, table: str, query: Query) -> Results[Any]:
-        sql, params = compile_query(table, query, self._indexes_for(table))
-        vector = "FROM vector_similar(" in sql
+        sql, params, vector = compile_query(table, query, self._indexes_for(table))
         return Results(_table(self._tenant.sql(sql, _bind(params))), _builder(table, vector))
 
     def _indexes_for(self, table: str) -> List[Dict[str, Any]]:
@@ -473,12 +473,13 @@ class REMDatabase:
     def explain(self, table: str, query: Query) -> str:
         """The physical plan of ``query_<table>(query)``: its access path (index set,
         ordered walk, vector strategy) and what is left to check."""
-        sql, params = compile_query(table, query, self._indexes_for(table))
+        sql, params, _ = compile_query(table, query, self._indexes_for(table))
         return self._tenant.explain(sql, _bind(params))
 
     def to_sql(self, table: str, query: Query) -> Tuple[str, List[Any]]:
         """The SQL text and parameters ``query_<table>(query)`` runs."""
-        return compile_query(table, query, self._indexes_for(table))
+        sql, params, _ = compile_query(table, query, self._indexes_for(table))
+        return sql, params
 
     def sql(self, sql: str, params: Optional[Sequence[Param]] = None) -> pa.Table:
         """Runs one SQL statement with values for ``$1``, ``$2``, ...; the rows as a
@@ -500,7 +501,9 @@ class REMDatabase:
     ) -> List[Hop]:
         """Nodes reachable from ``start`` within ``max_depth`` edges (of ``edge_type``,
         one or several; None means any), nearest first, each once; ``direction`` is
-        outgoing, incoming or both."""
+        outgoing (or out), incoming (or in) or both."""
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
+            raise ValueError("max_depth must be a non-negative int")
         if edge_type is None:
             types: List[str] = []
         elif isinstance(edge_type, str):
@@ -540,6 +543,11 @@ class REMDatabase:
     def list_indexes(self) -> List[Dict[str, Any]]:
         """The declared indexes: name, table, column, path, kind."""
         return self._tenant.list_indexes()
+
+
+def _positive(name: str, n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 2**63:
+        raise ValueError(f"{name} must be a positive int")
 
 
 def list_tenants(path: str) -> List[str]:

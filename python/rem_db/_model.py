@@ -41,7 +41,22 @@ def _json_text(value: Optional[JsonObject], what: str) -> str:
         return ""
     if not isinstance(value, dict):
         raise TypeError(f"{what} must be a dict, got {type(value).__name__}")
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
+    try:
+        return json.dumps(value, separators=(",", ":"), default=_json_default, allow_nan=False)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e} (JSON has no NaN or infinity)") from None
+
+
+def _texts(value: Any, what: str) -> List[str]:
+    """A list of text; a lone string is refused (it would become its characters)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{what} must be a list of str, got {type(value).__name__}")
+    for v in value:
+        if not isinstance(v, str):
+            raise TypeError(f"{what} must be a list of str, got an element {type(v).__name__}")
+    return list(value)
 
 
 def _json_default(value: Any) -> Any:
@@ -123,7 +138,7 @@ class Entity:
             "id": self.id,
             "type": self.type,
             "name": self.name,
-            "aliases": list(self.aliases),
+            "aliases": _texts(self.aliases, "aliases"),
             "properties": _json_text(self.properties, "properties"),
             "created_at": _time(self.created_at),
             "updated_at": _time(self.updated_at),
@@ -194,9 +209,9 @@ class Moment:
             "timestamp": _time(self.timestamp),
             "end_timestamp": _time(self.end_timestamp),
             "type": self.type,
-            "classifications": list(self.classifications),
-            "resource_refs": list(self.resource_refs),
-            "entity_refs": list(self.entity_refs),
+            "classifications": _texts(self.classifications, "classifications"),
+            "resource_refs": _texts(self.resource_refs, "resource_refs"),
+            "entity_refs": _texts(self.entity_refs, "entity_refs"),
             "metadata": _json_text(self.metadata, "metadata"),
             "created_at": _time(self.created_at),
         }
@@ -244,9 +259,12 @@ class Hop:
 
 
 def _dt(value: Any) -> Optional[datetime]:
-    """Arrow gives timestamps as ``datetime``; the native dicts as microseconds."""
-    if value is None or isinstance(value, datetime):
-        return value
+    """Arrow gives timestamps as ``datetime`` (in its own UTC zone); the native dicts as
+    microseconds. Either way the result is in ``timezone.utc``."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc)
     return from_micros(int(value))
 
 

@@ -10,8 +10,9 @@ and moments).
 Values keep their Python type:
 
 * on a JSON path, a ``str`` compares as text (``->>``), an ``int`` or ``float``
-  numerically (``json_get_int`` / ``json_get_float``), a ``bool`` as a boolean; a
-  ``datetime`` compares as ISO-8601 text;
+  numerically (``json_get_float``: ``gt("rating", 4)`` finds 4.5), a ``bool`` as a
+  boolean; a ``datetime`` compares as its ISO-8601 text (``isoformat()``, so it matches
+  only values stored in that form, zone suffix included);
 * on a timestamp column, a ``datetime`` (naive means UTC) or a ``date`` (its midnight, UTC);
 * ``eq(f, None)`` is ``IS NULL`` and ``ne(f, None)`` is ``IS NOT NULL``; otherwise SQL's
   rules hold: a comparison with a missing field is never true, so ``ne`` and ``not_``
@@ -21,11 +22,15 @@ Values keep their Python type:
 (``aliases``, ``classifications``, ``resource_refs``, ``entity_refs``), and a JSON path
 declared with a ``list`` index. On a JSON path with no index at all it matches both a
 value in the list and an array holding one of them; on a path with a ``value`` index it
-compares the value (so that the index answers it).
+compares the value (so that the index answers it). ``not_in`` is ``not_(in_(...))``.
+
+``order_by`` on a JSON path puts numbers first, in numeric order, then the other values
+in text order. ``Query`` methods change the query and return it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -212,8 +217,12 @@ class Predicate:
         alone or directly under the top-level ``and_``."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
             raise ValueError("top_k must be a positive int")
-        if min_score is not None and not isinstance(min_score, (int, float)):
-            raise TypeError("min_score must be a number")
+        if min_score is not None and (
+            isinstance(min_score, bool)
+            or not isinstance(min_score, (int, float))
+            or not math.isfinite(min_score)
+        ):
+            raise ValueError("min_score must be a finite number")
         return Predicate(
             "vector_similar",
             field,
@@ -248,7 +257,10 @@ class Query:
         return self
 
     def order_by(self, field: str, direction: str = "asc") -> "Query":
-        """Orders by a field, ``asc`` or ``desc``; call again for a second key."""
+        """Orders by a field, ``asc`` or ``desc``; call again for a second key. In a
+        ``Predicate.vector_similar`` query, ``score`` is the similarity."""
+        if not isinstance(field, str) or not isinstance(direction, str):
+            raise TypeError("order_by takes a field name and 'asc' or 'desc'")
         d = direction.lower()
         if d not in ("asc", "desc"):
             raise ValueError(f"direction must be 'asc' or 'desc', got {direction!r}")
@@ -257,15 +269,15 @@ class Query:
 
     def limit(self, n: int) -> "Query":
         """At most ``n`` rows."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError("limit must be a non-negative int")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**63:
+            raise ValueError("limit must be an int from 0 to 2**63 - 1")
         self.limit_ = n
         return self
 
     def offset(self, n: int) -> "Query":
         """Skips the first ``n`` rows."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError("offset must be a non-negative int")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**63:
+            raise ValueError("offset must be an int from 0 to 2**63 - 1")
         self.offset_ = n
         return self
 
@@ -305,8 +317,12 @@ class _Compiler:
             raise ValueError(
                 "Predicate.vector_similar must stand alone or directly under the top-level and_"
             )
-        assert p.field is not None
         kind = self.kind(p.field)
+        if kind == "list" and op not in ("in_", "not_in", "contains", "exists", "is_null"):
+            raise ValueError(
+                f"{self.table}.{p.field} is a list: use contains, in_ or not_in"
+            )
+        assert p.field is not None
         if op in _COMPARISONS:
             value = p.values[0]
             if value is None and op in ("eq", "ne"):
@@ -317,6 +333,8 @@ class _Compiler:
             return f"{self.operand(p.field, kind, value)} {_COMPARISONS[op]} {self.value(p.field, kind, value)}"
         if op == "between":
             low, high = p.values
+            if low is None or high is None:
+                raise ValueError(f"between({p.field!r}, ...): the bounds must not be None")
             e = self.operand(p.field, kind, low)
             return f"({e} BETWEEN {self.value(p.field, kind, low)} AND {self.value(p.field, kind, high)})"
         if op in ("exists", "is_null"):
@@ -342,17 +360,20 @@ class _Compiler:
         if kind == "list":
             items = ", ".join(self.value(p.field, "text", v) for v in values)
             e = f"array_has_any({p.field}, make_array({items}))"
-            return f"(NOT {e})" if negated else e
-        if kind == "json":
+        elif kind == "json":
+            _one_kind(p.field, values)
             path = tuple(p.field.split("."))
             if path in self.list_paths:
                 e = self.any_element(p.field, values)
-                return f"(NOT {e})" if negated else e
-            if path not in self.value_paths and not negated:
+            elif path in self.value_paths:
+                e = self.value_in(p.field, kind, values)
+            else:
                 # No index decides the field's shape: a value in the list, or an array
                 # with an element in it.
-                return f"({self.any_element(p.field, values)} OR {self.value_in(p.field, kind, values, False)})"
-        return self.value_in(p.field, kind, values, negated)
+                e = f"({self.any_element(p.field, values)} OR {self.value_in(p.field, kind, values)})"
+        else:
+            e = self.value_in(p.field, kind, values)
+        return f"(NOT {e})" if negated else e
 
     def any_element(self, name: str, values: Sequence[Any]) -> str:
         args = self.path_args(name)
@@ -360,12 +381,12 @@ class _Compiler:
             f"json_array_contains({self.json}, {args}, {self.param(_json_param(v))})" for v in values
         ) + ")"
 
-    def value_in(self, name: str, kind: str, values: Sequence[Any], negated: bool) -> str:
+    def value_in(self, name: str, kind: str, values: Sequence[Any]) -> str:
         e = self.operand(name, kind, values[0])
         items = ", ".join(self.value(name, kind, v) for v in values)
-        return f"{e} {'NOT IN' if negated else 'IN'} ({items})"
+        return f"{e} IN ({items})"
 
-    def kind(self, name: str) -> str:
+    def kind(self, name: Optional[str]) -> str:
         if not isinstance(name, str) or not name:
             raise ValueError("a field name must be a non-empty str")
         kind = self.columns.get(name)
@@ -390,9 +411,8 @@ class _Compiler:
         args = self.path_args(name)
         if isinstance(value, bool):
             return f"json_get_bool({self.json}, {args})"
-        if isinstance(value, int):
-            return f"json_get_int({self.json}, {args})"
-        if isinstance(value, float):
+        if isinstance(value, (int, float)):
+            # Every number as a float: an int then also finds 4.5 (json_get_int would not).
             return f"json_get_float({self.json}, {args})"
         return f"json_as_text({self.json}, {args})"
 
@@ -417,20 +437,41 @@ class _Compiler:
         # A JSON value.
         if isinstance(value, (datetime, date)):
             return self.param(value.isoformat())
-        if isinstance(value, (bool, int, float, str)):
+        if isinstance(value, bool) or isinstance(value, str):
             return self.param(value)
+        if isinstance(value, (int, float)):
+            if not math.isfinite(value):
+                raise ValueError(f"{self.table} field {name!r}: cannot compare with {value}")
+            return self.param(float(value))
         raise TypeError(
             f"cannot compare {self.table} field {name!r} with a {type(value).__name__} "
             "(use str, int, float, bool, datetime or None)"
         )
 
-    def order_key(self, name: str) -> str:
-        if name == "score":
-            return "score"
+    def order_keys(self, name: str, direction: str, vector: bool) -> str:
+        if name == "score" and vector:
+            return f"score {direction}"
         kind = self.kind(name)
         if kind == "json":
-            return f"json_as_text({self.json}, {self.path_args(name)})"
-        return name
+            # Numbers first in numeric order, then the rest in text order.
+            args = self.path_args(name)
+            return (f"json_get_float({self.json}, {args}) {direction} NULLS LAST, "
+                    f"json_as_text({self.json}, {args}) {direction}")
+        return f"{name} {direction}"
+
+
+def _one_kind(name: str, values: Sequence[Any]) -> None:
+    """The values of an IN list on a JSON path compare through one accessor."""
+    def kind(v: Any) -> str:
+        if isinstance(v, bool):
+            return "bool"
+        if isinstance(v, (int, float)):
+            return "number"
+        return "text"
+
+    kinds = {kind(v) for v in values}
+    if len(kinds) > 1:
+        raise TypeError(f"in_/not_in on {name!r}: mix of {', '.join(sorted(kinds))} values")
 
 
 def _json_param(value: Any) -> Any:
@@ -453,8 +494,9 @@ def _select_columns(table: str, embeddings: bool) -> str:
 
 def compile_query(
     table: str, query: Query, indexes: Sequence[Dict[str, Any]]
-) -> Tuple[str, List[Any]]:
-    """The SQL text of ``query`` over ``table`` and its parameters."""
+) -> Tuple[str, List[Any], bool]:
+    """The SQL text of ``query`` over ``table``, its parameters, and whether it is a
+    vector search (its rows have a ``score``)."""
     if not isinstance(query, Query):
         raise TypeError(f"expected a Query, got {type(query).__name__}")
     c = _Compiler(table, indexes)
@@ -489,11 +531,11 @@ def compile_query(
         order = [("score", "desc")]
     if order:
         sql += " ORDER BY " + ", ".join(
-            f"{c.order_key(f)} {d.upper()}" for f, d in order
+            c.order_keys(f, d.upper(), vector is not None) for f, d in order
         )
     if query.limit_ is not None:
         sql += f" LIMIT {query.limit_}"
     if query.offset_ is not None:
         sql += f" OFFSET {query.offset_}"
-    return sql, c.params
+    return sql, c.params, vector is not None
 

@@ -125,9 +125,9 @@ fn share_db(path: &str) -> PyResult<Arc<Db>> {
         return Ok(db);
     }
     let db = Arc::new(Db::open(&key, DbOptions::default()).map_err(|e| match e {
-        // RocksDB's LOCK file: another process has the directory open.
-        Error::Storage(m) if m.contains("lock") => StorageError::new_err(format!(
-            "the database at {path} is open in another process ({m})"
+        // Most often RocksDB's LOCK file, held by another process.
+        Error::Storage(m) => StorageError::new_err(format!(
+            "cannot open the database at {path} (is another process using it?): {m}"
         )),
         other => py_err(other),
     })?);
@@ -214,6 +214,9 @@ const KEPT_STATEMENTS: usize = 256;
 struct TenantHandle {
     tenant: Mutex<Option<Tenant>>,
     statements: Mutex<HashMap<String, Arc<PreparedStatement>>>,
+    /// The statements handed out by `prepare`, emptied on close: each holds the
+    /// tenant, and so the open database.
+    handed_out: Mutex<Vec<Weak<Mutex<Option<PreparedStatement>>>>>,
 }
 
 impl TenantHandle {
@@ -221,6 +224,7 @@ impl TenantHandle {
         TenantHandle {
             tenant: Mutex::new(Some(tenant)),
             statements: Mutex::new(HashMap::new()),
+            handed_out: Mutex::new(Vec::new()),
         }
     }
 
@@ -412,6 +416,9 @@ impl TenantHandle {
         min_score: Option<f32>,
     ) -> PyResult<Vec<(Bound<'py, PyDict>, f32)>> {
         let tenant = self.get()?;
+        if min_score.is_some_and(|m| !m.is_finite()) {
+            return Err(invalid("min_score must be a finite number"));
+        }
         let query = to_vector(&query)?;
         let hits = py
             .detach(|| tenant.search_similar(&query, top_k, min_score))
@@ -587,32 +594,60 @@ impl TenantHandle {
     fn prepare(&self, py: Python<'_>, sql: &str) -> PyResult<Prepared> {
         let tenant = self.get()?;
         let statement = py.detach(|| runtime().block_on(tenant.prepare(sql))).py()?;
+        let statement = Arc::new(Mutex::new(Some(statement)));
+        let mut handed_out = self.handed_out.lock();
+        handed_out.retain(|s| s.strong_count() > 0);
+        handed_out.push(Arc::downgrade(&statement));
         Ok(Prepared { statement })
     }
 
     fn close(&self) {
         self.tenant.lock().take();
         self.statements.lock().clear();
+        for statement in self.handed_out.lock().drain(..) {
+            if let Some(s) = statement.upgrade() {
+                s.lock().take();
+            }
+        }
     }
 }
 
 /// A prepared statement (see `Tenant.prepare`).
 #[pyclass(frozen, module = "rem_db._rem_db")]
 struct Prepared {
-    statement: PreparedStatement,
+    /// None once its tenant handle is closed.
+    statement: Arc<Mutex<Option<PreparedStatement>>>,
+}
+
+impl Prepared {
+    /// Runs `f` on the statement with the GIL released, keeping the statement open for
+    /// the call (a close waits for it).
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        params: Vec<Bound<'_, PyAny>>,
+        f: impl FnOnce(&PreparedStatement, &[Param]) -> remdb::Result<T> + Send,
+    ) -> PyResult<T> {
+        let params = params.iter().map(param).collect::<PyResult<Vec<_>>>()?;
+        let done = py.detach(|| {
+            let guard = self.statement.lock();
+            guard.as_ref().map(|statement| f(statement, &params))
+        });
+        match done {
+            Some(result) => result.py(),
+            None => Err(RemDbError::new_err("the database is closed")),
+        }
+    }
 }
 
 #[pymethods]
 impl Prepared {
     fn execute(&self, py: Python<'_>, params: Vec<Bound<'_, PyAny>>) -> PyResult<ArrowResult> {
-        let params = params.iter().map(param).collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| run_prepared(&self.statement, &params)).py()
+        self.with(py, params, run_prepared)
     }
 
     fn explain(&self, py: Python<'_>, params: Vec<Bound<'_, PyAny>>) -> PyResult<String> {
-        let params = params.iter().map(param).collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| runtime().block_on(self.statement.explain(&params)))
-            .py()
+        self.with(py, params, |s, p| runtime().block_on(s.explain(p)))
     }
 }
 

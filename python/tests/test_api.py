@@ -276,7 +276,7 @@ def test_tenants_share_one_open_database(path: str) -> None:
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert other.returncode == 0, other.stdout + other.stderr
-    assert "another process" in other.stdout
+    assert "another process" in other.stdout and "LOCK" in other.stdout
     rem_db.drop_tenant(path, "b")
     assert rem_db.list_tenants(path) == ["a"]
     for d in (a, b, again):
@@ -340,3 +340,79 @@ def test_resource_object_and_embedding_on_create(db: REMDatabase) -> None:
     assert r is not None and r.embedding == [0.5, 0.5]
     with pytest.raises(TypeError):
         db.create_resource(Resource(content="c"), content="d")
+
+
+def test_numbers_compare_numerically_whatever_their_python_type(db: REMDatabase) -> None:
+    db.create_entity(type="p", name="a", id="a", properties={"rating": 4.5, "age": 30.5})
+    db.create_entity(type="p", name="b", id="b", properties={"rating": 3, "age": 9})
+    db.create_entity(type="p", name="c", id="c", properties={"rating": "n/a", "age": 100})
+
+    def ids(p: Predicate) -> List[str]:
+        return sorted(e.id for e in db.query_entities(Query().filter(p)))
+
+    assert ids(Predicate.gt("rating", 4)) == ["a"]
+    assert ids(Predicate.gte("age", 30)) == ["a", "c"]
+    assert ids(Predicate.in_("rating", [3, 4.5])) == ["a", "b"]
+    assert ids(Predicate.between("rating", 3, 4.6)) == ["a", "b"]
+    with pytest.raises(TypeError, match="mix"):
+        ids(Predicate.in_("rating", [3, "n/a"]))
+    # JSON order: numbers first, numerically, then the rest as text.
+    order = [e.id for e in db.query_entities(Query().order_by("rating"))]
+    assert order == ["b", "a", "c"]
+    assert [e.id for e in db.query_entities(Query().order_by("age", "desc"))] == ["c", "a", "b"]
+    # `score` is a JSON key outside a vector search.
+    db.create_entity(type="p", name="s", id="s", properties={"score": 1})
+    assert [e.id for e in db.query_entities(Query().filter(Predicate.exists("score")).order_by("score"))] == ["s"]
+
+
+def test_not_in_is_the_negation_of_in(db: REMDatabase) -> None:
+    for i, tags in enumerate([["a", "b"], "a", ["c"]]):
+        db.create_entity(type="p", name=f"n{i}", id=f"n{i}", properties={"tags": tags})
+    db.create_entity(type="p", name="none", id="none")
+
+    def ids(p: Predicate) -> List[str]:
+        return sorted(e.id for e in db.query_entities(Query().filter(p)))
+
+    assert ids(Predicate.in_("tags", ["a"])) == ["n0", "n1"]
+    assert ids(Predicate.not_in("tags", ["a"])) == ["n2"]
+    assert ids(~Predicate.in_("tags", ["a"])) == ["n2"]
+
+
+def test_bad_values_are_refused_before_they_reach_sql(db: REMDatabase) -> None:
+    with pytest.raises(TypeError, match="aliases"):
+        db.create_entity(type="p", name="n", aliases="abc")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="classifications"):
+        db.create_moment(type="x", timestamp=datetime(2024, 1, 1), classifications="abc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="NaN"):
+        db.create_entity(type="p", name="n", properties={"x": float("nan")})
+    with pytest.raises(ValueError, match="min_score"):
+        Predicate.vector_similar(query=[1.0], top_k=3, min_score=float("inf"))
+    with pytest.raises(InvalidArgument, match="min_score"):
+        db.search_similar([1.0], top_k=3, min_score=float("nan"))
+    with pytest.raises(ValueError, match="top_k"):
+        db.search_similar([1.0], top_k=-1)
+    with pytest.raises(ValueError, match="max_depth"):
+        db.traverse("x", max_depth=-1)
+    with pytest.raises(ValueError, match="is a list"):
+        db.query_entities(Query().filter(Predicate.eq("aliases", "x")))
+    with pytest.raises(ValueError, match="bounds"):
+        db.query_entities(Query().filter(Predicate.between("n", None, 10)))
+    with pytest.raises(ValueError, match="field name"):
+        db.query_entities(Query().filter(Predicate.eq(None, 1)))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Query().order_by("name", 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit"):
+        Query().limit(10**30)
+
+
+def test_close_releases_prepared_statements(path: str) -> None:
+    db = REMDatabase(tenant_id="t", path=path)
+    stmt = db.prepare("SELECT count(*) AS c FROM entities")
+    assert stmt.execute().column("c").to_pylist() == [0]
+    db.close()
+    with pytest.raises(RemDbError, match="closed"):
+        stmt.execute()
+    # Nothing holds the directory any more: another process can open it.
+    code = f"import rem_db; rem_db.REMDatabase(tenant_id='t', path={path!r}).close()"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
