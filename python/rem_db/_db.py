@@ -447,7 +447,7 @@ class REMDatabase:
     # -- queries ---------------------------------------------------------------------
 
     def _query(self, table: str, query: Query) -> Results[Any]:
-        sql, params, vector = compile_query(table, query, self._indexes_for(table))
+        sql, params, vector = compile_query(table, query, lambda: self._indexes_for(table))
         return Results(_table(self._tenant.sql(sql, _bind(params))), _builder(table, vector))
 
     def _indexes_for(self, table: str) -> List[Dict[str, Any]]:
@@ -473,12 +473,12 @@ class REMDatabase:
     def explain(self, table: str, query: Query) -> str:
         """The physical plan of ``query_<table>(query)``: its access path (index set,
         ordered walk, vector strategy) and what is left to check."""
-        sql, params, _ = compile_query(table, query, self._indexes_for(table))
+        sql, params, _ = compile_query(table, query, lambda: self._indexes_for(table))
         return self._tenant.explain(sql, _bind(params))
 
     def to_sql(self, table: str, query: Query) -> Tuple[str, List[Any]]:
         """The SQL text and parameters ``query_<table>(query)`` runs."""
-        sql, params, _ = compile_query(table, query, self._indexes_for(table))
+        sql, params, _ = compile_query(table, query, lambda: self._indexes_for(table))
         return sql, params
 
     def sql(self, sql: str, params: Optional[Sequence[Param]] = None) -> pa.Table:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ._model import to_micros
 from ._rem_db import Timestamp
@@ -288,17 +288,25 @@ class Query:
 
 
 class _Compiler:
-    def __init__(self, table: str, indexes: Sequence[Dict[str, Any]]) -> None:
+    def __init__(self, table: str, indexes: Callable[[], Sequence[Dict[str, Any]]]) -> None:
         self.table = table
         self.columns = COLUMNS[table]
         self.json = JSON_COLUMN[table]
         self.params: List[Any] = []
-        self.list_paths: Set[Tuple[str, ...]] = set()
-        self.value_paths: Set[Tuple[str, ...]] = set()
-        for ix in indexes:
-            if ix["table"] == table and ix["column"] == self.json and ix["path"]:
-                target = self.list_paths if ix["kind"] == "list" else self.value_paths
-                target.add(tuple(ix["path"]))
+        self.indexes = indexes
+        self.paths: Optional[Tuple[Set[Tuple[str, ...]], Set[Tuple[str, ...]]]] = None
+
+    def declared(self) -> Tuple[Set[Tuple[str, ...]], Set[Tuple[str, ...]]]:
+        """The JSON paths with a list index and with a value index (read once, when an
+        IN list on a JSON path needs them)."""
+        if self.paths is None:
+            lists: Set[Tuple[str, ...]] = set()
+            values: Set[Tuple[str, ...]] = set()
+            for ix in self.indexes():
+                if ix["table"] == self.table and ix["column"] == self.json and ix["path"]:
+                    (lists if ix["kind"] == "list" else values).add(tuple(ix["path"]))
+            self.paths = (lists, values)
+        return self.paths
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -363,9 +371,10 @@ class _Compiler:
         elif kind == "json":
             _one_kind(p.field, values)
             path = tuple(p.field.split("."))
-            if path in self.list_paths:
+            list_paths, value_paths = self.declared()
+            if path in list_paths:
                 e = self.any_element(p.field, values)
-            elif path in self.value_paths:
+            elif path in value_paths:
                 e = self.value_in(p.field, kind, values)
             else:
                 # No index decides the field's shape: a value in the list, or an array
@@ -493,10 +502,11 @@ def _select_columns(table: str, embeddings: bool) -> str:
 
 
 def compile_query(
-    table: str, query: Query, indexes: Sequence[Dict[str, Any]]
+    table: str, query: Query, indexes: Callable[[], Sequence[Dict[str, Any]]]
 ) -> Tuple[str, List[Any], bool]:
     """The SQL text of ``query`` over ``table``, its parameters, and whether it is a
-    vector search (its rows have a ``score``)."""
+    vector search (its rows have a ``score``). ``indexes`` lists the declared indexes;
+    it is called only when an IN list on a JSON path needs them."""
     if not isinstance(query, Query):
         raise TypeError(f"expected a Query, got {type(query).__name__}")
     c = _Compiler(table, indexes)
