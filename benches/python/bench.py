@@ -8,7 +8,11 @@ export DIR` (W-ENT entities, W-VEC vectors with the W-HYB metadata, held-out que
   `db.sql` with the SQL text and parameters the predicate compiles to; W-VEC through
   `search_similar` and `db.sql`; W-HYB through `Predicate.vector_similar` with filters.
 - Rust: the same SQL and parameters, prepared, through the library, on the same database
-  directory (`cargo bench --bench remdb -- replay`), between the Python runs.
+  directory (`cargo bench --bench remdb -- replay`), once before and once after the
+  Python runs. Python reopens the database before it measures, so that both sides read
+  the same files (a freshly written tenant reads from memtables, a freshly built HNSW
+  graph is laid out differently from a loaded one), and runs its variants of each query
+  one after the other per sample, so that drift of the machine hits them alike.
 - LanceDB from Python on the same data: scalar indexes (BTREE, BITMAP) on the W-ENT
   columns it filters (properties flattened into columns: Lance has no JSON path index),
   IVF_HNSW_SQ for vectors, prefiltered search for W-HYB.
@@ -68,6 +72,28 @@ def replay(args, path, tenant, statements):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def timed_together(fns, items, warmup):
+    """Runs every fn on each item in turn (after `warmup` untimed items); returns, per fn,
+    its percentiles and its first result."""
+    for item in items[:warmup]:
+        for fn in fns:
+            fn(item)
+    times = [[] for _ in fns]
+    first = [None] * len(fns)
+    for i, item in enumerate(items):
+        for j, fn in enumerate(fns):
+            t = time.perf_counter()
+            r = fn(item)
+            times[j].append(time.perf_counter() - t)
+            if i == 0:
+                first[j] = r
+    return [(*percentiles(t), f) for t, f in zip(times, first)]
+
+
+def rust_p50(before, after, name):
+    return (before[name]["p50"] + after[name]["p50"]) / 2
+
+
 def went_queries(n, count):
     ids = [f"ent-{(i * 7919) % n:07d}" for i in range(count)]
     person = Predicate.eq("type", "person")
@@ -94,25 +120,26 @@ def run_went(args, workdir, table):
         db.insert_arrow("entities", table.slice(start, 10_000))
     log(f"W-ENT: {n} entities loaded in {time.perf_counter() - t:.1f}s")
 
-    results = {}
-    statements = []
-    for name, queries in went_queries(n, count):
-        compiled = [db.to_sql("entities", q) for q in queries]
-        sql = compiled[0][0]
-        assert all(c[0] == sql for c in compiled), "one SQL text per query"
-        statements.append((name, sql, [c[1] for c in compiled]))
-        for label, fn in [
-            ("predicate API", lambda q: len(db.query_entities(q))),
-            ("predicate API, rows as objects", lambda q: len(db.query_entities(q).to_list())),
-        ]:
-            times, rows = timed(fn, queries, warmup=20)
-            results[(name, label)] = (*percentiles(times), rows[0])
-        times, rows = timed(lambda c: db.sql(c[0], c[1]).num_rows, compiled, warmup=20)
-        results[(name, "db.sql")] = (*percentiles(times), rows[0])
-        log(f"  {name}: " + ", ".join(f"{lbl} {results[(name, lbl)][0]:.3f} ms" for lbl in
-                                      ["predicate API", "predicate API, rows as objects", "db.sql"]))
+    statements = [(name, db.to_sql("entities", qs[0])[0],
+                   [db.to_sql("entities", q)[1] for q in qs]) for name, qs in went_queries(n, count)]
     db.close()
-    rust = replay(args, path, "went", statements)
+    before = replay(args, path, "went", statements)
+
+    results = {}
+    db = REMDatabase(tenant_id="went", path=path)
+    labels = ["predicate API", "predicate API, rows as objects", "db.sql"]
+    for (name, queries), (_, sql, samples) in zip(went_queries(n, count), statements):
+        items = list(zip(queries, samples))
+        measured = timed_together([
+            lambda it: len(db.query_entities(it[0])),
+            lambda it: len(db.query_entities(it[0]).to_list()),
+            lambda it, sql=sql: db.sql(sql, it[1]).num_rows,
+        ], items, warmup=20)
+        for label, m in zip(labels, measured):
+            results[(name, label)] = m
+        log(f"  {name}: " + ", ".join(f"{lbl} {results[(name, lbl)][0]:.3f} ms" for lbl in labels))
+    db.close()
+    after = replay(args, path, "went", statements)
 
     log("W-ENT: LanceDB")
     ldb = lancedb.connect(os.path.join(workdir, "lancedb-went"))
@@ -144,21 +171,22 @@ def run_went(args, workdir, table):
         log(f"  LanceDB {name}: {results[(name, 'LanceDB')][0]:.3f} ms")
 
     print(f"\n### W-ENT at {n:,} entities from Python: p50 / p95 ms, {count} queries each\n")
-    labels = ["predicate API", "predicate API, rows as objects", "db.sql"]
-    print("| query | Rust library (prepared) | " + " | ".join(labels)
-          + " | db.sql - Rust | db.sql / Rust | LanceDB | LanceDB / predicate API |")
+    print("| query | Rust library, prepared (before / after) | " + " | ".join(labels)
+          + " | predicate API - Rust | db.sql - Rust | LanceDB | LanceDB / predicate API |")
     print("|---|" + "---|" * (len(labels) + 5))
     for name, _ in went_queries(n, 1):
-        r = rust[name]
+        r = rust_p50(before, after, name)
         cells = [f"{results[(name, lbl)][0]:.3f} / {results[(name, lbl)][1]:.3f}" for lbl in labels]
+        api_p50 = results[(name, "predicate API")][0]
         sql_p50 = results[(name, "db.sql")][0]
         lance_p50 = results[(name, "LanceDB")][0]
-        print(f"| {name} | {r['p50']:.3f} / {r['p95']:.3f} | " + " | ".join(cells)
-              + f" | {(sql_p50 - r['p50']) * 1e3:.0f} us | {sql_p50 / r['p50']:.2f}"
-              + f" | {lance_p50:.3f} | {lance_p50 / results[(name, 'predicate API')][0]:.1f} |")
+        print(f"| {name} | {before[name]['p50']:.3f} / {after[name]['p50']:.3f} | " + " | ".join(cells)
+              + f" | {(api_p50 - r) * 1e3:.0f} us ({(api_p50 / r - 1) * 100:.0f}%)"
+              + f" | {(sql_p50 - r) * 1e3:.0f} us ({(sql_p50 / r - 1) * 100:.0f}%)"
+              + f" | {lance_p50:.3f} | {lance_p50 / api_p50:.1f} |")
     rows = {lbl: [results[(name, lbl)][3] for name, _ in went_queries(n, 1)]
             for lbl in labels + ["LanceDB"]}
-    rows["Rust"] = [rust[name]["rows"] for name, _ in went_queries(n, 1)]
+    rows["Rust"] = [after[name]["rows"] for name, _ in went_queries(n, 1)]
     print(f"\nRows returned (P1-P4): {rows}")
 
 
@@ -201,39 +229,55 @@ def run_vectors(args, workdir, vectors, queries):
     db.search_similar(qs[0], top_k=K)
     log(f"W-VEC: {n} rows in {ingest:.1f}s, index built in {time.perf_counter() - t:.1f}s")
 
-    results = {}
-    found = {}
     sql = f"SELECT id FROM vector_similar('resources', $1, {K})"
-    times, f = timed(lambda q: [h.id for h in db.search_similar(q, top_k=K)], list(qs), warmup=20)
-    results[("W-VEC top-10", "search_similar")] = percentiles(times)
-    found[("W-VEC top-10", "search_similar")] = recall([ids_to_rows(x) for x in f], truth)
-    times, f = timed(lambda q: db.sql(sql, [q]).column("id").to_pylist(), list(qs), warmup=20)
-    results[("W-VEC top-10", "db.sql")] = percentiles(times)
-    found[("W-VEC top-10", "db.sql")] = recall([ids_to_rows(x) for x in f], truth)
-    statements = [("W-VEC top-10", sql, [[q] for q in qs])]
-
+    cases = [("W-VEC top-10", None, list(qs), truth)]
     for label, predicate in filters.items():
-        queries_ = [Query().filter(Predicate.and_([
-            Predicate.vector_similar(query=q, top_k=K), predicate])).limit(K) for q in hq]
-        times, f = timed(lambda q: [h.id for h in db.query_resources(q)], queries_, warmup=10)
-        results[(label, "predicate API")] = percentiles(times)
-        found[(label, "predicate API")] = recall([ids_to_rows(x) for x in f], hyb_truth[label])
-        compiled = [db.to_sql("resources", q) for q in queries_]
-        times, _ = timed(lambda c: db.sql(c[0], c[1]).num_rows, compiled, warmup=10)
-        results[(label, "db.sql")] = percentiles(times)
+        cases.append((label, predicate, list(hq), hyb_truth[label]))
+    seed_name = "seed: top_k 50, min_score 0.7, en, limit 10"
+
+    def query_of(predicate, q):
+        return Query().filter(Predicate.and_([Predicate.vector_similar(query=q, top_k=K), predicate])).limit(K)
+
+    def seed_of(q):
+        return Query().filter(Predicate.and_([
+            Predicate.vector_similar(query=q, top_k=50, min_score=0.7),
+            Predicate.eq("language", "en")])).limit(10)
+
+    statements = [("W-VEC top-10", sql, [[q] for q in qs])]
+    for label, predicate, items, _ in cases[1:]:
+        compiled = [db.to_sql("resources", query_of(predicate, q)) for q in items]
         statements.append((label, compiled[0][0], [c[1] for c in compiled]))
-    seed = [Query().filter(Predicate.and_([
-        Predicate.vector_similar(query=q, top_k=50, min_score=0.7),
-        Predicate.eq("language", "en")])).limit(10) for q in hq]
-    times, _ = timed(lambda q: len(db.query_resources(q).to_list()), seed, warmup=10)
-    results[("seed: top_k 50, min_score 0.7, en, limit 10", "predicate API")] = percentiles(times)
-    compiled = [db.to_sql("resources", q) for q in seed]
-    times, _ = timed(lambda c: db.sql(c[0], c[1]).num_rows, compiled, warmup=10)
-    results[("seed: top_k 50, min_score 0.7, en, limit 10", "db.sql")] = percentiles(times)
-    statements.append(("seed: top_k 50, min_score 0.7, en, limit 10", compiled[0][0],
-                       [c[1] for c in compiled]))
+    compiled = [db.to_sql("resources", seed_of(q)) for q in hq]
+    statements.append((seed_name, compiled[0][0], [c[1] for c in compiled]))
     db.close()
-    rust = replay(args, path, "vectors", statements)
+    before = replay(args, path, "vectors", statements)
+
+    results, found = {}, {}
+    db = REMDatabase(tenant_id="vectors", path=path)
+    db.search_similar(qs[0], top_k=K)  # loads the saved index, as the replay did
+    for (label, predicate, items, want), (_, sql_, samples) in zip(cases, statements):
+        if predicate is None:
+            api = ("search_similar", lambda it: [h.id for h in db.search_similar(it[0], top_k=K)])
+        else:
+            api = ("predicate API",
+                   lambda it, p=predicate: [h.id for h in db.query_resources(query_of(p, it[0]))])
+        measured = timed_together([
+            api[1],
+            lambda it, sql_=sql_: db.sql(sql_, it[1]).column("id").to_pylist(),
+        ], list(zip(items, samples)), warmup=10)
+        for lbl, m in zip([api[0], "db.sql"], measured):
+            results[(label, lbl)] = m[:3]
+        got = [api[1](it) for it in zip(items, samples)]
+        found[(label, api[0])] = recall([ids_to_rows(x) for x in got], want)
+    seed_samples = statements[-1][2]
+    measured = timed_together([
+        lambda it: len(db.query_resources(seed_of(it[0])).to_list()),
+        lambda it: db.sql(statements[-1][1], it[1]).num_rows,
+    ], list(zip(hq, seed_samples)), warmup=10)
+    results[(seed_name, "predicate API")] = measured[0][:3]
+    results[(seed_name, "db.sql")] = measured[1][:3]
+    db.close()
+    after = replay(args, path, "vectors", statements)
 
     log("W-VEC: LanceDB")
     ldb = lancedb.connect(os.path.join(workdir, "lancedb-vec"))
@@ -259,9 +303,9 @@ def run_vectors(args, workdir, vectors, queries):
 
     print(f"\n### W-VEC / W-HYB at {n:,} x {data.shape[1]} from Python: p50 / p95 ms "
           f"({len(qs)} W-VEC queries, {len(hq)} per filter; recall@10 in brackets)\n")
-    print("| query | Rust library (prepared) | predicate API or search_similar | db.sql | "
-          "db.sql - Rust | LanceDB |")
-    print("|---|---|---|---|---|---|")
+    print("| query | Rust library, prepared (before / after) | predicate API or search_similar | "
+          "db.sql | API - Rust | db.sql - Rust | LanceDB |")
+    print("|---|---|---|---|---|---|---|")
     for name, _, _ in statements:
         api = "search_similar" if name == "W-VEC top-10" else "predicate API"
 
@@ -272,9 +316,12 @@ def run_vectors(args, workdir, vectors, queries):
             rec = f" [{found[key]:.3f}]" if key in found else ""
             return f"{p[0]:.3f} / {p[1]:.3f}{rec}"
 
-        r = rust[name]
-        print(f"| {name} | {r['p50']:.3f} / {r['p95']:.3f} | {cell((name, api))} | "
-              f"{cell((name, 'db.sql'))} | {(results[(name, 'db.sql')][0] - r['p50']) * 1e3:.0f} us | "
+        r = rust_p50(before, after, name)
+        api_p50, sql_p50 = results[(name, api)][0], results[(name, "db.sql")][0]
+        print(f"| {name} | {before[name]['p50']:.3f} / {after[name]['p50']:.3f} | "
+              f"{cell((name, api))} | {cell((name, 'db.sql'))} | "
+              f"{(api_p50 - r) * 1e3:.0f} us ({(api_p50 / r - 1) * 100:.0f}%) | "
+              f"{(sql_p50 - r) * 1e3:.0f} us ({(sql_p50 / r - 1) * 100:.0f}%) | "
               f"{cell((name, 'LanceDB'))} |")
 
 

@@ -57,18 +57,19 @@ class Results(Generic[T]):
     """The rows of a query: a sequence of typed objects, built when first read, and the
     Arrow table they come from (``to_arrow()``, ``to_pandas()``)."""
 
-    def __init__(self, table: pa.Table, build: Callable[[pa.Table], List[T]]) -> None:
-        self._table = table
+    def __init__(self, result: _rem_db.ArrowResult, build: Callable[[List[Dict[str, Any]]], List[T]]) -> None:
+        self._result = result
         self._build = build
         self._rows: Optional[List[T]] = None
+        self._table: Optional[pa.Table] = None
 
     def _all(self) -> List[T]:
         if self._rows is None:
-            self._rows = self._build(self._table)
+            self._rows = self._build(self._result.rows())
         return self._rows
 
     def __len__(self) -> int:
-        return int(self._table.num_rows)
+        return self._result.num_rows
 
     @overload
     def __getitem__(self, i: int) -> T: ...
@@ -81,7 +82,7 @@ class Results(Generic[T]):
         return iter(self._all())
 
     def __bool__(self) -> bool:
-        return bool(self._table.num_rows > 0)
+        return self._result.num_rows > 0
 
     def __repr__(self) -> str:
         return f"Results({self._all()!r})"
@@ -99,16 +100,17 @@ class Results(Generic[T]):
 
     def to_arrow(self) -> pa.Table:
         """The rows as a ``pyarrow.Table`` (JSON columns as JSON text)."""
+        if self._table is None:
+            self._table = _table(self._result)
         return self._table
 
     def to_pandas(self) -> Any:
         """The rows as a ``pandas.DataFrame`` (needs pandas)."""
-        return self._table.to_pandas()
+        return self.to_arrow().to_pandas()
 
 
-def _builder(table: str, vector: bool) -> Callable[[pa.Table], List[Any]]:
-    def build(t: pa.Table) -> List[Any]:
-        rows = t.to_pylist()
+def _builder(table: str, vector: bool) -> Callable[[List[Dict[str, Any]]], List[Any]]:
+    def build(rows: List[Dict[str, Any]]) -> List[Any]:
         if not vector:
             return rows_from_native(table, rows)
         return [SearchHit(Resource._from_native(r), float(r["score"])) for r in rows]
@@ -448,7 +450,7 @@ class REMDatabase:
 
     def _query(self, table: str, query: Query) -> Results[Any]:
         sql, params, vector = compile_query(table, query, lambda: self._indexes_for(table))
-        return Results(_table(self._tenant.sql(sql, _bind(params))), _builder(table, vector))
+        return Results(self._tenant.sql(sql, _bind(params)), _builder(table, vector))
 
     def _indexes_for(self, table: str) -> List[Dict[str, Any]]:
         return [ix for ix in self._tenant.list_indexes() if ix["table"] == table]

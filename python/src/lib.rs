@@ -15,7 +15,7 @@ use std::ffi::CStr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
 
-use arrow::array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
+use arrow::array::{Array, RecordBatch, RecordBatchIterator, RecordBatchReader};
 use arrow::datatypes::SchemaRef;
 use arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use parking_lot::Mutex;
@@ -663,12 +663,12 @@ fn run_prepared(statement: &PreparedStatement, params: &[Param]) -> remdb::Resul
     })
 }
 
-/// The batches of a result, handed to Arrow consumers through `__arrow_c_stream__`
-/// (once: the stream moves the batches out).
+/// The batches of a result: handed to Arrow consumers through `__arrow_c_stream__`
+/// (without a copy; as often as asked), or read as row dicts by `rows()`.
 #[pyclass(frozen, module = "rem_db._rem_db")]
 struct ArrowResult {
     schema: SchemaRef,
-    batches: Mutex<Option<Vec<RecordBatch>>>,
+    batches: Vec<RecordBatch>,
     rows: usize,
 }
 
@@ -677,7 +677,7 @@ impl ArrowResult {
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         ArrowResult {
             schema,
-            batches: Mutex::new(Some(batches)),
+            batches,
             rows,
         }
     }
@@ -700,15 +700,109 @@ impl ArrowResult {
     ) -> PyResult<Bound<'py, PyCapsule>> {
         // The batches are offered in their own schema; a consumer casts if it must.
         let _ = requested_schema;
-        let batches = self
-            .batches
-            .lock()
-            .take()
-            .ok_or_else(|| RemDbError::new_err("this result was already read"))?;
+        let batches = self.batches.clone();
         let reader =
             RecordBatchIterator::new(batches.into_iter().map(Ok), Arc::clone(&self.schema));
         let reader: Box<dyn RecordBatchReader + Send> = Box::new(reader);
         PyCapsule::new_with_value(py, FFI_ArrowArrayStream::new(reader), STREAM_CAPSULE)
+    }
+
+    /// The rows as dicts of plain values (timestamps as microseconds, UTC): what the
+    /// package's typed objects are built from, without going through pyarrow.
+    fn rows<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let mut out = Vec::with_capacity(self.rows);
+        for batch in &self.batches {
+            let names: Vec<Bound<'py, PyString>> = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| PyString::new(py, f.name()))
+                .collect();
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| column_values(py, c.as_ref()))
+                .collect::<PyResult<Vec<_>>>()?;
+            for row in 0..batch.num_rows() {
+                let dict = PyDict::new(py);
+                for (name, values) in names.iter().zip(&columns) {
+                    dict.set_item(name, &values[row])?;
+                }
+                out.push(dict);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The values of a column as Python objects, for the types the tables and their
+/// functions produce (text, integers, floats, booleans, timestamps, lists of those).
+fn column_values<'py>(py: Python<'py>, array: &dyn Array) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type, TimeUnit, UInt64Type};
+    let n = array.len();
+    let none = || py.None().into_bound(py);
+    macro_rules! each {
+        ($get:expr) => {
+            (0..n)
+                .map(|i| {
+                    if array.is_null(i) {
+                        Ok(none())
+                    } else {
+                        Ok($get(i)?.into_any())
+                    }
+                })
+                .collect::<PyResult<Vec<_>>>()
+        };
+    }
+    match array.data_type() {
+        DataType::Null => Ok((0..n).map(|_| none()).collect()),
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            each!(|i| Ok::<_, PyErr>(PyString::new(py, a.value(i))))
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            each!(|i| Ok::<_, PyErr>(PyString::new(py, a.value(i))))
+        }
+        DataType::Utf8View => {
+            let a = array.as_string_view();
+            each!(|i| Ok::<_, PyErr>(PyString::new(py, a.value(i))))
+        }
+        DataType::Boolean => {
+            let a = array.as_boolean();
+            each!(|i| Ok::<_, PyErr>(PyBool::new(py, a.value(i)).to_owned()))
+        }
+        DataType::Int64 => {
+            let a = array.as_primitive::<Int64Type>();
+            each!(|i| a.value(i).into_pyobject(py))
+        }
+        DataType::UInt64 => {
+            let a = array.as_primitive::<UInt64Type>();
+            each!(|i| a.value(i).into_pyobject(py))
+        }
+        DataType::Float32 => {
+            let a = array.as_primitive::<Float32Type>();
+            each!(|i| Ok::<_, PyErr>(PyFloat::new(py, f64::from(a.value(i)))))
+        }
+        DataType::Float64 => {
+            let a = array.as_primitive::<Float64Type>();
+            each!(|i| Ok::<_, PyErr>(PyFloat::new(py, a.value(i))))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let a = array.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            each!(|i| a.value(i).into_pyobject(py))
+        }
+        DataType::List(_) => {
+            let a = array.as_list::<i32>();
+            each!(|i| {
+                let values = column_values(py, a.value(i).as_ref())?;
+                PyList::new(py, values)
+            })
+        }
+        other => Err(invalid(format!(
+            "cannot read a column of type {other} as Python values (use to_arrow())"
+        ))),
     }
 }
 
