@@ -251,21 +251,33 @@ def ids_to_rows(ids):
     return [int(i[1:]) for i in ids]
 
 
-def run_wvec(args, workdir, binary, vectors, queries):
+def vector_arrays(vectors, queries):
+    """The W-VEC vectors and queries as 2-d numpy arrays."""
     n = vectors.num_rows
     data = np.asarray(vectors["embedding"].combine_chunks().flatten()).reshape(n, -1)
     qs = np.asarray(queries["embedding"].combine_chunks().flatten()).reshape(queries.num_rows, -1)
-    qs = qs[: args.vec_queries]
-    dims = data.shape[1]
-    log(f"W-VEC: exact ground truth of {len(qs)} queries over {n} x {dims}")
-    truth = exact_top_k(data, qs)
+    return data, qs
+
+
+def filter_masks(vectors):
+    """The rows each W-HYB filter keeps, by its label."""
     tags = vectors["tags"].to_pylist()
-    meta = {
+    return {
         "50% language = 'en'": np.asarray(pc.equal(vectors["language"], "en")),
         "10% 'important' in tags": np.array(["important" in t for t in tags]),
         "1% 'urgent' in tags": np.array(["urgent" in t for t in tags]),
         "0.1% source = 's42'": np.asarray(pc.equal(vectors["source"], "s42")),
     }
+
+
+def run_wvec(args, workdir, binary, vectors, queries):
+    n = vectors.num_rows
+    data, qs = vector_arrays(vectors, queries)
+    qs = qs[: args.vec_queries]
+    dims = data.shape[1]
+    log(f"W-VEC: exact ground truth of {len(qs)} queries over {n} x {dims}")
+    truth = exact_top_k(data, qs)
+    meta = filter_masks(vectors)
     results = []  # (system, setting, build s, recall, p50, p95, rows)
     hyb = []  # (filter, system, recall, p50, p95, mean rows)
     hyb_truth = {f: exact_top_k(data, qs[: args.hyb_queries], m) for f, m in meta.items()}

@@ -37,9 +37,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "compare"))
 import lancedb  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
 
-from compare import exact_top_k, ids_to_rows, log, percentiles, read_arrow, recall, timed  # noqa: E402
+from compare import (  # noqa: E402
+    exact_top_k, filter_masks, ids_to_rows, log, percentiles, read_arrow, recall, timed,
+    vector_arrays,
+)
 
 import rem_db  # noqa: E402
 from rem_db import Predicate, Query, REMDatabase  # noqa: E402
@@ -192,18 +194,11 @@ def run_went(args, workdir, table):
 
 def run_vectors(args, workdir, vectors, queries):
     n = vectors.num_rows
-    data = np.asarray(vectors["embedding"].combine_chunks().flatten()).reshape(n, -1)
-    qs = np.asarray(queries["embedding"].combine_chunks().flatten()).reshape(queries.num_rows, -1)
+    data, qs = vector_arrays(vectors, queries)
     qs = qs[: args.vec_queries].astype(np.float32)
     hq = qs[: args.hyb_queries]
     truth = exact_top_k(data, qs)
-    tags = vectors["tags"].to_pylist()
-    masks = {
-        "50% language = 'en'": np.asarray(pc.equal(vectors["language"], "en")),
-        "10% 'important' in tags": np.array(["important" in t for t in tags]),
-        "1% 'urgent' in tags": np.array(["urgent" in t for t in tags]),
-        "0.1% source = 's42'": np.asarray(pc.equal(vectors["source"], "s42")),
-    }
+    masks = filter_masks(vectors)
     filters = {
         "50% language = 'en'": Predicate.eq("language", "en"),
         "10% 'important' in tags": Predicate.contains("tags", "important"),
