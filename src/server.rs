@@ -264,7 +264,7 @@ impl RemFlightSql {
                 if !self.credentials.still_valid(&origin, &tenant) {
                     self.sessions.revoke(token);
                     return Err(Status::unauthenticated(
-                        "the credential this session signed in with was removed or changed",
+                        "the credential this connection signed in with was removed or changed",
                     ));
                 }
                 return Ok(Identity {

@@ -189,7 +189,7 @@ async fn each_credential_reaches_only_its_tenant() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
 
-    // SQL cannot name another tenant: its tables are simply not in this session.
+    // SQL cannot name another tenant: its tables are simply not in this tenant's catalog.
     let err = query(&mut globex, "SELECT * FROM acme.entities")
         .await
         .unwrap_err();
