@@ -180,9 +180,13 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted or sent, in MiB.
     #[arg(long, default_value_t = 64)]
     pub max_message_mib: usize,
-    /// Largest upload (ingest, parameters) in all of its messages, in MiB.
+    /// Largest upload (ingest, parameters) in all of its messages, in MiB, counted as
+    /// decoded (a compressed message at its decompressed size).
     #[arg(long, default_value_t = 1024)]
     pub max_upload_mib: usize,
+    /// Most rows of parameters one upload may bind (executemany, a prepared query).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_param_rows: usize,
     /// After SIGTERM, seconds in-flight requests may take before they are cancelled.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
@@ -400,6 +404,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         memory_limit: args.memory_limit_mib.max(1) << 20,
         max_message_bytes: args.max_message_mib.max(1) << 20,
         max_upload_bytes: args.max_upload_mib.max(1) << 20,
+        max_param_rows: args.max_param_rows,
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         ..Default::default()
     };

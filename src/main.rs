@@ -2,8 +2,29 @@
 
 use clap::Parser;
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> std::process::ExitCode {
+/// Stack of each runtime worker: planning recurses once per level of a statement's
+/// expressions (bounded by `MAX_EXPR_DEPTH` in src/session/limits.rs), which DataFusion's
+/// derived `Clone` and `Drop` do without stack protection. tokio's default of 2 MiB
+/// holds a statement at the limit (tests/integration/limits.rs plans one on 2 MiB);
+/// 8 MiB, the size of a main thread, leaves room for what recurses around it.
+const WORKER_STACK_BYTES: usize = 8 << 20;
+
+fn main() -> std::process::ExitCode {
+    // One worker per core (tokio's default).
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     // Long work (a vector index rebuild) reports progress at info level; REMDB_LOG=debug
     // shows more, REMDB_LOG=warn less.
     let filter = tracing_subscriber::EnvFilter::try_from_env("REMDB_LOG")

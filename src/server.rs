@@ -61,8 +61,12 @@ pub struct ServeOptions {
     pub memory_limit: usize,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
-    /// Largest upload (parameters, ingest) in all of its messages.
+    /// Largest upload (parameters, ingest) in all of its messages, counted as decoded
+    /// (a compressed message at its decompressed size).
     pub max_upload_bytes: usize,
+    /// Most rows of parameters one upload may bind (an `executemany`, or the values of
+    /// a prepared query).
+    pub max_param_rows: usize,
     /// After SIGTERM, how long in-flight requests may take before they are cancelled.
     pub shutdown_grace: Duration,
     /// Prepared statements one tenant may hold open at once.
@@ -76,6 +80,7 @@ impl Default for ServeOptions {
             memory_limit: 1 << 30,
             max_message_bytes: 64 << 20,
             max_upload_bytes: 1 << 30,
+            max_param_rows: 100_000,
             shutdown_grace: Duration::from_secs(30),
             max_prepared_per_tenant: 1024,
         }
@@ -313,6 +318,14 @@ impl RemFlightSql {
     async fn caller<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
         let identity = self.identify(request, false).await?;
         self.session_of(&identity.tenant)
+    }
+
+    /// The limit of one upload: its decoded bytes, and rows for parameters.
+    fn upload_limit(&self, rows: Option<usize>) -> UploadLimit {
+        UploadLimit {
+            bytes: self.options.max_upload_bytes,
+            rows,
+        }
     }
 
     fn query_span(&self, tenant: &Tenant) -> (u64, tracing::Span) {
@@ -670,26 +683,46 @@ fn param_of(value: &ScalarValue) -> Option<Result<Param>> {
     }))
 }
 
-/// Reads the batches of a DoPut, at most `max_bytes` of them in all, within `timeout`.
+/// What an upload may hold: its bytes once decoded (all of its messages), and, for
+/// parameters, its rows.
+#[derive(Clone, Copy)]
+struct UploadLimit {
+    bytes: usize,
+    rows: Option<usize>,
+}
+
+/// Reads the batches of a DoPut within `timeout`. Each message is measured from its IPC
+/// header before it is decoded (see [`decoded_size`]): an upload whose decoded bytes, or
+/// whose rows, pass the limit is refused before it takes the memory.
 async fn read_batches(
     stream: PeekableFlightDataStream,
-    max_bytes: usize,
+    limit: UploadLimit,
     timeout: Duration,
 ) -> Result<Vec<RecordBatch>, Status> {
-    let mut received = 0usize;
+    let (mut bytes, mut rows) = (0usize, 0usize);
     // An update sends a single message without data; the decoder refuses empty headers.
     let data = stream
         .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
         .and_then(move |fd| {
-            received += fd.data_header.len() + fd.data_body.len();
-            futures::future::ready(if received > max_bytes {
-                Err(Status::resource_exhausted(format!(
-                    "the upload is larger than the server's limit of {} MiB (--max-upload-mib)",
-                    max_bytes >> 20
-                )))
-            } else {
-                Ok(fd)
-            })
+            let checked = decoded_size(&fd).and_then(|(b, r)| {
+                bytes = bytes.saturating_add(b);
+                rows = rows.saturating_add(r);
+                if bytes > limit.bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the upload is larger than the server's limit of {} MiB once \
+                         decoded (--max-upload-mib)",
+                        limit.bytes >> 20
+                    )));
+                }
+                match limit.rows {
+                    Some(max) if rows > max => Err(Status::resource_exhausted(format!(
+                        "the upload binds more than the server's limit of {max} rows of \
+                         parameters (--max-param-rows)"
+                    ))),
+                    _ => Ok(fd),
+                }
+            });
+            futures::future::ready(checked)
         })
         .map_err(FlightError::from);
     tokio::time::timeout(
@@ -699,6 +732,50 @@ async fn read_batches(
     .await
     .map_err(|_| timed_out(timeout))?
     .map_err(flight_status)
+}
+
+/// The bytes a Flight message holds once decoded, and its rows, read from its IPC
+/// header and the length prefixes of its body, without decoding it. A compressed buffer
+/// counts at the length its prefix declares (what decompressing it allocates), not at
+/// its size on the wire; a null column costs no buffer, so rows are counted apart.
+fn decoded_size(fd: &arrow_flight::FlightData) -> Result<(usize, usize), Status> {
+    use datafusion::arrow::ipc::{MessageHeader, root_as_message};
+    let message = root_as_message(&fd.data_header)
+        .map_err(|e| Status::invalid_argument(format!("malformed IPC message header: {e}")))?;
+    let batch = match message.header_type() {
+        MessageHeader::RecordBatch => message.header_as_record_batch(),
+        MessageHeader::DictionaryBatch => message
+            .header_as_dictionary_batch()
+            .and_then(|dictionary| dictionary.data()),
+        _ => None,
+    };
+    let header = fd.data_header.len();
+    let Some(batch) = batch else {
+        return Ok((header.saturating_add(fd.data_body.len()), 0));
+    };
+    let rows = usize::try_from(batch.length()).unwrap_or(usize::MAX);
+    let compressed = batch.compression().is_some();
+    let mut bytes = header;
+    for buffer in batch.buffers().into_iter().flatten() {
+        let length = usize::try_from(buffer.length()).unwrap_or(usize::MAX);
+        let decoded = if compressed && length >= 8 {
+            // Each compressed buffer starts with its decompressed length as an i64 (-1:
+            // stored uncompressed after the prefix).
+            let prefix = usize::try_from(buffer.offset())
+                .ok()
+                .and_then(|start| fd.data_body.get(start..start.checked_add(8)?))
+                .and_then(|p| <[u8; 8]>::try_from(p).ok())
+                .map(i64::from_le_bytes);
+            match prefix {
+                Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => length,
+            }
+        } else {
+            length
+        };
+        bytes = bytes.saturating_add(decoded);
+    }
+    Ok((bytes, rows))
 }
 
 fn param_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Param>>> {
@@ -922,7 +999,7 @@ impl FlightSqlService for RemFlightSql {
         }
         let batches = read_batches(
             request.into_inner(),
-            self.options.max_upload_bytes,
+            self.upload_limit(None),
             self.options.query_timeout,
         )
         .await?;
@@ -1027,7 +1104,7 @@ impl FlightSqlService for RemFlightSql {
         self.prepared_of(&tenant, &query.prepared_statement_handle)?;
         let batches = read_batches(
             request.into_inner(),
-            self.options.max_upload_bytes,
+            self.upload_limit(Some(self.options.max_param_rows)),
             self.options.query_timeout,
         )
         .await?;
@@ -1086,7 +1163,7 @@ impl FlightSqlService for RemFlightSql {
         } = self.prepared_of(&tenant, &query.prepared_statement_handle)?;
         let batches = read_batches(
             request.into_inner(),
-            self.options.max_upload_bytes,
+            self.upload_limit(Some(self.options.max_param_rows)),
             self.options.query_timeout,
         )
         .await?;

@@ -22,14 +22,15 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
 use datafusion::logical_expr::{cast, col, lit};
 use datafusion::physical_plan::{EmptyRecordBatchStream, collect};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
     FunctionArguments, Ident, ObjectName, Statement as SqlStatement, Value, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use parking_lot::Mutex;
 
+mod limits;
+pub use limits::{MAX_EXPR_DEPTH, MAX_SQL_BYTES};
 mod plan_cache;
 mod prepared;
 pub use plan_cache::PlanCacheStats;
@@ -896,10 +897,10 @@ fn client_runtime(
 }
 
 fn parse(sql: &str) -> Result<Vec<Statement>> {
+    limits::check_size(sql)?;
     // The REM verbs (LOOKUP, TRAVERSE, SEARCH) become SQL over the table functions.
     let sql = crate::query::verbs::rewrite(sql)?;
-    let statements = DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {})?;
-    Ok(statements.into_iter().collect())
+    limits::parse(&sql)
 }
 
 /// Refuses what a prepared or remote statement may not do: DDL, session statements

@@ -7,6 +7,7 @@ mod concurrency;
 mod graph;
 mod hybrid;
 mod isolation;
+mod limits;
 mod prepared;
 mod server;
 mod shell;

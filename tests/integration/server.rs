@@ -454,3 +454,106 @@ async fn an_upload_over_the_limit_is_refused() {
     let _ = server.stop.take().map(|s| s.send(()));
     server.task.await.unwrap().unwrap();
 }
+
+/// Hostile input a signed-in client can send, each refused with a clear error where it
+/// enters, the server answering the next request. Without the bounds, the first aborts
+/// the process (stack overflow), the second takes ~4 GiB, the third writes 4 MiB past a
+/// 64 KiB upload limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use datafusion::arrow::array::NullArray;
+    use datafusion::arrow::ipc::CompressionType;
+    use datafusion::arrow::ipc::writer::IpcWriteOptions;
+
+    let mut server = start_with(ServeOptions {
+        max_upload_bytes: 64 << 10,
+        ..Default::default()
+    })
+    .await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+
+    // 1. A 4 KB chain of operators, planned on a runtime worker.
+    let deep = format!("SELECT {}", vec!["1"; 2_000].join("+"));
+    let err = query(&mut acme, &deep).await.unwrap_err();
+    assert!(err.contains("more than 1000 deep"), "{err}");
+
+    // 2. 2^31-1 rows of null parameters: a few bytes on the wire, no buffer decoded.
+    let mut prepared = acme.prepare("SELECT $1".into(), None).await.unwrap();
+    let nulls = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("0", DataType::Null, true)])),
+        vec![Arc::new(NullArray::new(i32::MAX as usize)) as ArrayRef],
+    )
+    .unwrap();
+    prepared.set_parameters(nulls).unwrap();
+    let err = prepared.execute().await.unwrap_err().to_string();
+    assert!(err.contains("rows of parameters"), "{err}");
+
+    // 3. 4 MiB of entities compressed with zstd to a few KB.
+    let n = 2_000;
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("z{i}")),
+            )) as ArrayRef,
+            Arc::new(StringArray::from(vec!["zipped"; n])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["x".repeat(2_000); n])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let ingest = CommandStatementIngest {
+        table_definition_options: Some(arrow_flight::sql::TableDefinitionOptions {
+            if_not_exist: 2,
+            if_exists: 2,
+        }),
+        table: "entities".into(),
+        ..Default::default()
+    };
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::ZSTD))
+        .unwrap();
+    let data: Vec<_> = FlightDataEncoderBuilder::new()
+        .with_options(options)
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+            ingest.as_any().encode_to_vec(),
+        )))
+        .build(futures::stream::iter(vec![Ok(batch)]))
+        .try_collect()
+        .await
+        .unwrap();
+    let wire: usize = data
+        .iter()
+        .map(|d| d.data_header.len() + d.data_body.len())
+        .sum();
+    assert!(
+        wire < 64 << 10,
+        "the upload is small on the wire: {wire} bytes"
+    );
+    let err = match acme.do_put(futures::stream::iter(data)).await {
+        Ok(results) => results
+            .try_collect::<Vec<_>>()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+    .unwrap_err();
+    assert!(err.contains("once decoded"), "{err}");
+
+    // The server still answers, and wrote nothing of the refused upload.
+    let batches = query(
+        &mut acme,
+        "SELECT count(*) FROM entities WHERE type = 'zipped'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&batches, 0), ["0"]);
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}

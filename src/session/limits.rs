@@ -1,0 +1,124 @@
+//! Bounds on the SQL a statement may be, checked where its text enters (before any
+//! planning): its size, and the depth of its expressions.
+//!
+//! The parser bounds nesting (parentheses, subqueries, unary operators) by its recursion
+//! limit, but it builds a chain of operators (`1+1+...+1`, `a OR b OR ...`, `x::int::int`)
+//! in a loop, so the chain's tree is as deep as the chain is long. DataFusion walks its
+//! trees with stack protection, but its derived `Clone`, `Drop`, `PartialEq` and
+//! `Display` recurse plainly: a 4 KB chain overflowed a 2 MiB worker's stack and aborted
+//! the process for every tenant. A statement deeper than [`MAX_EXPR_DEPTH`] is refused
+//! here, before DataFusion sees it.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::{CopyToSource, DFParser, Statement};
+use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+
+use crate::error::{Error, Result};
+
+/// The longest SQL text a statement (or a script) may have, in bytes. Bulk rows go
+/// through `insert_batches` (the server's ingest), not through SQL text.
+pub const MAX_SQL_BYTES: usize = 1 << 20;
+
+/// The deepest expression a statement may have: the number of expressions nested in one
+/// another, counting every operator of a chain (`a OR b OR c` is 3 deep at `a`).
+pub const MAX_EXPR_DEPTH: usize = 1_000;
+
+/// Texts longer than this are parsed on a stack of their own: a chain of operators is
+/// at least 2 bytes a level, so a shorter text is at most [`MAX_EXPR_DEPTH`] deep, which
+/// any thread's stack holds; a longer one may be deep enough that dropping its tree (the
+/// parser does on a syntax error after the chain, and we do when refusing it) recurses
+/// past the caller's stack.
+const SHORT_TEXT_BYTES: usize = 2 * MAX_EXPR_DEPTH;
+
+/// Stack bytes per byte of text for parsing a long text: the tree is at most half a
+/// level deep per byte, and dropping a level takes well under 512 bytes of stack.
+const STACK_PER_TEXT_BYTE: usize = 256;
+
+/// Refuses a text longer than [`MAX_SQL_BYTES`].
+pub fn check_size(sql: &str) -> Result<()> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(Error::invalid(format!(
+            "the SQL text is {} bytes, more than the limit of {} (load rows with \
+             insert_batches or the server's ingest instead)",
+            sql.len(),
+            MAX_SQL_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `sql` (at most [`MAX_SQL_BYTES`]) and refuses statements with an expression
+/// deeper than [`MAX_EXPR_DEPTH`]. A long text is parsed, checked and, when refused,
+/// dropped on a stack of its own, reserved in proportion to its length and touched only
+/// as deep as its trees go.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    check_size(sql)?;
+    if sql.len() <= SHORT_TEXT_BYTES {
+        return parse_checked(sql);
+    }
+    stacker::grow((1 << 20) + sql.len() * STACK_PER_TEXT_BYTE, || {
+        parse_checked(sql)
+    })
+}
+
+fn parse_checked(sql: &str) -> Result<Vec<Statement>> {
+    let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
+    if statements.iter().all(|s| depth_of(s) <= MAX_EXPR_DEPTH) {
+        return Ok(statements.into_iter().collect());
+    }
+    Err(Error::invalid(format!(
+        "the statement nests expressions more than {MAX_EXPR_DEPTH} deep (a long chain of \
+         operators such as a OR b OR ...; for a list of values use IN (...))"
+    )))
+}
+
+/// The depth of the statement's deepest expression, counted up to one past the limit.
+fn depth_of(statement: &Statement) -> usize {
+    let mut depth = Depth::default();
+    let _ = visit(statement, &mut depth);
+    depth.deepest
+}
+
+fn visit(statement: &Statement, depth: &mut Depth) -> ControlFlow<()> {
+    match statement {
+        Statement::Statement(s) => s.visit(depth),
+        Statement::CopyTo(copy) => match &copy.source {
+            CopyToSource::Query(query) => query.visit(depth),
+            CopyToSource::Relation(_) => ControlFlow::Continue(()),
+        },
+        Statement::Explain(explain) => visit(&explain.statement, depth),
+        Statement::CreateExternalTable(table) => {
+            table.columns.visit(depth)?;
+            table.order_exprs.visit(depth)?;
+            table.constraints.visit(depth)
+        }
+        Statement::Reset(_) => ControlFlow::Continue(()),
+    }
+}
+
+#[derive(Default)]
+struct Depth {
+    current: usize,
+    deepest: usize,
+}
+
+impl Visitor for Depth {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.current += 1;
+        self.deepest = self.deepest.max(self.current);
+        if self.current > MAX_EXPR_DEPTH {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.current -= 1;
+        ControlFlow::Continue(())
+    }
+}
