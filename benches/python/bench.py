@@ -12,7 +12,8 @@ export DIR` (W-ENT entities, W-VEC vectors with the W-HYB metadata, held-out que
   Python runs. Python reopens the database before it measures, so that both sides read
   the same files (a freshly written tenant reads from memtables, a freshly built HNSW
   graph is laid out differently from a loaded one), and runs its variants of each query
-  one after the other per sample, so that drift of the machine hits them alike.
+  in turns of 25 consecutive calls each, so that each variant runs in a loop of its own
+  (as the replay does) and drift of the machine hits them alike.
 - LanceDB from Python on the same data: scalar indexes (BTREE, BITMAP) on the W-ENT
   columns it filters (properties flattened into columns: Lance has no JSON path index),
   IVF_HNSW_SQ for vectors, prefiltered search for W-HYB.
@@ -74,21 +75,25 @@ def replay(args, path, tenant, statements):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def timed_together(fns, items, warmup):
-    """Runs every fn on each item in turn (after `warmup` untimed items); returns, per fn,
-    its percentiles and its first result."""
-    for item in items[:warmup]:
-        for fn in fns:
+def timed_together(fns, items, warmup, block=25):
+    """Runs every fn over the items (after `warmup` untimed items each) in blocks of
+    `block` consecutive calls, the fns taking turns block by block (and in a rotating
+    order), so that each fn runs in a loop of its own calls as the Rust replay does,
+    while drift of the machine hits them alike. Returns, per fn, its percentiles and its
+    result on the first item."""
+    for fn in fns:
+        for item in items[:warmup]:
             fn(item)
     times = [[] for _ in fns]
-    first = [None] * len(fns)
-    for i, item in enumerate(items):
-        for j, fn in enumerate(fns):
-            t = time.perf_counter()
-            r = fn(item)
-            times[j].append(time.perf_counter() - t)
-            if i == 0:
-                first[j] = r
+    first = [fn(items[0]) for fn in fns]
+    for n, start in enumerate(range(0, len(items), block)):
+        chunk = items[start:start + block]
+        for j in [(n + k) % len(fns) for k in range(len(fns))]:
+            fn = fns[j]
+            for item in chunk:
+                t = time.perf_counter()
+                fn(item)
+                times[j].append(time.perf_counter() - t)
     return [(*percentiles(t), f) for t, f in zip(times, first)]
 
 
