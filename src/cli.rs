@@ -390,14 +390,12 @@ fn read_password() -> Result<String> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let db = std::sync::Arc::new(open(&args.db)?);
-    let seconds = |s: f64, what: &str| {
-        if s.is_finite() && s > 0.0 {
-            Ok(std::time::Duration::from_secs_f64(s))
-        } else {
-            Err(Error::invalid(format!(
-                "--{what} must be a positive number of seconds"
-            )))
-        }
+    // At most a year: a larger figure (1e30) does not fit a Duration.
+    let seconds = |s: f64, what: &str| match std::time::Duration::try_from_secs_f64(s) {
+        Ok(d) if s > 0.0 && s <= 365.0 * 86_400.0 => Ok(d),
+        _ => Err(Error::invalid(format!(
+            "--{what} must be a positive number of seconds, at most a year (31536000)"
+        ))),
     };
     let options = crate::server::ServeOptions {
         query_timeout: seconds(args.query_timeout, "query-timeout")?,

@@ -96,6 +96,10 @@ pub fn validate_tenant_id(id: &str) -> Result<()> {
     if id.contains("..") {
         return bad("contains '..'");
     }
+    // "." would name the directory of every tenant's vector index files.
+    if id == "." {
+        return bad("is '.'");
+    }
     if id.chars().any(|c| c.is_control()) {
         return bad("contains a NUL or control character");
     }

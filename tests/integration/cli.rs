@@ -71,6 +71,18 @@ fn sql_command_and_errors() {
     ]));
     assert!(!ok && err.contains("tenant id"), "{err}");
 
+    // A timeout too large for a Duration is an error, not a panic at start.
+    let (ok, _, err) = run(remdb().args([
+        "serve",
+        "--path",
+        path,
+        "--listen",
+        "127.0.0.1:0",
+        "--query-timeout",
+        "1e30",
+    ]));
+    assert!(!ok && err.contains("at most a year"), "{err}");
+
     let (ok, out, _) = run(remdb().args(["tenant", "list", "--path", path]));
     assert!(ok && out.trim() == "acme", "{out}");
 }
