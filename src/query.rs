@@ -20,6 +20,7 @@ pub mod exec;
 pub mod graph;
 pub mod index_ddl;
 pub mod index_sets;
+mod inlist_guard;
 pub mod order;
 pub mod provider;
 pub mod pushdown;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::optimizer::Optimizer;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
@@ -98,16 +99,17 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
     // The leaf-extraction rules move `properties->>'role'` out of a filter into a
     // projection below it: that hides the filter from our scan's pushdown (the JSON
     // index needs it) and breaks the filters DataFusion hands to `delete_from`/`update`.
-    let rules = Optimizer::new()
-        .rules
-        .into_iter()
-        .filter(|r| {
-            !matches!(
-                r.name(),
-                "extract_leaf_expressions" | "push_down_leaf_projections"
-            )
-        })
-        .collect();
+    // Before each pass of the simplifier, the IN-list folds it gets wrong for NULL (see
+    // `inlist_guard`).
+    let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = Vec::new();
+    for rule in Optimizer::new().rules {
+        match rule.name() {
+            "extract_leaf_expressions" | "push_down_leaf_projections" => continue,
+            "simplify_expressions" => rules.push(Arc::new(inlist_guard::InListNullGuard)),
+            _ => {}
+        }
+        rules.push(rule);
+    }
     let mut state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
