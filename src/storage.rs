@@ -82,6 +82,34 @@ impl Default for StorageOptions {
 }
 
 /// Checks a tenant id: 1..=64 bytes, no `/`, no `..`, no NUL or control characters.
+/// Creates the database directory, if missing, readable by its owner only (0700 on
+/// Unix): RocksDB writes its files with the process's umask, usually world-readable,
+/// and the directory is what keeps other users out of them (as `credentials.json` is
+/// 0600). A directory that exists keeps its mode; one that others can read is reported.
+fn create_private_dir(path: &Path) -> Result<()> {
+    if !path.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(path)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "database directory {} is readable by other users (mode {:o}): \
+                 chmod 700 it to keep its files private",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_tenant_id(id: &str) -> Result<()> {
     let bad = |why: &str| Err(Error::invalid(format!("tenant id {id:?} {why}")));
     if id.is_empty() {
@@ -172,7 +200,7 @@ impl Storage {
     /// Opens (creating if needed) the database directory at `path`.
     pub fn open(path: impl AsRef<Path>, options: StorageOptions) -> Result<Storage> {
         let path = path.as_ref().to_path_buf();
-        std::fs::create_dir_all(&path)?;
+        create_private_dir(&path)?;
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
             options.total_write_buffer_bytes,

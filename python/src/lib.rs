@@ -123,7 +123,13 @@ fn open_dbs() -> &'static Mutex<HashMap<PathBuf, Weak<Db>>> {
 }
 
 fn share_db(path: &str) -> PyResult<Arc<Db>> {
-    std::fs::create_dir_all(path)
+    // Private, as the library makes the directories it creates (see `Db::open`).
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(path)
         .map_err(|e| StorageError::new_err(format!("cannot create directory {path}: {e}")))?;
     let key = std::fs::canonicalize(path)
         .map_err(|e| StorageError::new_err(format!("cannot open directory {path}: {e}")))?;

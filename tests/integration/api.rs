@@ -244,3 +244,17 @@ async fn drop_tenant_removes_its_data() {
     let again = db.create_tenant("acme").unwrap();
     assert_eq!(rows(&again, "SELECT count(*) FROM entities").await, ["0"]);
 }
+
+/// RocksDB writes its files with the umask (usually world-readable): the directory a
+/// database creates keeps other users out of them.
+#[cfg(unix)]
+#[test]
+fn a_new_database_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let db = Db::open(&path, Default::default()).unwrap();
+    db.create_tenant("acme").unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "mode {:o}", mode & 0o777);
+}
