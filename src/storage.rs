@@ -142,6 +142,9 @@ pub fn validate_tenant_id(id: &str) -> Result<()> {
 struct TenantState {
     id: String,
     cf_name: String,
+    /// Set when the tenant is dropped: a handle kept from before must not reach the
+    /// column family of a new tenant of the same name (families are found by name).
+    dropped: std::sync::atomic::AtomicBool,
     /// Where the tenant's HNSW index files live.
     vector_dir: PathBuf,
     /// Serializes writers; guards the counters (loaded from meta keys on first use).
@@ -317,6 +320,11 @@ impl Storage {
         };
         // Wait for in-flight writes of the tenant before the family disappears.
         let _writer = state.write_lock.lock();
+        // Before the family goes: a handle that finds a family and then sees the flag
+        // clear found this tenant's (see `TenantStore::cf`).
+        state
+            .dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.db.drop_cf(&state.cf_name)?;
         tenants.remove(id);
         *state.vectors.write() = None;
@@ -426,6 +434,7 @@ fn tenant_state(
     TenantState {
         id: id.to_string(),
         cf_name: format!("{TENANT_CF_PREFIX}{id}"),
+        dropped: std::sync::atomic::AtomicBool::new(false),
         // Tenant ids are validated (no separators, no `..`): safe as a directory name.
         vector_dir: db_path.join("vectors").join(id),
         write_lock: Mutex::new(WriterState::default()),
@@ -527,9 +536,15 @@ impl TenantStore {
     }
 
     fn cf(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
-        self.db
-            .cf_handle(&self.state.cf_name)
-            .ok_or_else(|| Error::NotFound(format!("tenant '{}' (dropped)", self.state.id)))
+        let dropped = || Error::NotFound(format!("tenant '{}' (dropped)", self.state.id));
+        let cf = self.db.cf_handle(&self.state.cf_name).ok_or_else(dropped)?;
+        // Checked after the lookup: the flag is set before the family is dropped, and a
+        // new tenant of the name is created after, so a clear flag here means `cf` is
+        // this tenant's family.
+        if self.state.dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(dropped());
+        }
+        Ok(cf)
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -243,6 +243,14 @@ async fn drop_tenant_removes_its_data() {
     );
     let again = db.create_tenant("acme").unwrap();
     assert_eq!(rows(&again, "SELECT count(*) FROM entities").await, ["0"]);
+
+    // The old handle does not reach the new tenant of the same name (its column family
+    // has the same name), neither to read nor to write.
+    again.create_entity(person("e2", "Bea")).unwrap();
+    assert!(matches!(t.get_entity("e2"), Err(Error::NotFound(_))));
+    assert!(t.sql("SELECT id FROM entities").await.is_err());
+    assert!(t.create_entity(person("e3", "Cy")).is_err());
+    assert_eq!(rows(&again, "SELECT id FROM entities").await, ["e2"]);
 }
 
 /// RocksDB writes its files with the umask (usually world-readable): the directory a
