@@ -555,7 +555,9 @@ impl VectorIndex {
     }
 
     /// Saves the index atomically into `dir` as covering change `covered`, then removes
-    /// older files of the same table.
+    /// older files of the same table, and the temporary files of saves that did not
+    /// finish (a crash midway). Callers serialize the saves of one table (the tenant's
+    /// write lock), so a temporary file other than this save's is a leftover.
     pub fn save(&self, dir: &Path, table: &str, covered: u64) -> Result<PathBuf> {
         fs::create_dir_all(dir)?;
         let final_path = dir.join(format!("{table}.{covered:020}.usearch"));
@@ -563,14 +565,23 @@ impl VectorIndex {
         let tmp = tmp_path
             .to_str()
             .ok_or_else(|| Error::invalid("vector directory is not UTF-8"))?;
-        self.index.read().save(tmp).map_err(usearch_err)?;
-        fs::File::open(&tmp_path)?.sync_all()?;
-        fs::rename(&tmp_path, &final_path)?;
-        fs::File::open(dir)?.sync_all()?;
+        let written = (|| -> Result<()> {
+            self.index.read().save(tmp).map_err(usearch_err)?;
+            fs::File::open(&tmp_path)?.sync_all()?;
+            fs::rename(&tmp_path, &final_path)?;
+            Ok(fs::File::open(dir)?.sync_all()?)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp_path);
+        }
+        written?;
         for (n, path) in saved_files(dir, table)? {
             if n < covered {
                 let _ = fs::remove_file(path);
             }
+        }
+        for path in unfinished_files(dir, table) {
+            let _ = fs::remove_file(path);
         }
         Ok(final_path)
     }
@@ -617,6 +628,25 @@ fn search_with(
     }
     .map_err(usearch_err)?;
     Ok(matches.keys.into_iter().zip(matches.distances).collect())
+}
+
+/// The temporary files of saves of `table` in `dir` (`<table>.<n>.usearch.tmp`).
+fn unfinished_files(dir: &Path, table: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return vec![];
+    };
+    let prefix = format!("{table}.");
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry.file_name().to_str().is_some_and(|name| {
+                name.strip_prefix(&prefix)
+                    .and_then(|r| r.strip_suffix(".usearch.tmp"))
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+            })
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// `(covered change, path)` of the saved index files of `table` in `dir`.
@@ -697,12 +727,18 @@ mod tests {
         assert!(hits.iter().all(|(k, _)| k.is_multiple_of(2)));
 
         index.save(dir.path(), "resources", 10).unwrap();
+        // What a save that crashed before its rename leaves.
+        let stale = dir
+            .path()
+            .join("resources.00000000000000000011.usearch.tmp");
+        std::fs::write(&stale, b"half a file").unwrap();
         index.save(dir.path(), "resources", 12).unwrap();
         assert_eq!(
             saved_files(dir.path(), "resources").unwrap().len(),
             1,
             "older files are removed"
         );
+        assert!(!stale.exists(), "an unfinished save's file is removed");
         std::fs::write(
             dir.path().join("resources.00000000000000000099.usearch"),
             b"garbage",
