@@ -318,7 +318,7 @@ class _Compiler:
             if not p.children:
                 return "TRUE" if op == "and_" else "FALSE"
             joiner = " AND " if op == "and_" else " OR "
-            return "(" + joiner.join(self.where(c) for c in p.children) + ")"
+            return _balanced([self.where(c) for c in p.children], joiner)
         if op == "not_":
             return f"(NOT {self.where(p.children[0])})"
         if op == "vector_similar":
@@ -386,9 +386,10 @@ class _Compiler:
 
     def any_element(self, name: str, values: Sequence[Any]) -> str:
         args = self.path_args(name)
-        return "(" + " OR ".join(
-            f"json_array_contains({self.json}, {args}, {self.param(_json_param(v))})" for v in values
-        ) + ")"
+        return _balanced(
+            [f"json_array_contains({self.json}, {args}, {self.param(_json_param(v))})" for v in values],
+            " OR ",
+        )
 
     def value_in(self, name: str, kind: str, values: Sequence[Any]) -> str:
         e = self.operand(name, kind, values[0])
@@ -481,6 +482,16 @@ def _one_kind(name: str, values: Sequence[Any]) -> None:
     kinds = {kind(v) for v in values}
     if len(kinds) > 1:
         raise TypeError(f"in_/not_in on {name!r}: mix of {', '.join(sorted(kinds))} values")
+
+
+def _balanced(parts: List[str], joiner: str) -> str:
+    """``parts`` joined by ``joiner`` as a balanced tree of parenthesized halves: the
+    engine refuses expressions nested more than 1,000 deep, and a flat chain of n terms is
+    n deep, a balanced one about log2(n) levels of up to 8."""
+    if len(parts) <= 8:
+        return "(" + joiner.join(parts) + ")"
+    mid = len(parts) // 2
+    return "(" + _balanced(parts[:mid], joiner) + joiner + _balanced(parts[mid:], joiner) + ")"
 
 
 def _json_param(value: Any) -> Any:

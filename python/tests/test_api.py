@@ -416,3 +416,15 @@ def test_close_releases_prepared_statements(path: str) -> None:
     code = f"import rem_db; rem_db.REMDatabase(tenant_id='t', path={path!r}).close()"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert other.returncode == 0, other.stderr
+
+
+def test_a_long_in_list_on_a_list_index(db: REMDatabase) -> None:
+    # 3,000 values: one index lookup each, ORed as a balanced tree (a flat chain of
+    # 3,000 would pass the engine's limit of 1,000 levels of nesting).
+    db.create_index("idx_tags", "resources", "tags", kind="list")
+    for i, tags in enumerate([["t5"], ["t2999", "x"], ["none"]]):
+        db.create_resource(id=f"r{i}", content="x", metadata={"tags": tags})
+    q = Query().filter(Predicate.in_("tags", [f"t{i}" for i in range(3000)]))
+    assert sorted(r.id for r in db.query_resources(q)) == ["r0", "r1"]
+    plan = db.explain("resources", q)
+    assert "idx_tags contains" in plan and "full_scan" not in plan, plan[:500]
