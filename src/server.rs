@@ -137,10 +137,23 @@ struct Identity {
     session: Option<String>,
 }
 
+/// Failed password sign-ins from one peer address after which its sign-ins are refused
+/// without a password check, until [`SIGN_IN_WINDOW`] after its first failure.
+pub const MAX_FAILED_SIGN_INS: u32 = 10;
+pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Failed sign-ins of one peer in the window that started at `since`.
+struct SignInFailures {
+    count: u32,
+    since: Instant,
+}
+
 /// The Flight SQL service of one database directory.
 pub struct RemFlightSql {
     /// Bounds concurrent password checks (each is an Argon2 hash).
     password_checks: tokio::sync::Semaphore,
+    /// Failed password sign-ins by peer address (see [`SignInFailures`]).
+    failed_sign_ins: Mutex<HashMap<std::net::IpAddr, SignInFailures>>,
     db: Arc<Db>,
     credentials: Arc<Credentials>,
     sessions: Sessions,
@@ -203,6 +216,7 @@ impl RemFlightSql {
         };
         RemFlightSql {
             password_checks: tokio::sync::Semaphore::new(2),
+            failed_sign_ins: Mutex::new(HashMap::new()),
             db,
             credentials,
             sessions: Sessions::default(),
@@ -215,7 +229,11 @@ impl RemFlightSql {
     }
 
     /// The tenant a basic-auth header (`base64(user:password)`) signs in to.
-    async fn check_basic(&self, encoded: &str) -> Result<(String, Origin), Status> {
+    async fn check_basic(
+        &self,
+        encoded: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<(String, Origin), Status> {
         use base64::Engine;
         use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
         // Go clients (ADBC) send the value without '=' padding.
@@ -228,6 +246,9 @@ impl RemFlightSql {
         let text = String::from_utf8(bytes).map_err(|_| malformed())?;
         let (user, password) = text.split_once(':').ok_or_else(malformed)?;
         let (user, password) = (user.to_string(), password.to_string());
+        if let Some(peer) = peer {
+            self.refuse_flooding_peer(peer)?;
+        }
         // Argon2 takes tens of milliseconds of CPU and 19 MiB: a few at a time, off the
         // async workers.
         let _permit = self
@@ -243,10 +264,56 @@ impl RemFlightSql {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        checked.map_err(|(user, e)| {
-            tracing::warn!(user, "sign-in refused: {e}");
-            Status::unauthenticated("wrong user name or password")
-        })
+        match checked {
+            Ok(signed_in) => {
+                if let Some(peer) = peer {
+                    self.failed_sign_ins.lock().remove(&peer);
+                }
+                Ok(signed_in)
+            }
+            Err((user, e)) => {
+                tracing::warn!(user, ?peer, "sign-in refused: {e}");
+                if let Some(peer) = peer {
+                    self.count_failed_sign_in(peer);
+                }
+                Err(Status::unauthenticated("wrong user name or password"))
+            }
+        }
+    }
+
+    /// Refuses a password sign-in, without hashing, from a peer that failed
+    /// [`MAX_FAILED_SIGN_INS`] times within [`SIGN_IN_WINDOW`]: a flood of wrong
+    /// passwords would otherwise queue every other peer's sign-in behind its Argon2 hashes.
+    fn refuse_flooding_peer(&self, peer: std::net::IpAddr) -> Result<(), Status> {
+        let failures = self.failed_sign_ins.lock();
+        match failures.get(&peer) {
+            Some(f) if f.count >= MAX_FAILED_SIGN_INS && f.since.elapsed() < SIGN_IN_WINDOW => {
+                let wait = SIGN_IN_WINDOW.saturating_sub(f.since.elapsed()).as_secs() + 1;
+                Err(Status::resource_exhausted(format!(
+                    "too many failed sign-ins from this address: try again in {wait} s"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn count_failed_sign_in(&self, peer: std::net::IpAddr) {
+        let mut failures = self.failed_sign_ins.lock();
+        // Bounded: forget windows that have passed once the map grows large.
+        if failures.len() >= 10_000 {
+            failures.retain(|_, f| f.since.elapsed() < SIGN_IN_WINDOW);
+        }
+        let f = failures.entry(peer).or_insert(SignInFailures {
+            count: 0,
+            since: Instant::now(),
+        });
+        if f.since.elapsed() >= SIGN_IN_WINDOW {
+            *f = SignInFailures {
+                count: 0,
+                since: Instant::now(),
+            };
+        }
+        f.count += 1;
     }
 
     /// Who sends a request, from its `authorization` header: a session token (whose
@@ -295,7 +362,8 @@ impl RemFlightSql {
                      send the bearer token it returns",
                 ));
             }
-            let (tenant, origin) = self.check_basic(basic).await?;
+            let peer = request.remote_addr().map(|a| a.ip());
+            let (tenant, origin) = self.check_basic(basic, peer).await?;
             return Ok(Identity {
                 tenant,
                 origin,

@@ -557,3 +557,44 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
     let _ = server.stop.take().map(|s| s.send(()));
     server.task.await.unwrap().unwrap();
 }
+
+/// A peer that keeps sending wrong passwords is refused without a password check after
+/// `MAX_FAILED_SIGN_INS`, so its flood does not queue other peers' sign-ins behind its
+/// Argon2 hashes; another address signs in as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_wrong_passwords_is_cut_off_per_peer() {
+    use remdb::server::MAX_FAILED_SIGN_INS;
+    let mut server = start().await;
+    let flooding = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut flood = FlightSqlServiceClient::new(flooding);
+    for _ in 0..MAX_FAILED_SIGN_INS {
+        let err = flood
+            .handshake("ada", "wrong")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wrong user name or password"), "{err}");
+    }
+    // Refused now, even with the right password, before any password check.
+    let err = flood.handshake("ada", "pw").await.unwrap_err().to_string();
+    assert!(err.contains("too many failed sign-ins"), "{err}");
+    // Another address is not affected.
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+    assert_eq!(
+        strings(
+            &query(&mut acme, "SELECT count(*) FROM entities")
+                .await
+                .unwrap(),
+            0
+        ),
+        ["2"]
+    );
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
