@@ -14,6 +14,7 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement};
 use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use crate::error::{Error, Result};
 
@@ -120,5 +121,79 @@ impl Visitor for Depth {
     fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
         self.current -= 1;
         ControlFlow::Continue(())
+    }
+}
+
+/// The texts between the top-level semicolons of `script` (string literals, quoted
+/// names and comments are the tokenizer's, so a `;` inside them does not cut), trimmed,
+/// without the pieces that hold only whitespace and comments.
+pub fn split_at_semicolons(script: &str) -> Result<Vec<String>> {
+    check_size(script)?;
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, script)
+        .tokenize_with_location()
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let lines = line_starts(script);
+    let offset = |line: u64, column: u64| -> usize {
+        let start = usize::try_from(line.saturating_sub(1))
+            .ok()
+            .and_then(|l| lines.get(l).copied())
+            .unwrap_or(script.len());
+        let chars = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
+        script[start..]
+            .char_indices()
+            .nth(chars)
+            .map_or(script.len(), |(i, _)| start + i)
+    };
+    let mut pieces = Vec::new();
+    let (mut start, mut has_code) = (0, false);
+    for t in &tokens {
+        match &t.token {
+            Token::SemiColon => {
+                let end = offset(t.span.start.line, t.span.start.column);
+                if has_code {
+                    pieces.push(script[start..end].trim().to_string());
+                }
+                start = offset(t.span.end.line, t.span.end.column);
+                has_code = false;
+            }
+            Token::Whitespace(
+                Whitespace::Space
+                | Whitespace::Newline
+                | Whitespace::Tab
+                | Whitespace::SingleLineComment { .. }
+                | Whitespace::MultiLineComment(_),
+            )
+            | Token::EOF => {}
+            _ => has_code = true,
+        }
+    }
+    if has_code {
+        pieces.push(script[start..].trim().to_string());
+    }
+    Ok(pieces)
+}
+
+/// The byte offset where each line of `text` starts.
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_at_semicolons;
+
+    #[test]
+    fn splits_at_semicolons_outside_literals_and_comments() {
+        let script = "SELECT 'a;b' AS x; -- one; two\nCOPY (SELECT 1) TO 'out/é.csv';\n\n;/* c; */ SELECT \"q;\"";
+        assert_eq!(
+            split_at_semicolons(script).unwrap(),
+            [
+                "SELECT 'a;b' AS x",
+                "-- one; two\nCOPY (SELECT 1) TO 'out/é.csv'",
+                "/* c; */ SELECT \"q;\""
+            ]
+        );
     }
 }

@@ -71,6 +71,20 @@ fn sql_command_and_errors() {
     ]));
     assert!(!ok && err.contains("tenant id"), "{err}");
 
+    // A local user exports with COPY to a path: each statement of a script runs as
+    // written (a statement printed and parsed again lost the quotes of its path).
+    let out_csv = dir.path().join("out").join("one.csv");
+    std::fs::create_dir_all(out_csv.parent().unwrap()).unwrap();
+    let copy = format!(
+        "COPY (SELECT 'a;b' AS x) TO '{}' STORED AS CSV; SELECT 2 AS y",
+        out_csv.display()
+    );
+    let (ok, out, err) =
+        run(remdb().args(["sql", "--path", path, "--tenant", "acme", "-c", &copy]));
+    assert!(ok && out.contains('2'), "{out}\n{err}");
+    let written = std::fs::read_to_string(&out_csv).unwrap();
+    assert!(written.contains("a;b"), "{written}");
+
     // A timeout too large for a Duration is an error, not a panic at start.
     let (ok, _, err) = run(remdb().args([
         "serve",
