@@ -755,6 +755,28 @@ impl TenantStore {
         }
     }
 
+    /// The number of the tenant's next vector change. Read from its meta key on the
+    /// tenant's first use after open, before any write, which is also when saved index
+    /// files covering changes the rows do not have are removed: saved before a power
+    /// loss took the end of the write-ahead log, they would look current once later
+    /// writes reuse those change numbers.
+    fn next_vector_change(&self, writer: &mut WriterState) -> Result<u64> {
+        if let Some(n) = writer.next_vector_change {
+            return Ok(n);
+        }
+        let n = self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1);
+        let removed = VectorIndex::remove_saved_ahead(&self.state.vector_dir, "resources", n);
+        if removed > 0 {
+            tracing::warn!(
+                tenant = %self.state.id,
+                removed,
+                "vector index files ahead of the rows (a power loss?) removed; the index is rebuilt"
+            );
+        }
+        writer.next_vector_change = Some(n);
+        Ok(n)
+    }
+
     fn has_vector(&self, table: Table, row_id: u64) -> Result<bool> {
         Ok(table == Table::Resources && self.get_raw(&keys::vector_key(table, row_id))?.is_some())
     }
@@ -835,10 +857,7 @@ impl TenantStore {
             let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
             batch.put_cf(cf, keys::meta_key(keys::META_VECTOR_OPTIONS), json);
         }
-        let mut change = match writer.next_vector_change {
-            Some(n) => n,
-            None => self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1),
-        };
+        let mut change = self.next_vector_change(writer)?;
         for (row_id, vector) in changes {
             let key = keys::vector_key(Table::Resources, *row_id);
             let mut entry = row_id.to_be_bytes().to_vec();
@@ -896,7 +915,7 @@ impl TenantStore {
             return Ok(Some(index));
         }
         // Writers wait while the index loads, so no change slips between file and log.
-        let writer = self.state.write_lock.lock();
+        let mut writer = self.state.write_lock.lock();
         if let Some(index) = self.state.vectors.read().clone() {
             return Ok(Some(index));
         }
@@ -906,10 +925,7 @@ impl TenantStore {
         let Some(dimensions) = options.dimensions else {
             return Ok(None);
         };
-        let next_change = match writer.next_vector_change {
-            Some(n) => n,
-            None => self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1),
-        };
+        let next_change = self.next_vector_change(&mut writer)?;
         let trimmed = self.meta_u64(keys::META_VECTOR_LOG_TRIMMED)?.unwrap_or(0);
         let dir = &self.state.vector_dir;
         let loaded = VectorIndex::load_latest(dir, "resources", options, dimensions)?;
@@ -997,12 +1013,14 @@ impl TenantStore {
             return Ok(false);
         };
         let cf = self.cf()?;
-        let writer = self.state.write_lock.lock();
-        let next_change = match writer.next_vector_change {
-            Some(n) => n,
-            None => self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1),
-        };
+        let mut writer = self.state.write_lock.lock();
+        let next_change = self.next_vector_change(&mut writer)?;
         let covered = next_change - 1;
+        // The file must not cover changes a power loss can take back: with `sync` off,
+        // commits reach the write-ahead log's file but not the disk; sync it first.
+        if !self.sync {
+            self.db.flush_wal(true)?;
+        }
         index.save(&self.state.vector_dir, "resources", covered)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(

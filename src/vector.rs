@@ -586,6 +586,18 @@ impl VectorIndex {
         Ok(final_path)
     }
 
+    /// Removes the saved files of `table` in `dir` that cover change `next_change` or
+    /// later (changes the rows do not have); returns how many.
+    pub fn remove_saved_ahead(dir: &Path, table: &str, next_change: u64) -> usize {
+        let Ok(files) = saved_files(dir, table) else {
+            return 0;
+        };
+        files
+            .into_iter()
+            .filter(|(covered, path)| *covered >= next_change && fs::remove_file(path).is_ok())
+            .count()
+    }
+
     /// Loads the newest saved index of `table` in `dir` that opens cleanly; returns it
     /// with the change number it covers. Files that fail to load are skipped.
     pub fn load_latest(
