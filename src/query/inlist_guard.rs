@@ -58,38 +58,26 @@ fn fold_pair(expr: Expr) -> Result<Transformed<Expr>> {
         return Ok(Transformed::no(expr));
     }
     let x = l.expr.as_ref().clone();
-    let keep = |list: Vec<Expr>, negated: bool| {
-        Expr::InList(InList::new(Box::new(x.clone()), list, negated))
+    // The values left, as one list (negated or not); none left: `empty` for `x`.
+    let one_list = |values: Vec<Expr>, negated: bool, empty: fn(&Expr) -> Expr| {
+        if values.is_empty() {
+            empty(&x)
+        } else {
+            Expr::InList(InList::new(Box::new(x.clone()), values, negated))
+        }
     };
     let folded = match (op, l.negated, r.negated) {
         (Operator::And, false, false) => {
-            let shared = shared(&l.list, &r.list, true);
-            if shared.is_empty() {
-                false_unless_null(&x)
-            } else {
-                keep(shared, false)
-            }
+            one_list(shared(&l.list, &r.list, true), false, false_unless_null)
         }
-        (Operator::And, false, true) | (Operator::And, true, false) => {
-            let (within, without) = if l.negated {
-                (&r.list, &l.list)
-            } else {
-                (&l.list, &r.list)
-            };
-            let left_over = shared(within, without, false);
-            if left_over.is_empty() {
-                false_unless_null(&x)
-            } else {
-                keep(left_over, false)
-            }
+        (Operator::And, false, true) => {
+            one_list(shared(&l.list, &r.list, false), false, false_unless_null)
+        }
+        (Operator::And, true, false) => {
+            one_list(shared(&r.list, &l.list, false), false, false_unless_null)
         }
         (Operator::Or, true, true) => {
-            let shared = shared(&l.list, &r.list, true);
-            if shared.is_empty() {
-                true_unless_null(&x)
-            } else {
-                keep(shared, true)
-            }
+            one_list(shared(&l.list, &r.list, true), true, true_unless_null)
         }
         _ => return Ok(Transformed::no(expr)),
     };

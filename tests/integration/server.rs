@@ -357,14 +357,7 @@ async fn parameters_writes_ingest_and_metadata() {
         ],
     )
     .unwrap();
-    let ingest = CommandStatementIngest {
-        table_definition_options: Some(arrow_flight::sql::TableDefinitionOptions {
-            if_not_exist: 2,
-            if_exists: 2,
-        }),
-        table: "entities".into(),
-        ..Default::default()
-    };
+    let ingest = append_to_entities();
     let written = acme
         .execute_ingest(ingest, futures::stream::iter(vec![Ok(batch)]))
         .await
@@ -402,6 +395,18 @@ async fn parameters_writes_ingest_and_metadata() {
     server.task.await.unwrap().unwrap();
 }
 
+/// An ingest that appends to `entities`.
+fn append_to_entities() -> CommandStatementIngest {
+    CommandStatementIngest {
+        table_definition_options: Some(arrow_flight::sql::TableDefinitionOptions {
+            if_not_exist: 2,
+            if_exists: 2,
+        }),
+        table: "entities".into(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_over_the_limit_is_refused() {
     let mut server = start_with(ServeOptions {
@@ -429,14 +434,7 @@ async fn an_upload_over_the_limit_is_refused() {
         ],
     )
     .unwrap();
-    let ingest = CommandStatementIngest {
-        table_definition_options: Some(arrow_flight::sql::TableDefinitionOptions {
-            if_not_exist: 2,
-            if_exists: 2,
-        }),
-        table: "entities".into(),
-        ..Default::default()
-    };
+    let ingest = append_to_entities();
     let err = acme
         .execute_ingest(ingest, futures::stream::iter(vec![Ok(batch)]))
         .await
@@ -507,14 +505,7 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
         ],
     )
     .unwrap();
-    let ingest = CommandStatementIngest {
-        table_definition_options: Some(arrow_flight::sql::TableDefinitionOptions {
-            if_not_exist: 2,
-            if_exists: 2,
-        }),
-        table: "entities".into(),
-        ..Default::default()
-    };
+    let ingest = append_to_entities();
     let options = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::ZSTD))
         .unwrap();
