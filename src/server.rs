@@ -704,6 +704,14 @@ fn params_of(batch: &RecordBatch, row: usize) -> Result<Vec<Param>> {
         .collect()
 }
 
+/// A timestamp in a unit of `per_micro` microseconds, as microseconds.
+fn micros(value: i64, per_micro: i64) -> Result<Param> {
+    value
+        .checked_mul(per_micro)
+        .map(Param::Timestamp)
+        .ok_or_else(|| Error::invalid(format!("timestamp parameter {value} is out of range")))
+}
+
 fn param_of(value: &ScalarValue) -> Option<Result<Param>> {
     if value.is_null() {
         return Some(Ok(Param::Null));
@@ -741,12 +749,12 @@ fn param_of(value: &ScalarValue) -> Option<Result<Param>> {
         ScalarValue::List(list) => return Some(float_list(list.value(0))),
         ScalarValue::LargeList(list) => return Some(float_list(list.value(0))),
         ScalarValue::FixedSizeList(list) => return Some(float_list(list.value(0))),
-        ScalarValue::TimestampSecond(..)
-        | ScalarValue::TimestampMillisecond(..)
-        | ScalarValue::TimestampMicrosecond(..)
-        | ScalarValue::TimestampNanosecond(..)
-        | ScalarValue::Date32(..)
-        | ScalarValue::Date64(..) => Param::Text(value.to_string()),
+        // An instant, whatever its unit; a zone (or none, read as UTC) does not move it.
+        ScalarValue::TimestampSecond(Some(v), _) => return Some(micros(*v, 1_000_000)),
+        ScalarValue::TimestampMillisecond(Some(v), _) => return Some(micros(*v, 1_000)),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Param::Timestamp(*v),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Param::Timestamp(v.div_euclid(1_000)),
+        ScalarValue::Date32(..) | ScalarValue::Date64(..) => Param::Text(value.to_string()),
         _ => return None,
     }))
 }

@@ -589,3 +589,85 @@ async fn a_flood_of_wrong_passwords_is_cut_off_per_peer() {
     let _ = server.stop.take().map(|s| s.send(()));
     server.task.await.unwrap().unwrap();
 }
+
+/// Timestamps bind as instants in every unit, with a zone or without (read as UTC), and
+/// dates as dates: a Python `datetime` bound to `$1` arrives as one of these.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_and_date_parameters_bind() {
+    use datafusion::arrow::array::{
+        Date32Array, TimestampMicrosecondArray, TimestampMillisecondArray,
+        TimestampNanosecondArray, TimestampSecondArray,
+    };
+    let mut server = start().await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+    // 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z in seconds; the rows were made now.
+    let (past, future) = (946_684_800i64, 4_102_444_800i64);
+    let values: Vec<(&str, ArrayRef)> = vec![
+        (
+            "s, UTC",
+            Arc::new(TimestampSecondArray::from(vec![past, future]).with_timezone("UTC")),
+        ),
+        (
+            "ms, +02:00",
+            Arc::new(
+                TimestampMillisecondArray::from(vec![past * 1_000, future * 1_000])
+                    .with_timezone("+02:00"),
+            ),
+        ),
+        (
+            "us, UTC",
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![past * 1_000_000, future * 1_000_000])
+                    .with_timezone("UTC"),
+            ),
+        ),
+        (
+            "ns, no zone",
+            Arc::new(TimestampNanosecondArray::from(vec![
+                past * 1_000_000_000,
+                future * 1_000_000_000,
+            ])),
+        ),
+        (
+            "date",
+            Arc::new(Date32Array::from(vec![
+                (past / 86_400) as i32,
+                (future / 86_400) as i32,
+            ])),
+        ),
+    ];
+    for (what, array) in values {
+        for (row, expected) in [(0, "2"), (1, "0")] {
+            let mut prepared = acme
+                .prepare(
+                    "SELECT count(*) FROM entities WHERE created_at > $1".into(),
+                    None,
+                )
+                .await
+                .unwrap();
+            let value = array.slice(row, 1);
+            let params = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new(
+                    "0",
+                    value.data_type().clone(),
+                    false,
+                )])),
+                vec![value],
+            )
+            .unwrap();
+            prepared.set_parameters(params).unwrap();
+            let info = prepared
+                .execute()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let batches = fetch(&mut acme, &info)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(strings(&batches, 0), [expected], "{what}, row {row}");
+            prepared.close().await.unwrap();
+        }
+    }
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
