@@ -75,7 +75,8 @@ pub struct SqlArgs {
     /// SQL to run (several statements separated by `;`).
     #[arg(short = 'c', long = "command", conflicts_with = "file")]
     pub command: Option<String>,
-    /// File of `;`-separated SQL statements.
+    /// File of `;`-separated SQL statements (`-`: standard input, which is also read
+    /// when neither -c nor -f is given and it is not a terminal).
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
 }
@@ -216,8 +217,16 @@ fn open_tenant(db: &Db, tenant: &str, create: bool) -> Result<Tenant> {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sql(args) => {
-            let script = script_of(&args)?
-                .ok_or_else(|| Error::invalid("give the SQL with -c \"...\" or -f FILE"))?;
+            let script = match script_of(&args)? {
+                Some(script) => script,
+                // Piped in: `echo 'SELECT 1' | remdb sql ...`.
+                None if !std::io::IsTerminal::is_terminal(&std::io::stdin()) => read_stdin()?,
+                None => {
+                    return Err(Error::invalid(
+                        "give the SQL with -c \"...\", -f FILE, or -f - (standard input)",
+                    ));
+                }
+            };
             let db = open(&args.db)?;
             let tenant = open_tenant(&db, &args.tenant, args.create)?;
             run_script(&tenant, &script).await
@@ -339,15 +348,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The statements of `-c` or `-f`, if one was given.
+/// The statements of `-c` or `-f` (`-f -`: standard input), if one was given.
 fn script_of(args: &SqlArgs) -> Result<Option<String>> {
     match (&args.command, &args.file) {
         (Some(sql), _) => Ok(Some(sql.clone())),
+        (None, Some(file)) if file.as_os_str() == "-" => read_stdin().map(Some),
         (None, Some(file)) => std::fs::read_to_string(file)
             .map(Some)
             .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display()))),
         (None, None) => Ok(None),
     }
+}
+
+/// All of standard input, as text; at most the SQL text limit (and a byte more, to tell).
+fn read_stdin() -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(crate::session::MAX_SQL_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::invalid(format!("cannot read standard input: {e}")))?;
+    Ok(text)
 }
 
 /// Fails unless the database at `path` has the tenant. Reads the directory without

@@ -85,6 +85,33 @@ fn sql_command_and_errors() {
     let written = std::fs::read_to_string(&out_csv).unwrap();
     assert!(written.contains("a;b"), "{written}");
 
+    // Statements from standard input: `-f -`, or a pipe without -c / -f.
+    for args in [&["-f", "-"][..], &[][..]] {
+        use std::io::Write;
+        let mut child = remdb()
+            .args(["sql", "--path", path, "--tenant", "acme"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"SELECT 40 + 2 AS answer;\nSELECT 'two' AS second")
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.contains("42") && stdout.contains("two"),
+            "{args:?}: {stdout}\n{stderr}"
+        );
+    }
+
     // A timeout too large for a Duration is an error, not a panic at start.
     let (ok, _, err) = run(remdb().args([
         "serve",
