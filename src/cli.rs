@@ -393,14 +393,15 @@ fn read_password() -> Result<String> {
         return Ok(password);
     }
     use std::io::IsTerminal;
-    if std::io::stdin().is_terminal() {
-        eprint!("password (the input is shown): ");
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| Error::invalid(format!("cannot read the password: {e}")))?;
-    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    let cannot = |e: std::io::Error| Error::invalid(format!("cannot read the password: {e}"));
+    let password = if std::io::stdin().is_terminal() {
+        // Typed: not echoed.
+        rpassword::prompt_password("password: ").map_err(cannot)?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(cannot)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
     if password.is_empty() {
         return Err(Error::invalid(
             "no password: pipe it to standard input or set REMDB_PASSWORD",

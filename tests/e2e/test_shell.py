@@ -64,3 +64,26 @@ def test_interactive_shell_cancels_with_ctrl_c_and_keeps_history():
     sh.expect("acme> ")
     sh.sendeof()
     sh.expect(pexpect.EOF)
+
+
+def test_a_typed_password_is_not_echoed():
+    tmp = tempfile.mkdtemp(prefix="remdb-password-")
+    path = os.path.join(tmp, "db")
+    env = dict(os.environ, REMDB_LOG="warn", TERM="xterm")
+    env.pop("REMDB_PASSWORD", None)
+    create = pexpect.spawn(REMDB, ["tenant", "create", "--path", path, "acme"],
+                           env=env, encoding="utf-8", timeout=60)
+    create.expect(pexpect.EOF)
+    create.close()
+    assert create.exitstatus == 0
+    term = pexpect.spawn(REMDB, ["tenant", "add-user", "--path", path, "acme", "ada"],
+                         env=env, encoding="utf-8", timeout=60)
+    term.expect("password: ")
+    term.sendline("s3cret-typed")
+    term.expect(pexpect.EOF)
+    shown = term.before
+    term.close()
+    assert term.exitstatus == 0, shown
+    assert "s3cret-typed" not in shown, shown
+    from conftest import remdb
+    assert "ada" in remdb("tenant", "users", "--path", path).stdout
