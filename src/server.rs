@@ -141,6 +141,8 @@ struct Identity {
 /// without a password check, until [`SIGN_IN_WINDOW`] after its first failure.
 pub const MAX_FAILED_SIGN_INS: u32 = 10;
 pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses whose failed sign-ins are counted at most at once.
+const MAX_TRACKED_PEERS: usize = 10_000;
 
 /// Failed sign-ins of one peer in the window that started at `since`.
 struct SignInFailures {
@@ -256,6 +258,11 @@ impl RemFlightSql {
             .acquire()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        // Again after the wait: sign-ins sent at once were all queued before the first
+        // of them failed.
+        if let Some(peer) = peer {
+            self.refuse_flooding_peer(peer)?;
+        }
         let credentials = Arc::clone(&self.credentials);
         let checked = tokio::task::spawn_blocking(move || {
             credentials
@@ -299,9 +306,13 @@ impl RemFlightSql {
 
     fn count_failed_sign_in(&self, peer: std::net::IpAddr) {
         let mut failures = self.failed_sign_ins.lock();
-        // Bounded: forget windows that have passed once the map grows large.
-        if failures.len() >= 10_000 {
+        // Bounded: forget windows that have passed once the map grows large, and track
+        // no new address while it stays full (the semaphore still bounds their checks).
+        if failures.len() >= MAX_TRACKED_PEERS && !failures.contains_key(&peer) {
             failures.retain(|_, f| f.since.elapsed() < SIGN_IN_WINDOW);
+            if failures.len() >= MAX_TRACKED_PEERS {
+                return;
+            }
         }
         let f = failures.entry(peer).or_insert(SignInFailures {
             count: 0,
@@ -783,20 +794,22 @@ async fn read_batches(
             let checked = decoded_size(&fd).and_then(|(b, r)| {
                 bytes = bytes.saturating_add(b);
                 rows = rows.saturating_add(r);
-                if bytes > limit.bytes {
+                if let Some(max) = limit.rows
+                    && rows > max
+                {
                     return Err(Status::resource_exhausted(format!(
-                        "the upload is larger than the server's limit of {} MiB once \
-                         decoded (--max-upload-mib)",
-                        limit.bytes >> 20
-                    )));
-                }
-                match limit.rows {
-                    Some(max) if rows > max => Err(Status::resource_exhausted(format!(
                         "the upload binds more than the server's limit of {max} rows of \
                          parameters (--max-param-rows)"
-                    ))),
-                    _ => Ok(fd),
+                    )));
                 }
+                if bytes > limit.bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the upload is larger than the server's limit of {:.2} MiB once \
+                         decoded (--max-upload-mib)",
+                        limit.bytes as f64 / f64::from(1 << 20)
+                    )));
+                }
+                Ok(fd)
             });
             futures::future::ready(checked)
         })
@@ -851,7 +864,11 @@ fn decoded_size(fd: &arrow_flight::FlightData) -> Result<(usize, usize), Status>
         };
         bytes = bytes.saturating_add(decoded);
     }
-    Ok((bytes, rows))
+    // A column of nulls has no buffer, yet converting it (to the table's types, to
+    // parameters) takes a value per row: a row counts at least 8 bytes a column.
+    let columns = batch.nodes().map_or(0, |nodes| nodes.len());
+    let per_row = rows.saturating_mul(columns).saturating_mul(8);
+    Ok((bytes.max(per_row), rows))
 }
 
 fn param_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Param>>> {

@@ -456,7 +456,7 @@ async fn an_upload_over_the_limit_is_refused() {
 /// Hostile input a signed-in client can send, each refused with a clear error where it
 /// enters, the server answering the next request. Without the bounds, the first aborts
 /// the process (stack overflow), the second takes ~4 GiB, the third writes 4 MiB past a
-/// 64 KiB upload limit.
+/// 64 KiB upload limit, the fourth converts 2^31 rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
     use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -535,6 +535,26 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
         Err(e) => Err(e.to_string()),
     }
     .unwrap_err();
+    assert!(err.contains("once decoded"), "{err}");
+
+    // 4. An ingest of 2^31-1 rows of null columns: no buffer on the wire, yet a value per
+    // row and column once converted to the table's types.
+    let nulls = RecordBatch::try_new(
+        Arc::new(Schema::new(
+            ["id", "type", "name"]
+                .map(|name| Field::new(name, DataType::Null, true))
+                .to_vec(),
+        )),
+        (0..3)
+            .map(|_| Arc::new(NullArray::new(i32::MAX as usize)) as ArrayRef)
+            .collect(),
+    )
+    .unwrap();
+    let err = acme
+        .execute_ingest(append_to_entities(), futures::stream::iter(vec![Ok(nulls)]))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("once decoded"), "{err}");
 
     // The server still answers, and wrote nothing of the refused upload.
