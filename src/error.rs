@@ -24,6 +24,10 @@ pub enum Error {
     Storage(String),
     /// Stored bytes could not be decoded: the database is damaged or from another version.
     Corruption(String),
+    /// A statement needed more memory than its limit allows.
+    ResourcesExhausted(String),
+    /// The work was stopped before it finished (its caller gave up: a timeout).
+    Cancelled(String),
 }
 
 impl Error {
@@ -39,7 +43,9 @@ impl Error {
             | Error::AlreadyExists(m)
             | Error::Query(m)
             | Error::Storage(m)
-            | Error::Corruption(m) => m,
+            | Error::Corruption(m)
+            | Error::ResourcesExhausted(m)
+            | Error::Cancelled(m) => m,
         }
     }
 }
@@ -53,6 +59,8 @@ impl fmt::Display for Error {
             Error::Query(m) => write!(f, "query error: {m}"),
             Error::Storage(m) => write!(f, "storage error: {m}"),
             Error::Corruption(m) => write!(f, "corruption: {m}"),
+            Error::ResourcesExhausted(m) => write!(f, "resources exhausted: {m}"),
+            Error::Cancelled(m) => write!(f, "cancelled: {m}"),
         }
     }
 }

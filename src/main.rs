@@ -16,7 +16,13 @@ fn main() -> std::process::ExitCode {
         .thread_stack_size(WORKER_STACK_BYTES)
         .build()
     {
-        Ok(runtime) => runtime.block_on(run()),
+        Ok(runtime) => {
+            let code = runtime.block_on(run());
+            // A query stopped at shutdown ends at its next yield; a step of ours that is
+            // still computing is not waited for long (the write-ahead log has every commit).
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            code
+        }
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             std::process::ExitCode::FAILURE

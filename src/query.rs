@@ -4,6 +4,7 @@
 //! * `pushdown`: the pure filter -> access-path analysis (unit-tested per shape).
 //! * `provider`: `RemTable`, the `TableProvider` of one table of one tenant.
 //! * `exec`: the physical nodes (`RemScanExec`, `RemDmlExec`, the insert sink).
+//! * `lazy`: how those nodes run: one step per poll, on the blocking pool, stoppable.
 //! * `vector`: `vector_similar(...)` and the `ORDER BY distance LIMIT k` rewrite.
 //! * `graph`: `traverse(...)` and `lookup(...)`, the REM graph and key verbs.
 //! * `order`: `ORDER BY timestamp LIMIT n` over moments as an ordered walk of the time index.
@@ -21,6 +22,7 @@ pub mod graph;
 pub mod index_ddl;
 pub mod index_sets;
 mod inlist_guard;
+pub mod lazy;
 pub mod order;
 pub mod provider;
 pub mod pushdown;
@@ -55,6 +57,7 @@ impl From<DataFusionError> for Error {
                 }
                 Error::Query(e.to_string())
             }
+            DataFusionError::ResourcesExhausted(_) => Error::ResourcesExhausted(e.to_string()),
             _ => Error::Query(e.to_string()),
         }
     }

@@ -173,7 +173,8 @@ fn status(e: Error) -> Status {
         Error::InvalidArgument(m) => Status::invalid_argument(m),
         Error::NotFound(m) => Status::not_found(m),
         Error::AlreadyExists(m) => Status::already_exists(m),
-        Error::Query(m) if m.contains("Resources exhausted") => Status::resource_exhausted(m),
+        Error::ResourcesExhausted(m) => Status::resource_exhausted(m),
+        Error::Cancelled(m) => Status::cancelled(m),
         Error::Query(m) => Status::invalid_argument(m),
         // The message may name the server's files: it goes to the log, not the client.
         Error::Storage(m) | Error::Corruption(m) => {

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -38,6 +39,7 @@ pub use prepared::PreparedStatement;
 
 use crate::error::{Error, Result};
 use crate::query::index_ddl::{IndexCommand, index_command};
+use crate::query::lazy::on_own_thread;
 use crate::query::vector::{VECTOR_PARAM_FUNC, encode_vector_param};
 use crate::query::{QueryOptions, tenant_context};
 use crate::storage::{
@@ -291,7 +293,7 @@ impl Tenant {
         keep: Option<(&str, Arc<Vec<IndexDef>>)>,
     ) -> Result<Vec<RecordBatch>> {
         if let Some(command) = index_command(&statement)? {
-            self.run_index_command(command)?;
+            self.run_index_command(command).await?;
             return Ok(vec![]);
         }
         let is_query = matches!(
@@ -395,7 +397,8 @@ impl Tenant {
         })
     }
 
-    /// Runs a client statement and streams its result (see [`ClientLimits`]).
+    /// Runs a client statement and streams its result (see [`ClientLimits`]), polled on
+    /// a thread of its own (see [`on_own_thread`]).
     pub async fn client_stream(
         &self,
         sql: &str,
@@ -404,10 +407,10 @@ impl Tenant {
     ) -> Result<SendableRecordBatchStream> {
         let statement = Self::one_statement(sql, params)?;
         match self.client_plan(statement.clone(), limits).await? {
-            Some(frame) => Ok(frame.execute_stream().await?),
+            Some(frame) => Ok(on_own_thread(frame.execute_stream().await?)),
             None => {
                 if let Some(command) = index_command(&statement)? {
-                    self.run_index_command(command)?;
+                    self.run_index_command(command).await?;
                 }
                 Ok(Box::pin(EmptyRecordBatchStream::new(Arc::new(
                     Schema::empty(),
@@ -460,7 +463,23 @@ impl Tenant {
         Ok(count_of(&written))
     }
 
-    fn run_index_command(&self, command: IndexCommand) -> Result<()> {
+    /// Runs an index command on the blocking pool (a build reads the whole table). A
+    /// caller that stops waiting (a timeout, a dropped query) stops the build too.
+    async fn run_index_command(&self, command: IndexCommand) -> Result<()> {
+        struct StopOnDrop(Arc<AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let (tenant, flag) = (self.clone(), Arc::clone(&stop.0));
+        tokio::task::spawn_blocking(move || tenant.index_command_now(command, &flag))
+            .await
+            .map_err(|e| Error::Query(format!("an index command failed: {e}")))?
+    }
+
+    fn index_command_now(&self, command: IndexCommand, stop: &AtomicBool) -> Result<()> {
         match command {
             IndexCommand::Create {
                 name,
@@ -474,7 +493,7 @@ impl Tenant {
                     return Ok(());
                 }
                 let path: Vec<&str> = path.iter().map(String::as_str).collect();
-                self.create_index(&name, table, &column, &path, kind)
+                self.build_index(&name, table, &column, &path, kind, stop)
                     .map(|_| ())
             }
             IndexCommand::Drop { names, if_exists } => {
@@ -500,6 +519,19 @@ impl Tenant {
         path: &[&str],
         kind: IndexKind,
     ) -> Result<IndexDef> {
+        self.build_index(name, table, column, path, kind, &AtomicBool::new(false))
+    }
+
+    /// [`Tenant::create_index`], stopped (leaving no index) once `stop` is set.
+    fn build_index(
+        &self,
+        name: &str,
+        table: Table,
+        column: &str,
+        path: &[&str],
+        kind: IndexKind,
+        stop: &AtomicBool,
+    ) -> Result<IndexDef> {
         let path: Vec<String> = path.iter().map(|k| k.to_string()).collect();
         let started = std::time::Instant::now();
         let tenant = self.id().to_string();
@@ -507,11 +539,17 @@ impl Tenant {
         self.inner
             .store
             .create_index(name, table, column, &path, kind, &mut |done, total| {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled(format!(
+                        "CREATE INDEX {name} stopped after {done} of {total} rows; no index was created"
+                    )));
+                }
                 if total >= 10_000 && (done == total || last_report.elapsed().as_secs_f64() >= 1.0)
                 {
                     last_report = std::time::Instant::now();
                     tracing::info!(%tenant, index = name, done, total, "building index");
                 }
+                Ok(())
             })
     }
 

@@ -165,6 +165,35 @@ struct WriterState {
     next_vector_change: Option<u64>,
 }
 
+/// The tenant's write lock, held (see [`TenantStore::with_writer`]).
+pub struct Writer<'a> {
+    store: &'a TenantStore,
+    state: parking_lot::MutexGuard<'a, WriterState>,
+}
+
+impl Writer<'_> {
+    /// Applies a batch of writes atomically, as [`TenantStore::apply`] does.
+    pub fn apply(&mut self, ops: Vec<WriteOp>) -> Result<Vec<u64>> {
+        let now = now_micros();
+        let mut ops = ops;
+        prepare_all(&mut ops, now)?;
+        self.store.commit(&mut self.state, ops, now)
+    }
+}
+
+/// Validates the rows of `ops` and fills in generated ids and timestamps.
+fn prepare_all(ops: &mut [WriteOp], now: i64) -> Result<()> {
+    for op in ops {
+        match op {
+            WriteOp::Insert(row) | WriteOp::Update(row) | WriteOp::Replace { row, .. } => {
+                row.prepare(now)?
+            }
+            WriteOp::Delete { .. } | WriteOp::DeleteAt { .. } => {}
+        }
+    }
+    Ok(())
+}
+
 /// What [`TenantStore::resolve_at_most`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Candidates {
@@ -581,17 +610,24 @@ impl TenantStore {
         // Validation that needs no lock happens first, so the lock is held only for the
         // key checks and the commit.
         let mut ops = ops;
-        for op in &mut ops {
-            match op {
-                WriteOp::Insert(row) | WriteOp::Update(row) | WriteOp::Replace { row, .. } => {
-                    row.prepare(now)?
-                }
-                WriteOp::Delete { .. } | WriteOp::DeleteAt { .. } => {}
-            }
-        }
+        prepare_all(&mut ops, now)?;
 
-        let cf = self.cf()?;
         let mut writer = self.state.write_lock.lock();
+        self.commit(&mut writer, ops, now)
+    }
+
+    /// Runs `f` holding the tenant's write lock: what it reads through this handle is the
+    /// latest state, and what it applies through the [`Writer`] commits before any other
+    /// writer's change. So a read-modify-write (`SET n = n + 1`) loses no update. Keep `f`
+    /// short: every writer of the tenant waits for it.
+    pub fn with_writer<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<T>) -> Result<T> {
+        let state = self.state.write_lock.lock();
+        f(&mut Writer { store: self, state })
+    }
+
+    /// Commits validated ops holding the write lock (`writer`).
+    fn commit(&self, writer: &mut WriterState, ops: Vec<WriteOp>, now: i64) -> Result<Vec<u64>> {
+        let cf = self.cf()?;
         let user = self.user_indexes()?;
         let mut next = match writer.next_row_id {
             Some(n) => n,
@@ -724,7 +760,7 @@ impl TenantStore {
         let next_change = if vector_changes.is_empty() {
             None
         } else {
-            Some(self.stage_vectors(&mut batch, &cf, &mut writer, &vector_changes)?)
+            Some(self.stage_vectors(&mut batch, &cf, writer, &vector_changes)?)
         };
         if next != first_free {
             batch.put_cf(

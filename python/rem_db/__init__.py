@@ -13,17 +13,20 @@ from ._model import Edge, Entity, Hop, Moment, Resource, SearchHit
 from ._query import Predicate, Query
 from ._rem_db import (
     AlreadyExists,
+    Cancelled,
     CorruptionError,
     InvalidArgument,
     NotFound,
     QueryError,
     RemDbError,
+    ResourcesExhausted,
     StorageError,
 )
 
 __all__ = [
     "AlreadyExists",
     "Batch",
+    "Cancelled",
     "CorruptionError",
     "Edge",
     "Entity",
@@ -38,6 +41,7 @@ __all__ = [
     "REMDatabase",
     "RemDbError",
     "Resource",
+    "ResourcesExhausted",
     "Results",
     "SearchHit",
     "StorageError",

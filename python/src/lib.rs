@@ -78,6 +78,19 @@ pyo3::create_exception!(
     "Stored bytes could not be decoded."
 );
 
+pyo3::create_exception!(
+    _rem_db,
+    ResourcesExhausted,
+    QueryError,
+    "A statement needed more memory than its limit allows."
+);
+pyo3::create_exception!(
+    _rem_db,
+    Cancelled,
+    QueryError,
+    "The work was stopped before it finished."
+);
+
 /// remdb's error as the Python exception of its kind.
 fn py_err(e: Error) -> PyErr {
     match e {
@@ -87,6 +100,8 @@ fn py_err(e: Error) -> PyErr {
         Error::Query(m) => QueryError::new_err(m),
         Error::Storage(m) => StorageError::new_err(m),
         Error::Corruption(m) => CorruptionError::new_err(m),
+        Error::ResourcesExhausted(m) => ResourcesExhausted::new_err(m),
+        Error::Cancelled(m) => Cancelled::new_err(m),
     }
 }
 
@@ -1149,5 +1164,7 @@ fn _rem_db(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("QueryError", py.get_type::<QueryError>())?;
     m.add("StorageError", py.get_type::<StorageError>())?;
     m.add("CorruptionError", py.get_type::<CorruptionError>())?;
+    m.add("ResourcesExhausted", py.get_type::<ResourcesExhausted>())?;
+    m.add("Cancelled", py.get_type::<Cancelled>())?;
     Ok(())
 }

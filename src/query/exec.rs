@@ -9,14 +9,16 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt64Array};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::datasource::sink::DataSink;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{
@@ -30,7 +32,6 @@ use datafusion::physical_plan::filter_pushdown::{
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions,
@@ -38,6 +39,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::convert::{EMBEDDING_COLUMN, batch_to_rows, rows_to_batch, table_schema};
+use super::lazy::{Chunks, Step, cancelled, chunk_stream};
 use super::pushdown::{describe, plan_access};
 use crate::error::Error;
 use crate::storage::{
@@ -432,22 +434,17 @@ impl ExecutionPlan for RemScanExec {
         let cursor = match &self.join_keys {
             // The join fills its filter once its build side is read, before it pulls
             // the first row from this scan: the path is chosen then.
-            Some(keys) => Cursor::Pending {
+            Some(keys) => Cursor::JoinKeys {
                 keys: keys.clone(),
-                limit: storage_limit,
-                with_vectors,
                 lookups: counter("join_key_lookups"),
             },
-            None => Cursor::Open(
-                self.store
-                    .scan(self.table, &self.path, storage_limit)
-                    .map_err(external)?
-                    .with_vectors(with_vectors),
-            ),
+            None => Cursor::Path(self.path.clone()),
         };
         let state = ScanState {
             store: self.store.clone(),
             cursor,
+            storage_limit,
+            with_vectors,
             table: self.table,
             read: self.read.clone(),
             output: self.output.clone(),
@@ -460,47 +457,23 @@ impl ExecutionPlan for RemScanExec {
             index_keys,
             skipped: counter("index_entries_skipped"),
             from_memory: counter("order_in_memory"),
-            done: false,
         };
-        let stream = futures::stream::unfold(state, move |mut state| {
-            let baseline = baseline.clone();
-            async move {
-                if state.done {
-                    return None;
-                }
-                let timer = baseline.elapsed_compute().timer();
-                let next = state.next_batch();
-                timer.done();
-                match next {
-                    Ok(Some(batch)) => {
-                        baseline.record_output(batch.num_rows());
-                        Some((Ok(batch), state))
-                    }
-                    Ok(None) => {
-                        baseline.done();
-                        None
-                    }
-                    Err(e) => {
-                        state.done = true;
-                        Some((Err(e), state))
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        Ok(chunk_stream(
             Arc::clone(&self.schema),
-            stream,
-        )))
+            state,
+            Some(baseline),
+        ))
     }
 }
 
-/// A scan's cursor, or what it needs to open one once a join's keys are known.
+/// A scan's cursor, or what it opens one from on its first read (opening resolves row
+/// sets and may sort, so it is work of the first step, not of `execute()`).
 enum Cursor {
     Open(RowCursor),
-    Pending {
+    Path(AccessPath),
+    /// A hash join's keys, when they are few enough to be an index path.
+    JoinKeys {
         keys: JoinKeys,
-        limit: Option<usize>,
-        with_vectors: bool,
         lookups: Count,
     },
 }
@@ -508,6 +481,9 @@ enum Cursor {
 struct ScanState {
     store: TenantStore,
     cursor: Cursor,
+    /// The limit storage may stop at (none when a residual decides which rows count).
+    storage_limit: Option<usize>,
+    with_vectors: bool,
     table: Table,
     read: Vec<usize>,
     output: Vec<usize>,
@@ -527,7 +503,6 @@ struct ScanState {
     skipped: Count,
     /// Rows an ordered walk took in order from memory.
     from_memory: Count,
-    done: bool,
 }
 
 /// The rows to read after a chunk of `chunk`: with a residual (`rows read, passed` in
@@ -559,75 +534,101 @@ fn first_chunk(limit: Option<usize>, residual: bool, batch_size: usize) -> usize
     }
 }
 
-impl ScanState {
-    fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
-        loop {
-            if self.remaining == 0 {
-                return Ok(None);
-            }
-            let Some(batch) = self.read_batch()? else {
-                return Ok(None);
-            };
-            let read = batch.num_rows();
-            let batch = match &self.residual {
-                None => batch,
-                Some(residual) => {
-                    let mask = residual.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    let mask = mask.as_boolean_opt().ok_or_else(|| {
-                        DataFusionError::Internal("scan residual is not boolean".into())
-                    })?;
-                    filter_record_batch(&batch, mask)?
-                }
-            };
-            self.chunk = next_chunk(
-                self.chunk,
-                self.residual.is_some().then_some((read, batch.num_rows())),
-                self.limited
-                    .then(|| self.remaining.saturating_sub(batch.num_rows())),
-                self.batch_size,
-            );
-            let batch = batch.project(&self.output)?;
-            if batch.num_rows() == 0 && self.residual.is_some() {
-                continue;
-            }
-            let batch = if batch.num_rows() > self.remaining {
-                batch.slice(0, self.remaining)
-            } else {
-                batch
-            };
-            self.remaining -= batch.num_rows();
-            return Ok(Some(batch));
+impl Chunks for ScanState {
+    /// One chunk read from storage; rows that all fail the residual make no batch.
+    fn step(&mut self, stop: &AtomicBool) -> DfResult<Step> {
+        if self.remaining == 0 {
+            return Ok(Step::Done);
         }
+        let Some(batch) = self.read_batch()? else {
+            return Ok(Step::Done);
+        };
+        let read = batch.num_rows();
+        let batch = match &self.residual {
+            None => batch,
+            Some(residual) => keep_passing(&batch, residual, stop)?,
+        };
+        self.chunk = next_chunk(
+            self.chunk,
+            self.residual.is_some().then_some((read, batch.num_rows())),
+            self.limited
+                .then(|| self.remaining.saturating_sub(batch.num_rows())),
+            self.batch_size,
+        );
+        let batch = batch.project(&self.output)?;
+        if batch.num_rows() == 0 && self.residual.is_some() {
+            return Ok(Step::Continue);
+        }
+        let batch = if batch.num_rows() > self.remaining {
+            batch.slice(0, self.remaining)
+        } else {
+            batch
+        };
+        self.remaining -= batch.num_rows();
+        Ok(Step::Batch(batch))
     }
+}
 
-    /// The open cursor: a scan below a hash join opens it on the first read, through
-    /// the join's keys when they are few enough to be an IN list on an indexed column.
+/// Rows a residual is evaluated over at a time: a costly filter over a large chunk
+/// checks the stop flag between slices.
+const RESIDUAL_SLICE: usize = 1024;
+
+/// The rows of `batch` that pass `residual`.
+fn keep_passing(
+    batch: &RecordBatch,
+    residual: &Arc<dyn PhysicalExpr>,
+    stop: &AtomicBool,
+) -> DfResult<RecordBatch> {
+    let mut kept = Vec::with_capacity(batch.num_rows().div_ceil(RESIDUAL_SLICE));
+    let mut at = 0;
+    while at < batch.num_rows() {
+        if stop.load(Ordering::Relaxed) {
+            return Err(cancelled());
+        }
+        let part = batch.slice(at, RESIDUAL_SLICE.min(batch.num_rows() - at));
+        let mask = residual.evaluate(&part)?.into_array(part.num_rows())?;
+        let mask = mask
+            .as_boolean_opt()
+            .ok_or_else(|| DataFusionError::Internal("scan residual is not boolean".into()))?;
+        kept.push(filter_record_batch(&part, mask)?);
+        at += part.num_rows();
+    }
+    match kept.len() {
+        1 => Ok(kept.swap_remove(0)),
+        _ => Ok(concat_batches(&batch.schema(), &kept)?),
+    }
+}
+
+impl ScanState {
+    /// The open cursor, opened on the first read: through the access path, or (below a
+    /// hash join) through the join's keys when they are few enough to be an IN list on
+    /// an indexed column.
     fn cursor(&mut self) -> DfResult<&mut RowCursor> {
-        if let Cursor::Pending {
-            keys,
-            limit,
-            with_vectors,
-            lookups,
-        } = &self.cursor
-        {
-            let user = self.store.user_indexes().map_err(external)?;
-            let path = match keys.path(self.table, &user)? {
-                Some(path) => {
-                    lookups.add(1);
-                    path
-                }
-                None => AccessPath::FullScan,
-            };
+        let path = match &self.cursor {
+            Cursor::Open(_) => None,
+            Cursor::Path(path) => Some(path.clone()),
+            Cursor::JoinKeys { keys, lookups } => {
+                let user = self.store.user_indexes().map_err(external)?;
+                Some(match keys.path(self.table, &user)? {
+                    Some(path) => {
+                        lookups.add(1);
+                        path
+                    }
+                    None => AccessPath::FullScan,
+                })
+            }
+        };
+        if let Some(path) = path {
             let cursor = self
                 .store
-                .scan(self.table, &path, *limit)
+                .scan(self.table, &path, self.storage_limit)
                 .map_err(external)?
-                .with_vectors(*with_vectors);
+                .with_vectors(self.with_vectors);
             self.cursor = Cursor::Open(cursor);
         }
         match &mut self.cursor {
             Cursor::Open(cursor) => Ok(cursor),
-            Cursor::Pending { .. } => Err(DataFusionError::Internal("scan cursor not open".into())),
+            _ => Err(DataFusionError::Internal("scan cursor not open".into())),
         }
     }
 
@@ -675,7 +676,14 @@ impl ScanState {
     }
 }
 
-/// Receives the batches of an `INSERT` and commits them in one atomic write.
+/// Rows an `INSERT` (or a bulk ingest) commits at a time, and the Arrow bytes of a chunk
+/// at most: a statement within both is one atomic write.
+pub const INSERT_CHUNK_ROWS: usize = 8192;
+pub const INSERT_CHUNK_BYTES: usize = 16 << 20;
+
+/// Receives the batches of an `INSERT` and commits them a chunk at a time (see
+/// [`INSERT_CHUNK_ROWS`]): the rows waiting for their commit are charged to the query's
+/// memory pool, and each commit runs on the blocking pool.
 #[derive(Debug)]
 pub struct RemSink {
     store: TenantStore,
@@ -690,6 +698,25 @@ impl RemSink {
             table,
             schema: table_schema(table),
         }
+    }
+
+    /// Commits one chunk of batches; returns the rows written.
+    async fn commit(&self, batches: Vec<RecordBatch>) -> DfResult<u64> {
+        let (store, table) = (self.store.clone(), self.table);
+        tokio::task::spawn_blocking(move || {
+            let mut ops = Vec::new();
+            for batch in &batches {
+                let rows = batch_to_rows(table, batch).map_err(external)?;
+                ops.extend(rows.into_iter().map(WriteOp::Insert));
+            }
+            let n = ops.len() as u64;
+            if n > 0 {
+                store.apply(ops).map_err(external)?;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| DataFusionError::Execution(format!("an insert failed: {e}")))?
     }
 }
 
@@ -708,18 +735,39 @@ impl DataSink for RemSink {
     async fn write_all(
         &self,
         mut data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        context: &Arc<TaskContext>,
     ) -> DfResult<u64> {
-        let mut ops = Vec::new();
+        let reservation = MemoryConsumer::new(format!("RemSink[{}]", self.table.name()))
+            .register(context.memory_pool());
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut pending_rows = 0usize;
+        let mut written = 0u64;
+        let committed = |written: u64, e: DataFusionError| match written {
+            0 => e,
+            n => e.context(format!("{n} rows of the statement were committed before")),
+        };
         while let Some(batch) = data.next().await {
-            let rows = batch_to_rows(self.table, &batch?).map_err(external)?;
-            ops.extend(rows.into_iter().map(WriteOp::Insert));
+            let batch = batch.map_err(|e| committed(written, e))?;
+            reservation
+                .try_grow(batch.get_array_memory_size())
+                .map_err(|e| committed(written, e))?;
+            pending_rows += batch.num_rows();
+            pending.push(batch);
+            if pending_rows >= INSERT_CHUNK_ROWS || reservation.size() >= INSERT_CHUNK_BYTES {
+                let chunk = std::mem::take(&mut pending);
+                written += self
+                    .commit(chunk)
+                    .await
+                    .map_err(|e| committed(written, e))?;
+                pending_rows = 0;
+                reservation.free();
+            }
         }
-        let n = ops.len() as u64;
-        if n > 0 {
-            self.store.apply(ops).map_err(external)?;
-        }
-        Ok(n)
+        written += self
+            .commit(pending)
+            .await
+            .map_err(|e| committed(written, e))?;
+        Ok(written)
     }
 }
 
@@ -767,78 +815,139 @@ impl RemDmlExec {
             properties,
         }
     }
+}
 
-    fn run(&self) -> DfResult<u64> {
-        let full: Vec<usize> = (0..table_schema(self.table).fields().len()).collect();
-        // Full rows, embeddings included: an UPDATE restates the whole row.
-        let mut cursor = self
+/// Rows an `UPDATE` or `DELETE` reads, changes and commits at a time, holding the
+/// tenant's write lock for that chunk only.
+pub const DML_CHUNK_ROWS: usize = 1024;
+
+/// The work of a [`RemDmlExec`]: one chunk per step, each read, checked, changed and
+/// committed under the tenant's write lock, so a chunk's rows are the latest ones and no
+/// other writer's change falls between reading a row and writing it back. A statement
+/// of more than one chunk commits chunk by chunk: stopped (a timeout, a crash), it
+/// leaves whole chunks done and the rest untouched.
+struct DmlWork {
+    store: TenantStore,
+    table: Table,
+    path: AccessPath,
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    kind: DmlKind,
+    cursor: Option<RowCursor>,
+    changed: u64,
+    now: i64,
+    schema: SchemaRef,
+    done: bool,
+}
+
+impl Chunks for DmlWork {
+    fn step(&mut self, _stop: &AtomicBool) -> DfResult<Step> {
+        if self.done {
+            return Ok(Step::Done);
+        }
+        let cursor = match &mut self.cursor {
+            Some(cursor) => cursor,
+            None => self.cursor.insert(
+                self.store
+                    .scan(self.table, &self.path, None)
+                    .map_err(external)?
+                    // Full rows, embeddings included: an UPDATE restates the whole row.
+                    .with_vectors(true),
+            ),
+        };
+        let (table, filters, kind, now) = (self.table, &self.filters, &self.kind, self.now);
+        let changed = self
             .store
-            .scan(self.table, &self.path, None)
-            .map_err(external)?
-            .with_vectors(true);
-        let now = now_micros();
-        let mut ops = Vec::new();
-        loop {
-            let chunk = cursor.next_chunk(8192).map_err(external)?;
-            if chunk.is_empty() {
-                break;
-            }
-            let (ids, rows): (Vec<u64>, Vec<Row>) = chunk.into_iter().unzip();
-            let batch = rows_to_batch(self.table, &rows, &full).map_err(external)?;
-            // Every filter is evaluated again: the access path may answer only some of them.
-            let mut mask =
-                datafusion::arrow::array::BooleanArray::from(vec![true; batch.num_rows()]);
-            for filter in &self.filters {
-                let value = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-                let value = value
-                    .as_boolean_opt()
-                    .ok_or_else(|| DataFusionError::Plan("WHERE clause is not boolean".into()))?;
-                mask = datafusion::arrow::compute::and_kleene(&mask, value)?;
-            }
-            let selected = filter_record_batch(&batch, &mask)?;
-            let selected_ids: Vec<u64> = ids
-                .iter()
-                .zip(mask.iter())
-                .filter(|(_, m)| *m == Some(true))
-                .map(|(id, _)| *id)
-                .collect();
-            if selected.num_rows() == 0 {
-                continue;
-            }
-            match &self.kind {
-                DmlKind::Delete => {
-                    ops.extend(selected_ids.into_iter().map(|row_id| WriteOp::DeleteAt {
-                        table: self.table,
-                        row_id,
-                    }));
+            .with_writer(|writer| {
+                let chunk = cursor.next_chunk(DML_CHUNK_ROWS)?;
+                if chunk.is_empty() {
+                    return Ok(None);
                 }
-                DmlKind::Update(assignments) => {
-                    let schema = table_schema(self.table);
-                    let mut columns: Vec<ArrayRef> = selected.columns().to_vec();
-                    for (index, expr) in assignments {
-                        let value = expr.evaluate(&selected)?.into_array(selected.num_rows())?;
-                        columns[*index] = cast(&value, schema.field(*index).data_type())?;
-                    }
-                    let updates_timestamp = assignments
-                        .iter()
-                        .any(|(i, _)| schema.field(*i).name() == "updated_at");
-                    let new_batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-                    let new_rows = batch_to_rows(self.table, &new_batch).map_err(external)?;
-                    for (row_id, mut row) in selected_ids.into_iter().zip(new_rows) {
-                        if !updates_timestamp {
-                            stamp_update(&mut row, now);
-                        }
-                        ops.push(WriteOp::Replace { row_id, row });
-                    }
+                let ops = changes(table, filters, kind, now, chunk)?;
+                if ops.is_empty() {
+                    return Ok(Some(0));
                 }
+                Ok(Some(writer.apply(ops)?.iter().sum::<u64>()))
+            })
+            .map_err(external)?;
+        match changed {
+            Some(n) => {
+                self.changed += n;
+                Ok(Step::Continue)
+            }
+            None => {
+                self.done = true;
+                Ok(Step::Batch(RecordBatch::try_new(
+                    Arc::clone(&self.schema),
+                    vec![Arc::new(UInt64Array::from(vec![self.changed]))],
+                )?))
             }
         }
-        if ops.is_empty() {
-            return Ok(0);
-        }
-        let counts = self.store.apply(ops).map_err(external)?;
-        Ok(counts.iter().sum())
     }
+}
+
+/// The writes a DML statement makes of one chunk of rows: every filter is evaluated
+/// again (the access path may answer only some of them), and the rows that pass are
+/// deleted or replaced by their new values.
+fn changes(
+    table: Table,
+    filters: &[Arc<dyn PhysicalExpr>],
+    kind: &DmlKind,
+    now: i64,
+    chunk: Vec<(u64, Row)>,
+) -> crate::error::Result<Vec<WriteOp>> {
+    let full: Vec<usize> = (0..table_schema(table).fields().len()).collect();
+    let (ids, rows): (Vec<u64>, Vec<Row>) = chunk.into_iter().unzip();
+    let batch = rows_to_batch(table, &rows, &full)?;
+    let mut mask = datafusion::arrow::array::BooleanArray::from(vec![true; batch.num_rows()]);
+    for filter in filters {
+        let value = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let value = value
+            .as_boolean_opt()
+            .ok_or_else(|| Error::Query("WHERE clause is not boolean".into()))?;
+        mask =
+            datafusion::arrow::compute::and_kleene(&mask, value).map_err(DataFusionError::from)?;
+    }
+    let selected = filter_record_batch(&batch, &mask).map_err(DataFusionError::from)?;
+    let selected_ids: Vec<u64> = ids
+        .iter()
+        .zip(mask.iter())
+        .filter(|(_, m)| *m == Some(true))
+        .map(|(id, _)| *id)
+        .collect();
+    if selected.num_rows() == 0 {
+        return Ok(vec![]);
+    }
+    Ok(match kind {
+        DmlKind::Delete => selected_ids
+            .into_iter()
+            .map(|row_id| WriteOp::DeleteAt { table, row_id })
+            .collect(),
+        DmlKind::Update(assignments) => {
+            let schema = table_schema(table);
+            let mut columns: Vec<ArrayRef> = selected.columns().to_vec();
+            for (index, expr) in assignments {
+                let value = expr.evaluate(&selected)?.into_array(selected.num_rows())?;
+                columns[*index] = cast(&value, schema.field(*index).data_type())
+                    .map_err(DataFusionError::from)?;
+            }
+            let updates_timestamp = assignments
+                .iter()
+                .any(|(i, _)| schema.field(*i).name() == "updated_at");
+            let new_batch = RecordBatch::try_new(Arc::clone(&schema), columns)
+                .map_err(DataFusionError::from)?;
+            let new_rows = batch_to_rows(table, &new_batch)?;
+            selected_ids
+                .into_iter()
+                .zip(new_rows)
+                .map(|(row_id, mut row)| {
+                    if !updates_timestamp {
+                        stamp_update(&mut row, now);
+                    }
+                    WriteOp::Replace { row_id, row }
+                })
+                .collect()
+        }
+    })
 }
 
 fn stamp_update(row: &mut Row, now: i64) {
@@ -891,15 +1000,19 @@ impl ExecutionPlan for RemDmlExec {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let count = self.run()?;
-        let batch = RecordBatch::try_new(
-            Arc::clone(&self.schema),
-            vec![Arc::new(UInt64Array::from(vec![count]))],
-        )?;
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        let work = DmlWork {
+            store: self.store.clone(),
+            table: self.table,
+            path: self.path.clone(),
+            filters: self.filters.clone(),
+            kind: self.kind.clone(),
+            cursor: None,
+            changed: 0,
+            now: now_micros(),
+            schema: Arc::clone(&self.schema),
+            done: false,
+        };
+        Ok(chunk_stream(Arc::clone(&self.schema), work, None))
     }
 }
 

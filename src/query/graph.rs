@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -28,7 +29,6 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
     ReplaceChildrenOptions,
@@ -36,6 +36,7 @@ use datafusion::physical_plan::{
 
 use super::convert::{rows_to_batch, table_schema};
 use super::exec::{external, leaf_exec_plumbing, plan_properties};
+use super::lazy::{Once, chunk_stream};
 use super::vector::constant;
 use crate::storage::{Direction, MAX_TRAVERSE_DEPTH, Row, Table, TenantStore};
 
@@ -81,13 +82,6 @@ fn edge_types_arg(session: &dyn Session, expr: &Expr) -> DfResult<Vec<String>> {
         .collect()
 }
 
-fn one_batch(schema: &SchemaRef, batch: DfResult<RecordBatch>) -> SendableRecordBatchStream {
-    Box::pin(RecordBatchStreamAdapter::new(
-        Arc::clone(schema),
-        futures::stream::iter(vec![batch]),
-    ))
-}
-
 /// A table function's work: one batch of rows, computed when its plan runs.
 trait Compute: fmt::Debug + Send + Sync + 'static {
     /// The exec node's name in EXPLAIN.
@@ -95,7 +89,13 @@ trait Compute: fmt::Debug + Send + Sync + 'static {
     /// The rows' schema.
     fn schema() -> SchemaRef;
     /// The rows; columns outside `projection` may be left NULL.
-    fn run(&self, store: &TenantStore, projection: &[usize]) -> DfResult<RecordBatch>;
+    /// `stop` is set when no one waits for the rows any more.
+    fn run(
+        &self,
+        store: &TenantStore,
+        projection: &[usize],
+        stop: &AtomicBool,
+    ) -> DfResult<RecordBatch>;
     /// The arguments and indexes, for EXPLAIN.
     fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result;
 }
@@ -181,11 +181,18 @@ impl<C: Compute> ExecutionPlan for FunctionExec<C> {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let batch = self
-            .call
-            .run(&self.store, &self.projection)
-            .and_then(|b| Ok(b.project(&self.projection)?));
-        Ok(one_batch(&self.schema, batch))
+        let (store, call, projection) = (
+            self.store.clone(),
+            Arc::clone(&self.call),
+            self.projection.clone(),
+        );
+        Ok(chunk_stream(
+            Arc::clone(&self.schema),
+            Once::new(move |stop: &AtomicBool| {
+                Ok(call.run(&store, &projection, stop)?.project(&projection)?)
+            }),
+            None,
+        ))
     }
 }
 
@@ -281,10 +288,15 @@ impl Compute for Walk {
         traverse_schema()
     }
 
-    fn run(&self, store: &TenantStore, projection: &[usize]) -> DfResult<RecordBatch> {
+    fn run(
+        &self,
+        store: &TenantStore,
+        projection: &[usize],
+        stop: &AtomicBool,
+    ) -> DfResult<RecordBatch> {
         let w = self;
         let hops = store
-            .traverse(&w.start, w.direction, w.max_depth, &w.edge_types)
+            .traverse_until(&w.start, w.direction, w.max_depth, &w.edge_types, stop)
             .map_err(external)?;
         let ids: Vec<&str> = hops.iter().map(|h| h.id.as_str()).collect();
         // The entity rows are read only when an entity column (other than id) is wanted.
@@ -410,7 +422,12 @@ impl Compute for LookupKeys {
         lookup_schema()
     }
 
-    fn run(&self, store: &TenantStore, _projection: &[usize]) -> DfResult<RecordBatch> {
+    fn run(
+        &self,
+        store: &TenantStore,
+        _projection: &[usize],
+        _stop: &AtomicBool,
+    ) -> DfResult<RecordBatch> {
         let found = store.lookup(&self.0).map_err(external)?;
         let mut columns: [Vec<Option<&str>>; 8] = Default::default();
         for f in &found {

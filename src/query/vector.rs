@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -36,7 +37,6 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
     ReplaceChildrenOptions, replace_children_if_necessary,
@@ -44,6 +44,7 @@ use datafusion::physical_plan::{
 
 use super::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
 use super::exec::{RemScanExec, external, leaf_exec_plumbing, plan_properties};
+use super::lazy::{Once, cancelled, chunk_stream};
 use super::provider::unqualified;
 use super::pushdown::{describe, plan_access};
 use crate::query::QueryOptions;
@@ -677,6 +678,7 @@ impl VectorSearchExec {
         check: Option<&RowCheck>,
         found: &mut Found,
         checked: &Count,
+        stop: &AtomicBool,
     ) -> DfResult<()> {
         let fresh: Vec<(u64, f32)> = hits
             .iter()
@@ -689,6 +691,9 @@ impl VectorSearchExec {
         for part in fresh.chunks(chunk) {
             if found.rows.len() >= self.k || found.below_min {
                 return Ok(());
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(cancelled());
             }
             let mut part = part.to_vec();
             if let Some(cut) = part
@@ -732,7 +737,7 @@ impl VectorSearchExec {
 
     /// The rows found, nearest first, and the metric of the index that found them (the
     /// index's own: a plan may outlive a change of the tenant's options).
-    fn search(&self, partition: usize) -> DfResult<(Vec<Hit>, Metric)> {
+    fn search(&self, partition: usize, stop: &AtomicBool) -> DfResult<(Vec<Hit>, Metric)> {
         let metric =
             |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
         let (candidates_seen, distances, checked, widenings) = (
@@ -852,17 +857,17 @@ impl VectorSearchExec {
             }
             let (near, rest) = scored.split_at_mut(head);
             near.sort_by(by_distance);
-            self.collect(near, index_metric, check, &mut found, &checked)?;
+            self.collect(near, index_metric, check, &mut found, &checked, stop)?;
             if found.rows.len() < self.k && !found.below_min {
                 rest.sort_by(by_distance);
-                self.collect(rest, index_metric, check, &mut found, &checked)?;
+                self.collect(rest, index_metric, check, &mut found, &checked, stop)?;
             }
             return Ok((found.rows, index_metric));
         }
         let bits = set.as_deref();
         let visited = std::sync::atomic::AtomicUsize::new(0);
         let in_set = |id: u64| {
-            visited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            visited.fetch_add(1, Ordering::Relaxed);
             bits.is_none_or(|b| b.contains(id))
         };
         // Over-fetching starts from the expected share of passing rows.
@@ -894,7 +899,7 @@ impl VectorSearchExec {
                 }
                 _ => hits,
             };
-            self.collect(&hits, index_metric, check, &mut found, &checked)?;
+            self.collect(&hits, index_metric, check, &mut found, &checked, stop)?;
             if found.rows.len() >= self.k || found.below_min || exhausted {
                 break;
             }
@@ -907,8 +912,8 @@ impl VectorSearchExec {
         Ok((found.rows, index_metric))
     }
 
-    fn run(&self, partition: usize) -> DfResult<RecordBatch> {
-        let (found, metric) = self.search(partition)?;
+    fn run(&self, partition: usize, stop: &AtomicBool) -> DfResult<RecordBatch> {
+        let (found, metric) = self.search(partition, stop)?;
         let table_columns = table_schema(Table::Resources).fields().len();
         let distances: Vec<f32> = found.iter().map(|(_, d, _)| *d).collect();
         let row_values: Vec<Row> = found.into_iter().map(|(_, _, r)| r).collect();
@@ -1003,11 +1008,12 @@ impl ExecutionPlan for VectorSearchExec {
         partition: usize,
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let batch = self.run(partition)?;
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        let search = self.clone();
+        Ok(chunk_stream(
             Arc::clone(&self.schema),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+            Once::new(move |stop: &AtomicBool| search.run(partition, stop)),
+            None,
+        ))
     }
 }
 

@@ -42,6 +42,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::query::index_ddl::index_command;
+use crate::query::lazy::on_own_thread;
 use crate::query::vector::{VectorSearchExec, VectorSimilarTable};
 use crate::storage::{IndexDef, TenantStore};
 
@@ -248,13 +249,13 @@ impl Tenant {
             Form::Planned(p) => {
                 let physical = p.physical(&self.inner.store, params).await?;
                 let task = TaskContext::from(&p.state).with_runtime(client_runtime(limits)?);
-                Ok(execute_stream(physical, Arc::new(task))?)
+                Ok(on_own_thread(execute_stream(physical, Arc::new(task))?))
             }
             Form::Reparsed(statement) => {
                 let mut statement = statement.clone();
                 bind_params(&mut statement, params)?;
                 match self.client_plan(statement, limits).await? {
-                    Some(frame) => Ok(frame.execute_stream().await?),
+                    Some(frame) => Ok(on_own_thread(frame.execute_stream().await?)),
                     None => Err(Error::invalid("index commands cannot be prepared")),
                 }
             }

@@ -8,6 +8,7 @@
 //! resources by id or by uri (REM's LOOKUP).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Row, Table, TenantStore, index_row_id, keys, normalize_name};
 use crate::error::{Error, Result};
@@ -125,6 +126,25 @@ impl TenantStore {
         max_depth: u32,
         edge_types: &[String],
     ) -> Result<Vec<Hop>> {
+        self.traverse_until(
+            start,
+            direction,
+            max_depth,
+            edge_types,
+            &AtomicBool::new(false),
+        )
+    }
+
+    /// [`TenantStore::traverse`], given up with [`Error::Cancelled`] once `stop` is set
+    /// (checked every few nodes: a deep walk of a large graph reads many edges).
+    pub fn traverse_until(
+        &self,
+        start: &str,
+        direction: Direction,
+        max_depth: u32,
+        edge_types: &[String],
+        stop: &AtomicBool,
+    ) -> Result<Vec<Hop>> {
         if max_depth > MAX_TRAVERSE_DEPTH {
             return Err(Error::invalid(format!(
                 "traversal depth {max_depth} is over the maximum of {MAX_TRAVERSE_DEPTH}"
@@ -141,9 +161,16 @@ impl TenantStore {
         // (node, index of its hop in `hops`, or None for the start)
         let mut frontier: VecDeque<(String, Option<usize>, u32)> =
             VecDeque::from([(start.to_string(), None, 0)]);
+        let mut expanded = 0u32;
         while let Some((node, hop, depth)) = frontier.pop_front() {
             if depth == max_depth {
                 continue;
+            }
+            expanded = expanded.wrapping_add(1);
+            if expanded.is_multiple_of(64) && stop.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled(format!(
+                    "the traversal from {start} was stopped"
+                )));
             }
             for (edge_type, next) in self.neighbors(&node, direction, edge_types)? {
                 if !visited.insert(next.clone()) {

@@ -401,8 +401,9 @@ impl TenantStore {
     }
 
     /// Creates an index over a JSON path and builds it over the existing rows, calling
-    /// `progress(rows done, rows in table)` as it goes. Writers of the tenant wait until
-    /// it is built; readers do not.
+    /// `progress(rows done, rows in table)` as it goes: an error from it stops the build,
+    /// leaving no index and none of its entries. Writers of the tenant wait until it is
+    /// built; readers do not.
     pub fn create_index(
         &self,
         name: &str,
@@ -410,7 +411,7 @@ impl TenantStore {
         column: &str,
         path: &[String],
         kind: IndexKind,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(u64, u64) -> Result<()>,
     ) -> Result<IndexDef> {
         validate_index_name(name)?;
         if index_column(table, column) {
@@ -461,30 +462,13 @@ impl TenantStore {
             self.db.delete_range_cf(&cf, prefix.clone(), end)?;
         }
 
-        let total = self.count(table)?;
-        let one = [def.clone()];
-        let mut cursor = self.scan(table, &super::AccessPath::FullScan, None)?;
-        let mut done = 0u64;
-        progress(0, total);
-        loop {
-            let rows = cursor.next_chunk(BUILD_CHUNK)?;
-            if rows.is_empty() {
-                break;
-            }
-            let mut batch = WriteBatch::default();
-            for (row_id, row) in &rows {
-                for (key, holds_row) in user_index_keys(&one, row, *row_id)? {
-                    if holds_row {
-                        batch.put_cf(&cf, key, row.encode()?);
-                    } else {
-                        batch.put_cf(&cf, key, []);
-                    }
-                }
-            }
-            self.db.write(batch)?;
-            done += rows.len() as u64;
-            progress(done, total);
+        let built = self.build_entries(&cf, &def, progress);
+        if built.is_err()
+            && let Some(end) = keys::prefix_successor(&prefix)
+        {
+            self.db.delete_range_cf(&cf, prefix, end)?;
         }
+        built?;
         // The definition and the next id land last, together: until then no reader plans
         // with a half-built index, and a crash leaves entries the next build of this id
         // clears first.
@@ -504,6 +488,41 @@ impl TenantStore {
         self.bump_generation();
         *self.state.user_indexes.write() = Some(Arc::new(defs));
         Ok(def)
+    }
+
+    /// Writes the entries of a new index for every row of its table, a chunk at a time.
+    fn build_entries(
+        &self,
+        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        def: &IndexDef,
+        progress: &mut dyn FnMut(u64, u64) -> Result<()>,
+    ) -> Result<()> {
+        let table = def.table()?;
+        let total = self.count(table)?;
+        let one = [def.clone()];
+        let mut cursor = self.scan(table, &super::AccessPath::FullScan, None)?;
+        let mut done = 0u64;
+        progress(0, total)?;
+        loop {
+            let rows = cursor.next_chunk(BUILD_CHUNK)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut batch = WriteBatch::default();
+            for (row_id, row) in &rows {
+                for (key, holds_row) in user_index_keys(&one, row, *row_id)? {
+                    if holds_row {
+                        batch.put_cf(cf, key, row.encode()?);
+                    } else {
+                        batch.put_cf(cf, key, []);
+                    }
+                }
+            }
+            self.db.write(batch)?;
+            done += rows.len() as u64;
+            progress(done, total)?;
+        }
+        Ok(())
     }
 
     /// Drops a user index and its entries.
@@ -642,7 +661,7 @@ impl TenantStore {
 }
 
 /// Rows read and indexed per write while an index is built.
-const BUILD_CHUNK: usize = 10_000;
+const BUILD_CHUNK: usize = 4096;
 
 fn builtin_index_name(name: &str) -> bool {
     [
@@ -744,7 +763,10 @@ mod tests {
                 "metadata",
                 &["lang".into()],
                 IndexKind::Value,
-                &mut |done, total| calls.push((done, total)),
+                &mut |done, total| {
+                    calls.push((done, total));
+                    Ok(())
+                },
             )
             .unwrap();
         assert_eq!(calls, [(0, 3), (3, 3)]);
@@ -755,7 +777,7 @@ mod tests {
                 "metadata",
                 &["tags".into()],
                 IndexKind::List,
-                &mut |_, _| {},
+                &mut |_, _| Ok(()),
             )
             .unwrap();
         let n = t
@@ -765,7 +787,7 @@ mod tests {
                 "metadata",
                 &["n".into()],
                 IndexKind::Value,
-                &mut |_, _| {},
+                &mut |_, _| Ok(()),
             )
             .unwrap();
         // Written after the index exists: maintained in the row's batch.
@@ -834,7 +856,7 @@ mod tests {
                 "metadata",
                 &["x".into()],
                 IndexKind::Value,
-                &mut |_, _| {}
+                &mut |_, _| Ok(())
             ),
             Err(Error::AlreadyExists(_))
         ));
@@ -845,7 +867,7 @@ mod tests {
                 "content",
                 &["x".into()],
                 IndexKind::Value,
-                &mut |_, _| {}
+                &mut |_, _| Ok(())
             ),
             Err(Error::InvalidArgument(_))
         ));
