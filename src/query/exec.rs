@@ -15,7 +15,7 @@ use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOption
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::datasource::sink::DataSink;
 use datafusion::execution::memory_pool::MemoryConsumer;
@@ -268,33 +268,6 @@ impl RemScanExec {
     pub fn without_join_keys(mut self) -> Self {
         self.join_keys = None;
         self
-    }
-
-    /// The same scan, also checking `predicate` (over the scan's output columns) on the
-    /// rows it reads: a `FilterExec` right above it, folded in so that a limit of the
-    /// scan counts the rows that pass.
-    pub fn with_filter(&self, predicate: &Arc<dyn PhysicalExpr>) -> DfResult<Self> {
-        let output = &self.output;
-        let remapped = Arc::clone(predicate)
-            .transform(|e| {
-                let Some(column) = e.downcast_ref::<Column>() else {
-                    return Ok(Transformed::no(e));
-                };
-                let at = *output.get(column.index()).ok_or_else(|| {
-                    DataFusionError::Internal(format!("filter column {column} not in the scan"))
-                })?;
-                Ok(Transformed::yes(
-                    Arc::new(Column::new(column.name(), at)) as Arc<dyn PhysicalExpr>
-                ))
-            })
-            .data()?;
-        let residual = match &self.residual {
-            None => remapped,
-            Some(old) => Arc::new(BinaryExpr::new(Arc::clone(old), Operator::And, remapped)),
-        };
-        let mut scan = self.with_path(self.path.clone());
-        scan.residual = Some(residual);
-        Ok(scan)
     }
 
     /// The filters the scan checks on the rows it reads (over the table's columns as read).

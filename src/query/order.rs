@@ -9,8 +9,8 @@
 //! idx_name ON entities (name)`): the scan walks that index in order and skips the rows
 //! its own filters' index set does not hold ([`AccessPath::IndexOrder`]).
 //!
-//! Both fold a `FilterExec` right above the scan (filters no index answers) into the
-//! scan (`replace_scan`), so that the scan's limit counts rows that pass every filter.
+//! The scan owns every filter (its residual), so the limit it is given counts rows that
+//! pass them all.
 
 use std::ops::Bound;
 use std::sync::Arc;

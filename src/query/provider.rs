@@ -7,17 +7,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{
     Column, DFSchema, DataFusionError, Result as DfResult, SchemaExt, not_impl_err, plan_err,
 };
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
@@ -101,44 +98,6 @@ impl RemTable {
     }
 }
 
-fn has_placeholder(expr: &Expr) -> bool {
-    expr.exists(|e| Ok(matches!(e, Expr::Placeholder(_))))
-        .unwrap_or(false)
-}
-
-/// Replaces each placeholder of a known type by a non-null value of that type.
-fn with_sample_values(expr: Expr) -> DfResult<Expr> {
-    expr.transform(|e| match &e {
-        Expr::Placeholder(Placeholder { field, .. }) => {
-            // DataFusion infers no type for a function's argument (the value of
-            // `json_array_contains(metadata, 'tags', $1)`): sample it as text, the type
-            // such values have most often.
-            let sample = match field {
-                Some(field) => sample_value(field.data_type()),
-                None => sample_value(&DataType::Utf8),
-            };
-            Ok(match sample {
-                Some(value) => Transformed::yes(Expr::Literal(value, None)),
-                None => Transformed::no(e),
-            })
-        }
-        _ => Ok(Transformed::no(e)),
-    })
-    .data()
-}
-
-fn sample_value(data_type: &DataType) -> Option<ScalarValue> {
-    match data_type {
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
-            ScalarValue::Utf8(Some(String::new()))
-                .cast_to(data_type)
-                .ok()
-        }
-        DataType::Boolean => Some(ScalarValue::Boolean(Some(false))),
-        other => ScalarValue::new_zero(other).ok(),
-    }
-}
-
 /// Drops table qualifiers (`edges.dst` -> `dst`): the scan evaluates over its own columns.
 pub(super) fn unqualified(expr: Expr) -> DfResult<Expr> {
     expr.transform(|e| match e {
@@ -160,23 +119,28 @@ impl TableProvider for RemTable {
         TableType::Base
     }
 
+    /// One contract: the scan evaluates every filter it is given. A filter its access
+    /// path decides is not evaluated at all; every other one is the scan's residual,
+    /// checked on the rows it reads (see `scan`). So each filter is `Exact`, whatever the
+    /// others are: none is evaluated twice, no `FilterExec` sits above a scan, and a
+    /// `LIMIT` reaches the scan, which counts the rows that pass. Only volatile filters
+    /// (`random() < 0.5`), which must run once per row where DataFusion put them, stay
+    /// above it. A filter with a placeholder (a prepared statement) is `Exact` too: the
+    /// scan gets it bound.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        if !filters.iter().any(|f| has_placeholder(f)) {
-            return Ok(self.access_path(filters)?.1);
-        }
-        // A statement prepared before its parameters are known: each placeholder is
-        // classified as a value of its type, so that a filter an index serves reaches the
-        // scan. `scan` classifies the bound filters again and re-checks what the index
-        // does not decide, so a misleading sample costs speed, never a wrong row.
-        let sampled: Vec<Expr> = filters
+        Ok(filters
             .iter()
-            .map(|f| with_sample_values((*f).clone()))
-            .collect::<DfResult<_>>()?;
-        let refs: Vec<&Expr> = sampled.iter().collect();
-        Ok(self.access_path(&refs)?.1)
+            .map(|f| {
+                if self.use_indexes && !f.is_volatile() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -191,7 +155,7 @@ impl TableProvider for RemTable {
         let projection = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        // Every filter the path does not decide is re-checked in the scan (see RemScanExec).
+        // Every filter the path does not decide is the scan's residual.
         let residual: Vec<Expr> = filters
             .iter()
             .zip(pushdown)

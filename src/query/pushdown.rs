@@ -4,10 +4,11 @@
 //! index can answer (`col = lit`, `col IN (lits)`, `col = a OR col = b`, and ranges on
 //! timestamps), picks one access path by a fixed preference (the primary key first, then
 //! the most selective kind of index), and says for every filter whether that path alone
-//! decides it. Only those are claimed `Exact`; a filter the path narrows but does not
-//! decide (a normalized name match) is `Inexact`, and the rest are left to DataFusion.
-//! The same function runs in `supports_filters_pushdown` and in `scan`, so the claim and
-//! the plan cannot disagree.
+//! decides it (`Exact`); a filter the path narrows but does not decide (a normalized
+//! name match) is `Inexact`, the rest `Unsupported`. The scan evaluates every filter
+//! that is not `Exact` here as its residual (see `provider.rs`, which claims every
+//! filter for the scan: no filter depends on the others for its answer, none is
+//! evaluated twice).
 
 use std::ops::Bound;
 

@@ -31,7 +31,6 @@ use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::EmissionType;
-use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -1133,9 +1132,9 @@ pub(super) type ScanRewrite<'a> = &'a dyn Fn(&RemScanExec, &str) -> DfResult<Opt
 
 /// Walks down through projections (following `column`) and pass-through nodes to the
 /// scan that produces `column`, and rebuilds the path with the scan `rewrite` makes of it
-/// (given the name of that column in the scan). A `FilterExec` right above the scan is
-/// folded into it first (`rewrite` sees a scan that checks the filter itself, so that a
-/// limit it sets counts passing rows).
+/// (given the name of that column in the scan). A filter between them stops the walk:
+/// the scan owns every filter but volatile ones, and a limit set in the scan would count
+/// rows before such a filter.
 pub(super) fn replace_scan(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
@@ -1147,9 +1146,6 @@ pub(super) fn replace_scan(
             return Ok(None);
         };
         return Ok(rewrite(scan, field.name())?.map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>));
-    }
-    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
-        return replace_filtered_scan(filter, column, rewrite);
     }
     let child_column = if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         match projection
@@ -1176,66 +1172,6 @@ pub(super) fn replace_scan(
         )?)),
         None => Ok(None),
     }
-}
-
-/// [`replace_scan`] of a filter over the scan (maybe through a `CooperativeExec`): the
-/// rewrite gets the scan with the filter folded in, and the filter goes; a projection
-/// the filter carries becomes a `ProjectionExec`.
-fn replace_filtered_scan(
-    filter: &FilterExec,
-    column: usize,
-    rewrite: ScanRewrite,
-) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
-    let input = filter.input();
-    let wrapper = (input.name() == "CooperativeExec").then_some(input);
-    let scan_plan = match wrapper {
-        Some(wrapper) => match wrapper.children().as_slice() {
-            [child] => Arc::clone(child),
-            _ => return Ok(None),
-        },
-        None => Arc::clone(input),
-    };
-    // A limit below a filter counts rows before it: folding would change the answer.
-    let Some(scan) = scan_plan
-        .downcast_ref::<RemScanExec>()
-        .filter(|scan| scan.limit().is_none())
-    else {
-        return Ok(None);
-    };
-    let projection = filter.projection().clone();
-    let scan_column = match &projection {
-        Some(p) => match p.get(column) {
-            Some(c) => *c,
-            None => return Ok(None),
-        },
-        None => column,
-    };
-    let schema = scan.schema();
-    let Some(field) = schema.fields().get(scan_column) else {
-        return Ok(None);
-    };
-    let Some(new_scan) = rewrite(&scan.with_filter(filter.predicate())?, field.name())? else {
-        return Ok(None);
-    };
-    let mut new: Arc<dyn ExecutionPlan> = Arc::new(new_scan);
-    if let Some(wrapper) = wrapper {
-        new = replace_children_if_necessary(Arc::clone(wrapper), vec![new])?;
-    }
-    if let Some(p) = projection {
-        let schema = new.schema();
-        let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = p
-            .iter()
-            .map(|&i| {
-                let name = schema.field(i).name().clone();
-                (
-                    Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
-                    name,
-                )
-            })
-            .collect();
-        new = Arc::new(ProjectionExec::try_new(exprs, new)?);
-    }
-    Ok(Some(new))
 }
 
 #[cfg(test)]
