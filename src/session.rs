@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::execution::context::SQLOptions;
@@ -19,19 +18,22 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
 use datafusion::logical_expr::{cast, col, lit};
 use datafusion::physical_plan::{EmptyRecordBatchStream, collect};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement;
-use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, Statement as SqlStatement, Value, visit_expressions_mut,
-};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use parking_lot::Mutex;
 
 mod limits;
+mod params;
+mod policy;
+mod rem;
 pub use limits::{MAX_EXPR_DEPTH, MAX_SQL_BYTES};
+pub use params::Param;
+use params::bind_params;
+use policy::{NO_COPY, check_dml, check_fixed_session, refuse_copy};
+pub use rem::Batch;
 mod plan_cache;
 mod prepared;
 pub use plan_cache::PlanCacheStats;
@@ -166,58 +168,6 @@ struct TenantInner {
 #[derive(Clone)]
 pub struct Tenant {
     inner: Arc<TenantInner>,
-}
-
-/// A batch of writes that land atomically: all or nothing.
-#[derive(Debug, Default, Clone)]
-pub struct Batch {
-    ops: Vec<WriteOp>,
-}
-
-impl Batch {
-    pub fn new() -> Self {
-        Batch::default()
-    }
-    pub fn insert(mut self, row: impl Into<Row>) -> Self {
-        self.ops.push(WriteOp::Insert(row.into()));
-        self
-    }
-    pub fn update(mut self, row: impl Into<Row>) -> Self {
-        self.ops.push(WriteOp::Update(row.into()));
-        self
-    }
-    pub fn delete(mut self, table: Table, key: &[&str]) -> Self {
-        let key = key.iter().map(|k| KeyPart::from(*k)).collect();
-        self.ops.push(WriteOp::Delete { table, key });
-        self
-    }
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-}
-
-impl From<Resource> for Row {
-    fn from(r: Resource) -> Row {
-        Row::Resource(r)
-    }
-}
-impl From<Entity> for Row {
-    fn from(e: Entity) -> Row {
-        Row::Entity(e)
-    }
-}
-impl From<Edge> for Row {
-    fn from(e: Edge) -> Row {
-        Row::Edge(e)
-    }
-}
-impl From<Moment> for Row {
-    fn from(m: Moment) -> Row {
-        Row::Moment(m)
-    }
 }
 
 /// The result of one SQL statement of a script.
@@ -563,253 +513,12 @@ impl Tenant {
         Ok(self.inner.store.user_indexes()?.as_ref().clone())
     }
 
-    /// Applies a batch of writes atomically; returns the rows each write touched.
-    pub fn write(&self, batch: Batch) -> Result<Vec<u64>> {
-        self.inner.store.apply(batch.ops)
-    }
-
-    fn insert_one(&self, row: Row) -> Result<Row> {
-        let mut row = row;
-        // Fill the generated id here so the caller learns it.
-        row.prepare(crate::storage::now_micros())?;
-        self.inner.store.apply(vec![WriteOp::Insert(row.clone())])?;
-        Ok(row)
-    }
-
-    fn get_row(&self, table: Table, key: &[&str]) -> Result<Option<Row>> {
-        let key: Vec<KeyPart> = key.iter().map(|k| KeyPart::from(*k)).collect();
-        Ok(self.inner.store.get(table, &key)?.map(|(_, row)| row))
-    }
-
-    fn delete_row(&self, table: Table, key: &[&str]) -> Result<bool> {
-        let key = key.iter().map(|k| KeyPart::from(*k)).collect();
-        let counts = self
-            .inner
-            .store
-            .apply(vec![WriteOp::Delete { table, key }])?;
-        Ok(counts.first() == Some(&1))
-    }
-
-    /// Creates a resource; returns its id (generated when empty).
-    pub fn create_resource(&self, resource: Resource) -> Result<String> {
-        match self.insert_one(Row::Resource(resource))? {
-            Row::Resource(r) => Ok(r.id),
-            _ => Err(Error::Query("row changed table".into())),
-        }
-    }
-
-    /// The resource with this id, with its embedding.
-    pub fn get_resource(&self, id: &str) -> Result<Option<Resource>> {
-        let Some((row_id, Row::Resource(mut r))) = self
-            .inner
-            .store
-            .get(Table::Resources, &[KeyPart::from(id)])?
-        else {
-            return Ok(None);
-        };
-        r.embedding = self
-            .inner
-            .store
-            .vectors_of(Table::Resources, &[row_id])?
-            .pop()
-            .flatten();
-        Ok(Some(r))
-    }
-
-    /// Sets (or with `None` removes) the embedding of a resource.
-    pub fn set_embedding(&self, id: &str, embedding: Option<Vec<f32>>) -> Result<()> {
-        let store = &self.inner.store;
-        let Some((row_id, Row::Resource(mut r))) =
-            store.get(Table::Resources, &[KeyPart::from(id)])?
-        else {
-            return Err(Error::NotFound(format!("resource '{id}'")));
-        };
-        r.embedding = embedding;
-        store.apply(vec![WriteOp::Replace {
-            row_id,
-            row: Row::Resource(r),
-        }])?;
-        Ok(())
-    }
-
-    /// Declares how this tenant's resource vectors are indexed (metric, dimensions, M,
-    /// ef_construction, ef_search, precision). Only `ef_search` can change once vectors
-    /// exist.
-    pub fn configure_vectors(&self, options: VectorOptions) -> Result<()> {
-        self.inner.store.set_vector_options(options)
-    }
-
-    pub fn vector_options(&self) -> Result<Option<VectorOptions>> {
-        self.inner.store.vector_options()
-    }
-
-    /// The `top_k` resources most similar to `query`, best first, with their score
-    /// (cosine similarity for the cosine metric); rows under `min_score` are left out.
-    pub fn search_similar(
-        &self,
-        query: &[f32],
-        top_k: usize,
-        min_score: Option<f32>,
-    ) -> Result<Vec<(Resource, f32)>> {
-        if top_k == 0 {
-            return Err(Error::invalid("top_k must be positive"));
-        }
-        let store = &self.inner.store;
-        let Some(options) = store.vector_options()? else {
-            return Ok(vec![]);
-        };
-        let hits = store.search_vectors(query, top_k, None, None)?;
-        let mut out = Vec::with_capacity(hits.len());
-        for (row_id, distance) in hits {
-            let score = options.metric.score(distance);
-            if min_score.is_some_and(|m| score < m) {
-                continue;
-            }
-            if let Some(Row::Resource(r)) = store.get_row(Table::Resources, row_id)? {
-                out.push((r, score));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Saves the tenant's vector index to disk (it is also saved when the Db closes).
-    pub fn save_vectors(&self) -> Result<()> {
-        self.inner.store.save_vectors().map(|_| ())
-    }
-
-    /// Saves, then drops the tenant's vector index from memory; the next search reloads it.
-    pub fn unload_vectors(&self) -> Result<()> {
-        self.inner.store.unload_vectors()
-    }
-
-    /// Vectors held by the in-memory index and its size in bytes (0, 0 when not loaded).
-    pub fn vector_index_stats(&self) -> Result<(usize, usize)> {
-        Ok(match self.inner.store.vector_index()? {
-            Some(index) => (index.len(), index.memory_usage()),
-            None => (0, 0),
-        })
-    }
-
     /// Runs one SQL statement whose `$1`, `$2`, ... are replaced by `params` (a vector
     /// parameter becomes an array literal, so it works inside `vector_similar`).
     pub async fn sql_with_params(&self, sql: &str, params: &[Param]) -> Result<Vec<RecordBatch>> {
         let mut statement = Self::one_statement(sql, &[])?;
         bind_params(&mut statement, params)?;
         self.run(statement, None).await
-    }
-
-    /// Replaces the resource with the same id (created_at is kept, updated_at set).
-    pub fn update_resource(&self, resource: Resource) -> Result<()> {
-        self.write(Batch::new().update(resource)).map(|_| ())
-    }
-
-    /// Deletes a resource; false if there was none.
-    pub fn delete_resource(&self, id: &str) -> Result<bool> {
-        self.delete_row(Table::Resources, &[id])
-    }
-
-    /// Creates an entity; returns its id (generated when empty).
-    pub fn create_entity(&self, entity: Entity) -> Result<String> {
-        match self.insert_one(Row::Entity(entity))? {
-            Row::Entity(e) => Ok(e.id),
-            _ => Err(Error::Query("row changed table".into())),
-        }
-    }
-
-    pub fn get_entity(&self, id: &str) -> Result<Option<Entity>> {
-        Ok(match self.get_row(Table::Entities, &[id])? {
-            Some(Row::Entity(e)) => Some(e),
-            _ => None,
-        })
-    }
-
-    pub fn update_entity(&self, entity: Entity) -> Result<()> {
-        self.write(Batch::new().update(entity)).map(|_| ())
-    }
-
-    pub fn delete_entity(&self, id: &str) -> Result<bool> {
-        self.delete_row(Table::Entities, &[id])
-    }
-
-    /// Creates an edge; `(src, edge_type, dst)` must be new.
-    pub fn create_edge(&self, edge: Edge) -> Result<()> {
-        self.insert_one(Row::Edge(edge)).map(|_| ())
-    }
-
-    pub fn get_edge(&self, src: &str, edge_type: &str, dst: &str) -> Result<Option<Edge>> {
-        Ok(match self.get_row(Table::Edges, &[src, edge_type, dst])? {
-            Some(Row::Edge(e)) => Some(e),
-            _ => None,
-        })
-    }
-
-    /// Replaces the properties of the edge with the same `(src, edge_type, dst)`.
-    pub fn update_edge(&self, edge: Edge) -> Result<()> {
-        self.write(Batch::new().update(edge)).map(|_| ())
-    }
-
-    pub fn delete_edge(&self, src: &str, edge_type: &str, dst: &str) -> Result<bool> {
-        self.delete_row(Table::Edges, &[src, edge_type, dst])
-    }
-
-    /// Creates a moment; returns its id (generated when empty).
-    pub fn create_moment(&self, moment: Moment) -> Result<String> {
-        match self.insert_one(Row::Moment(moment))? {
-            Row::Moment(m) => Ok(m.id),
-            _ => Err(Error::Query("row changed table".into())),
-        }
-    }
-
-    pub fn get_moment(&self, id: &str) -> Result<Option<Moment>> {
-        Ok(match self.get_row(Table::Moments, &[id])? {
-            Some(Row::Moment(m)) => Some(m),
-            _ => None,
-        })
-    }
-
-    pub fn update_moment(&self, moment: Moment) -> Result<()> {
-        self.write(Batch::new().update(moment)).map(|_| ())
-    }
-
-    pub fn delete_moment(&self, id: &str) -> Result<bool> {
-        self.delete_row(Table::Moments, &[id])
-    }
-
-    /// Walks the graph breadth-first from entity `start` (see `traverse()` in SQL): every
-    /// node within `max_depth` edges, once, nearest first, with its entity when it has one.
-    /// `edge_types` empty means every type.
-    pub fn traverse(
-        &self,
-        start: &str,
-        direction: Direction,
-        max_depth: u32,
-        edge_types: &[&str],
-    ) -> Result<Vec<(Hop, Option<Entity>)>> {
-        let store = &self.inner.store;
-        let types: Vec<String> = edge_types.iter().map(|t| t.to_string()).collect();
-        let hops = store.traverse(start, direction, max_depth, &types)?;
-        let ids: Vec<&str> = hops.iter().map(|h| h.id.as_str()).collect();
-        let entities = store.entities_by_id(&ids)?;
-        Ok(hops
-            .into_iter()
-            .zip(entities)
-            .map(|(hop, row)| match row {
-                Some(Row::Entity(e)) => (hop, Some(e)),
-                _ => (hop, None),
-            })
-            .collect())
-    }
-
-    /// REM's LOOKUP: entities whose id, name or alias matches a key (names ignoring case
-    /// and spacing) and resources whose id or uri is the key.
-    pub fn lookup(&self, keys: &[&str]) -> Result<Vec<Found>> {
-        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        self.inner.store.lookup(&keys)
-    }
-
-    /// Number of rows in a table.
-    pub fn count(&self, table: Table) -> Result<u64> {
-        self.inner.store.count(table)
     }
 }
 
@@ -826,108 +535,6 @@ pub fn split_statements(script: &str) -> Result<Vec<String>> {
     // statements, printed.
     Ok(parsed.iter().map(|s| s.to_string()).collect())
 }
-
-/// A value for a `$n` placeholder.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Param {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
-    /// Microseconds since the Unix epoch, UTC (the type of every timestamp column).
-    Timestamp(i64),
-    Vector(Vec<f32>),
-}
-
-fn param_expr(param: &Param) -> Result<SqlExpr> {
-    let number = |s: String| SqlExpr::value(Value::Number(s, false));
-    Ok(match param {
-        Param::Null => SqlExpr::value(Value::Null),
-        Param::Bool(b) => SqlExpr::value(Value::Boolean(*b)),
-        Param::Int(i) => number(i.to_string()),
-        Param::Float(f) if f.is_finite() => number(format!("{f:?}")),
-        Param::Float(f) => {
-            return Err(Error::invalid(format!(
-                "parameter {f} is not a finite number"
-            )));
-        }
-        Param::Text(s) => SqlExpr::value(Value::SingleQuotedString(s.clone())),
-        // A constant the simplifier folds, so that timestamp indexes still see a literal.
-        Param::Timestamp(t) => call("to_timestamp_micros", number(t.to_string())),
-        Param::Vector(v) => {
-            if let Some(x) = v.iter().find(|x| !x.is_finite()) {
-                return Err(Error::invalid(format!("vector parameter contains {x}")));
-            }
-            // One literal, not an array of numbers: see `VectorParamFunc`.
-            call(
-                VECTOR_PARAM_FUNC,
-                SqlExpr::value(Value::SingleQuotedString(encode_vector_param(v))),
-            )
-        }
-    })
-}
-
-/// `name(arg)` as SQL.
-fn call(name: &str, arg: SqlExpr) -> SqlExpr {
-    SqlExpr::Function(Function {
-        name: ObjectName::from(vec![Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
-}
-
-fn bind_params(statement: &mut Statement, params: &[Param]) -> Result<()> {
-    let inner = match statement {
-        Statement::Statement(inner) => inner,
-        // EXPLAIN [ANALYZE] of a statement with parameters.
-        Statement::Explain(explain) => return bind_params(&mut explain.statement, params),
-        _ => {
-            return Err(Error::invalid(
-                "parameters are only supported in SQL statements",
-            ));
-        }
-    };
-    let mut error = None;
-    let _ = visit_expressions_mut(inner.as_mut(), |expr| {
-        if let SqlExpr::Value(v) = expr
-            && let Value::Placeholder(name) = &v.value
-        {
-            let index = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
-            match index
-                .and_then(|i| i.checked_sub(1))
-                .and_then(|i| params.get(i))
-            {
-                Some(param) => match param_expr(param) {
-                    Ok(e) => *expr = e,
-                    Err(e) => error = Some(e),
-                },
-                None => {
-                    error = Some(Error::invalid(format!(
-                        "no value for parameter {name} ({} given)",
-                        params.len()
-                    )))
-                }
-            }
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    match error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-const NO_COPY: &str = "COPY is not allowed from a client: it would write the server's files";
 
 /// The runtime of one client query: its own memory pool of the client limit; beyond it
 /// the query fails, it never spills to the server's disk.
@@ -947,91 +554,4 @@ fn parse(sql: &str) -> Result<Vec<Statement>> {
     // The REM verbs (LOOKUP, TRAVERSE, SEARCH) become SQL over the table functions.
     let sql = crate::query::verbs::rewrite(sql)?;
     limits::parse(&sql)
-}
-
-/// Refuses what a prepared or remote statement may not do: DDL, session statements
-/// (`SET`), and DML the tables cannot run (see [`check_dml`]).
-fn check_fixed_session(plan: &LogicalPlan) -> Result<()> {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_statements(false)
-        .verify_plan(plan)?;
-    check_dml(plan)
-}
-
-/// Refuses `COPY` anywhere in a remote client's plan: it would write the server's files.
-fn refuse_copy(plan: &LogicalPlan) -> Result<()> {
-    let mut copy = false;
-    plan.apply(|node| {
-        copy |= matches!(node, LogicalPlan::Copy(_));
-        Ok(if copy {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    })?;
-    if copy {
-        return Err(Error::invalid(NO_COPY));
-    }
-    Ok(())
-}
-
-/// DataFusion hands a table's `delete_from`/`update` only the filters on that table: a
-/// WHERE with a subquery or a join would lose its condition and touch every row. Such
-/// statements are refused until they are supported properly.
-fn check_dml(plan: &LogicalPlan) -> Result<()> {
-    // Anywhere in the plan: `EXPLAIN ANALYZE DELETE ...` runs the DELETE below its Analyze.
-    let mut found = Ok(());
-    plan.apply(|node| {
-        found = check_one_dml(node);
-        Ok(if found.is_ok() {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    })?;
-    found
-}
-
-fn check_one_dml(plan: &LogicalPlan) -> Result<()> {
-    let LogicalPlan::Dml(DmlStatement {
-        op: op @ (DfWriteOp::Delete | DfWriteOp::Update),
-        input,
-        table_name,
-        ..
-    }) = plan
-    else {
-        return Ok(());
-    };
-    let mut unsupported = false;
-    input.apply(|node| {
-        let subquery = node.expressions().iter().any(|e| {
-            e.exists(|e| {
-                Ok(matches!(
-                    e,
-                    datafusion::logical_expr::Expr::ScalarSubquery(_)
-                        | datafusion::logical_expr::Expr::InSubquery(_)
-                        | datafusion::logical_expr::Expr::Exists(_)
-                ))
-            })
-            .unwrap_or(true)
-        });
-        if subquery || matches!(node, LogicalPlan::Join(_) | LogicalPlan::Subquery(_)) {
-            unsupported = true;
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    if unsupported {
-        let op = if matches!(op, DfWriteOp::Delete) {
-            "DELETE"
-        } else {
-            "UPDATE"
-        };
-        return Err(Error::invalid(format!(
-            "{op} on {table_name} with a subquery or join in its WHERE clause is not supported; \
-             select the keys first, then {op} WHERE id IN (...)"
-        )));
-    }
-    Ok(())
 }

@@ -131,6 +131,12 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Runs a call of the library to its end on this thread: the calling thread waits for
+/// it anyway, so the engine's steps run here rather than on the blocking pool.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    remdb::query::lazy::polled_here(|| runtime().block_on(f))
+}
+
 /// The open databases of this process, by canonical directory.
 fn open_dbs() -> &'static Mutex<HashMap<PathBuf, Weak<Db>>> {
     static DBS: OnceLock<Mutex<HashMap<PathBuf, Weak<Db>>>> = OnceLock::new();
@@ -269,7 +275,7 @@ impl TenantHandle {
         if let Some(p) = self.statements.lock().get(sql) {
             return Some(Arc::clone(p));
         }
-        let prepared = Arc::new(runtime().block_on(tenant.prepare(sql)).ok()?);
+        let prepared = Arc::new(block_on(tenant.prepare(sql)).ok()?);
         let mut kept = self.statements.lock();
         if kept.len() >= KEPT_STATEMENTS {
             kept.clear();
@@ -300,7 +306,7 @@ impl TenantHandle {
                 Some(prepared) => run_prepared(&prepared, &params),
                 // Not preparable: the statement's own error, or an index command.
                 None => {
-                    let batches = runtime().block_on(tenant.sql_with_params(sql, &params))?;
+                    let batches = block_on(tenant.sql_with_params(sql, &params))?;
                     let schema = batches
                         .first()
                         .map(|b| b.schema())
@@ -322,8 +328,8 @@ impl TenantHandle {
         let tenant = self.get()?;
         let params = params.iter().map(param).collect::<PyResult<Vec<_>>>()?;
         py.detach(|| {
-            let prepared = runtime().block_on(tenant.prepare(sql))?;
-            runtime().block_on(prepared.explain(&params))
+            let prepared = block_on(tenant.prepare(sql))?;
+            block_on(prepared.explain(&params))
         })
         .py()
     }
@@ -601,7 +607,7 @@ impl TenantHandle {
             let batches = reader
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Error::invalid(format!("cannot read the Arrow stream: {e}")))?;
-            runtime().block_on(tenant.insert_batches(table, batches))
+            block_on(tenant.insert_batches(table, batches))
         })
         .py()
     }
@@ -621,7 +627,7 @@ impl TenantHandle {
     /// A statement planned once, for repeated runs with other values.
     fn prepare(&self, py: Python<'_>, sql: &str) -> PyResult<Prepared> {
         let tenant = self.get()?;
-        let statement = py.detach(|| runtime().block_on(tenant.prepare(sql))).py()?;
+        let statement = py.detach(|| block_on(tenant.prepare(sql))).py()?;
         let statement = Arc::new(Mutex::new(Some(statement)));
         let mut handed_out = self.handed_out.lock();
         handed_out.retain(|s| s.strong_count() > 0);
@@ -675,14 +681,14 @@ impl Prepared {
     }
 
     fn explain(&self, py: Python<'_>, params: Vec<Bound<'_, PyAny>>) -> PyResult<String> {
-        self.with(py, params, |s, p| runtime().block_on(s.explain(p)))
+        self.with(py, params, |s, p| block_on(s.explain(p)))
     }
 }
 
 /// Runs a prepared statement and collects its batches with their schema (which an
 /// empty result keeps).
 fn run_prepared(statement: &PreparedStatement, params: &[Param]) -> remdb::Result<ArrowResult> {
-    runtime().block_on(async {
+    block_on(async {
         use futures::TryStreamExt;
         let stream = statement.execute_stream(params).await?;
         let schema = stream.schema();

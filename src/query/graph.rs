@@ -14,7 +14,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -36,7 +35,7 @@ use datafusion::physical_plan::{
 
 use super::convert::{rows_to_batch, table_schema};
 use super::exec::{external, leaf_exec_plumbing, plan_properties};
-use super::lazy::{Once, chunk_stream};
+use super::lazy::{Once, Stop, chunk_stream};
 use super::vector::constant;
 use crate::storage::{Direction, MAX_TRAVERSE_DEPTH, Row, Table, TenantStore};
 
@@ -90,12 +89,7 @@ trait Compute: fmt::Debug + Send + Sync + 'static {
     fn schema() -> SchemaRef;
     /// The rows; columns outside `projection` may be left NULL.
     /// `stop` is set when no one waits for the rows any more.
-    fn run(
-        &self,
-        store: &TenantStore,
-        projection: &[usize],
-        stop: &AtomicBool,
-    ) -> DfResult<RecordBatch>;
+    fn run(&self, store: &TenantStore, projection: &[usize], stop: &Stop) -> DfResult<RecordBatch>;
     /// The arguments and indexes, for EXPLAIN.
     fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result;
 }
@@ -188,7 +182,7 @@ impl<C: Compute> ExecutionPlan for FunctionExec<C> {
         );
         Ok(chunk_stream(
             Arc::clone(&self.schema),
-            Once::new(move |stop: &AtomicBool| {
+            Once::new(move |stop: &Stop| {
                 Ok(call.run(&store, &projection, stop)?.project(&projection)?)
             }),
             None,
@@ -288,15 +282,12 @@ impl Compute for Walk {
         traverse_schema()
     }
 
-    fn run(
-        &self,
-        store: &TenantStore,
-        projection: &[usize],
-        stop: &AtomicBool,
-    ) -> DfResult<RecordBatch> {
+    fn run(&self, store: &TenantStore, projection: &[usize], stop: &Stop) -> DfResult<RecordBatch> {
         let w = self;
         let hops = store
-            .traverse_until(&w.start, w.direction, w.max_depth, &w.edge_types, stop)
+            .traverse_until(&w.start, w.direction, w.max_depth, &w.edge_types, &|| {
+                stop.is_set()
+            })
             .map_err(external)?;
         let ids: Vec<&str> = hops.iter().map(|h| h.id.as_str()).collect();
         // The entity rows are read only when an entity column (other than id) is wanted.
@@ -426,7 +417,7 @@ impl Compute for LookupKeys {
         &self,
         store: &TenantStore,
         _projection: &[usize],
-        _stop: &AtomicBool,
+        _stop: &Stop,
     ) -> DfResult<RecordBatch> {
         let found = store.lookup(&self.0).map_err(external)?;
         let mut columns: [Vec<Option<&str>>; 8] = Default::default();

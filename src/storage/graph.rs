@@ -8,7 +8,6 @@
 //! resources by id or by uri (REM's LOOKUP).
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Row, Table, TenantStore, index_row_id, keys, normalize_name};
 use crate::error::{Error, Result};
@@ -126,16 +125,10 @@ impl TenantStore {
         max_depth: u32,
         edge_types: &[String],
     ) -> Result<Vec<Hop>> {
-        self.traverse_until(
-            start,
-            direction,
-            max_depth,
-            edge_types,
-            &AtomicBool::new(false),
-        )
+        self.traverse_until(start, direction, max_depth, edge_types, &|| false)
     }
 
-    /// [`TenantStore::traverse`], given up with [`Error::Cancelled`] once `stop` is set
+    /// [`TenantStore::traverse`], given up with [`Error::Cancelled`] once `stop` says so
     /// (checked every few nodes: a deep walk of a large graph reads many edges).
     pub fn traverse_until(
         &self,
@@ -143,7 +136,7 @@ impl TenantStore {
         direction: Direction,
         max_depth: u32,
         edge_types: &[String],
-        stop: &AtomicBool,
+        stop: &dyn Fn() -> bool,
     ) -> Result<Vec<Hop>> {
         if max_depth > MAX_TRAVERSE_DEPTH {
             return Err(Error::invalid(format!(
@@ -167,7 +160,7 @@ impl TenantStore {
                 continue;
             }
             expanded = expanded.wrapping_add(1);
-            if expanded.is_multiple_of(64) && stop.load(Ordering::Relaxed) {
+            if expanded.is_multiple_of(64) && stop() {
                 return Err(Error::Cancelled(format!(
                     "the traversal from {start} was stopped"
                 )));

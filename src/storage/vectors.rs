@@ -1,0 +1,339 @@
+//! Storage layer: the lifecycle of a tenant's HNSW index: its options, loading (the newest
+//! saved file and the change log after it, or a rebuild from the stored vectors), keeping
+//! it in step with every commit, saving, unloading, and searching it.
+
+use std::sync::Arc;
+
+use rocksdb::WriteBatch;
+
+use super::keys;
+use super::{Table, TenantStore, WriterState, decode_row_id};
+use crate::error::{Error, Result};
+use crate::vector::{VectorIndex, VectorOptions, decode_vector, encode_vector};
+
+/// Vectors read from storage and added to the index at a time when it is rebuilt.
+pub(super) const REBUILD_CHUNK: usize = 10_000;
+
+impl TenantStore {
+    /// The number of the tenant's next vector change. Read from its meta key on the
+    /// tenant's first use after open, before any write, which is also when saved index
+    /// files covering changes the rows do not have are removed: saved before a power
+    /// loss took the end of the write-ahead log, they would look current once later
+    /// writes reuse those change numbers.
+    pub(super) fn next_vector_change(&self, writer: &mut WriterState) -> Result<u64> {
+        if let Some(n) = writer.next_vector_change {
+            return Ok(n);
+        }
+        let n = self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1);
+        let removed = VectorIndex::remove_saved_ahead(&self.state.vector_dir, "resources", n);
+        if removed > 0 {
+            tracing::warn!(
+                tenant = %self.state.id,
+                removed,
+                "vector index files ahead of the rows (a power loss?) removed; the index is rebuilt"
+            );
+        }
+        writer.next_vector_change = Some(n);
+        Ok(n)
+    }
+
+    pub(super) fn has_vector(&self, table: Table, row_id: u64) -> Result<bool> {
+        Ok(table == Table::Resources && self.get_raw(&keys::vector_key(table, row_id))?.is_some())
+    }
+
+    /// The vector options of the resources table, if any were declared or fixed.
+    pub fn vector_options(&self) -> Result<Option<VectorOptions>> {
+        match self.get_raw(&keys::meta_key(keys::META_VECTOR_OPTIONS))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| Error::Corruption(format!("vector options: {e}"))),
+        }
+    }
+
+    /// Declares the vector options of the resources table. Only `ef_search` may change
+    /// once vectors exist.
+    pub fn set_vector_options(&self, options: VectorOptions) -> Result<()> {
+        options.validate()?;
+        let cf = self.cf()?;
+        let _writer = self.state.write_lock.lock();
+        let prefix = keys::vector_prefix(Table::Resources);
+        let has_vectors = self
+            .range(&cf, prefix.clone(), keys::prefix_successor(&prefix))
+            .next()
+            .transpose()?
+            .is_some();
+        if let Some(current) = self.vector_options()?
+            && has_vectors
+        {
+            let same = VectorOptions {
+                ef_search: options.ef_search,
+                ..current
+            };
+            let requested = VectorOptions {
+                dimensions: options.dimensions.or(current.dimensions),
+                ..options
+            };
+            if same != requested {
+                return Err(Error::invalid(format!(
+                    "resources already has vectors with {current:?}; only ef_search can change"
+                )));
+            }
+        }
+        let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
+        self.db
+            .put_cf(&cf, keys::meta_key(keys::META_VECTOR_OPTIONS), json)?;
+        if has_vectors {
+            // Only ef_search changed (checked above): the loaded index takes it in place;
+            // rebuilding it from the rows would take minutes at 1M vectors.
+            if let Some(index) = self.state.vectors.read().as_ref() {
+                index.set_ef_search(options.ef_search);
+            }
+        } else {
+            // The in-memory index is rebuilt with the new options on next use.
+            *self.state.vectors.write() = None;
+        }
+        Ok(())
+    }
+
+    /// Validates a batch's vectors, fixes the dimensions on the first one, and stages the
+    /// vector keys and log entries. Returns the next change number after the batch.
+    pub(super) fn stage_vectors(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        writer: &mut WriterState,
+        changes: &[(u64, Option<Vec<f32>>)],
+    ) -> Result<u64> {
+        let mut options = self.vector_options()?.unwrap_or_default();
+        let declared = options.dimensions;
+        for v in changes.iter().filter_map(|(_, v)| v.as_ref()) {
+            if options.dimensions.is_none() {
+                options.dimensions = Some(v.len());
+            }
+            options.check("resources.embedding", v)?;
+        }
+        if options.dimensions != declared {
+            let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
+            batch.put_cf(cf, keys::meta_key(keys::META_VECTOR_OPTIONS), json);
+        }
+        let mut change = self.next_vector_change(writer)?;
+        for (row_id, vector) in changes {
+            let key = keys::vector_key(Table::Resources, *row_id);
+            let mut entry = row_id.to_be_bytes().to_vec();
+            match vector {
+                Some(v) => {
+                    batch.put_cf(cf, key, encode_vector(v));
+                    entry.push(1);
+                }
+                None => {
+                    batch.delete_cf(cf, key);
+                    entry.push(0);
+                }
+            }
+            batch.put_cf(cf, keys::vector_log_key(Table::Resources, change), entry);
+            change += 1;
+        }
+        batch.put_cf(
+            cf,
+            keys::meta_key(keys::META_NEXT_VECTOR_CHANGE),
+            change.to_be_bytes(),
+        );
+        Ok(change)
+    }
+
+    /// Mirrors committed vector changes into the in-memory index, if it is loaded. On
+    /// failure the index is dropped: it is rebuilt from storage (the truth) on next use.
+    pub(super) fn apply_to_loaded_index(&self, changes: &[(u64, Option<Vec<f32>>)]) {
+        let Some(index) = self.state.vectors.read().clone() else {
+            return;
+        };
+        let upserts: Vec<(u64, &[f32])> = changes
+            .iter()
+            .filter_map(|(row_id, v)| v.as_deref().map(|v| (*row_id, v)))
+            .collect();
+        let result = changes
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .try_for_each(|(row_id, _)| index.remove(*row_id))
+            .and_then(|()| index.upsert_many(&upserts));
+        if let Err(e) = result {
+            tracing::warn!(tenant = %self.state.id, error = %e, "vector index update failed; it will be rebuilt");
+            *self.state.vectors.write() = None;
+        }
+    }
+
+    /// Whether the HNSW index is in memory now (without loading it).
+    pub fn vector_index_loaded(&self) -> bool {
+        self.state.vectors.read().is_some()
+    }
+
+    /// The in-memory HNSW index of `resources.embedding`, loading it (and catching it up
+    /// from the vector log, or rebuilding it) on first use. `None` while no vector exists.
+    pub fn vector_index(&self) -> Result<Option<Arc<VectorIndex>>> {
+        if let Some(index) = self.state.vectors.read().clone() {
+            return Ok(Some(index));
+        }
+        // Writers wait while the index loads, so no change slips between file and log.
+        let mut writer = self.state.write_lock.lock();
+        if let Some(index) = self.state.vectors.read().clone() {
+            return Ok(Some(index));
+        }
+        let Some(options) = self.vector_options()? else {
+            return Ok(None);
+        };
+        let Some(dimensions) = options.dimensions else {
+            return Ok(None);
+        };
+        let next_change = self.next_vector_change(&mut writer)?;
+        let trimmed = self.meta_u64(keys::META_VECTOR_LOG_TRIMMED)?.unwrap_or(0);
+        let dir = &self.state.vector_dir;
+        let loaded = VectorIndex::load_latest(dir, "resources", options, dimensions)?;
+        let index = match loaded {
+            // Usable when the log still holds every change after the file.
+            Some((index, covered)) if covered >= trimmed && covered < next_change => {
+                let replayed = self.replay_vector_log(&index, covered + 1)?;
+                tracing::debug!(tenant = %self.state.id, covered, replayed, "vector index loaded");
+                index
+            }
+            _ => self.rebuild_vector_index(options, dimensions)?,
+        };
+        let index = Arc::new(index);
+        *self.state.vectors.write() = Some(Arc::clone(&index));
+        drop(writer);
+        Ok(Some(index))
+    }
+
+    pub(super) fn replay_vector_log(&self, index: &VectorIndex, from: u64) -> Result<usize> {
+        let cf = self.cf()?;
+        let start = keys::vector_log_key(Table::Resources, from);
+        let end = keys::prefix_successor(&[keys::VECTOR_LOG, Table::Resources.tag()]);
+        let mut n = 0;
+        for item in self.range(&cf, start, end) {
+            let (_, value) = item?;
+            let row_id = decode_row_id(
+                value
+                    .get(..8)
+                    .ok_or_else(|| Error::Corruption("short vector log entry".into()))?,
+            )?;
+            match self.get_raw(&keys::vector_key(Table::Resources, row_id))? {
+                Some(bytes) if value.get(8) == Some(&1) => {
+                    index.upsert(row_id, &decode_vector(&bytes)?)?
+                }
+                _ => index.remove(row_id)?,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub(super) fn rebuild_vector_index(
+        &self,
+        options: VectorOptions,
+        dimensions: usize,
+    ) -> Result<VectorIndex> {
+        let cf = self.cf()?;
+        let index = VectorIndex::new(options, dimensions)?;
+        let prefix = keys::vector_prefix(Table::Resources);
+        let started = std::time::Instant::now();
+        let mut n = 0usize;
+        let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(REBUILD_CHUNK);
+        let add = |chunk: &mut Vec<(u64, Vec<f32>)>| -> Result<()> {
+            let items: Vec<(u64, &[f32])> =
+                chunk.iter().map(|(id, v)| (*id, v.as_slice())).collect();
+            index.upsert_many(&items)?;
+            chunk.clear();
+            Ok(())
+        };
+        for item in self.range(&cf, prefix.clone(), keys::prefix_successor(&prefix)) {
+            let (key, value) = item?;
+            let row_id = keys::trailing_row_id(&key)
+                .ok_or_else(|| Error::Corruption("short vector key".into()))?;
+            chunk.push((row_id, decode_vector(&value)?));
+            n += 1;
+            if chunk.len() == REBUILD_CHUNK {
+                add(&mut chunk)?;
+                tracing::info!(tenant = %self.state.id, vectors = n, "rebuilding vector index");
+            }
+        }
+        add(&mut chunk)?;
+        let seconds = started.elapsed().as_secs_f64();
+        if n >= 10_000 {
+            tracing::info!(tenant = %self.state.id, vectors = n, seconds, "vector index rebuilt");
+        } else {
+            tracing::debug!(tenant = %self.state.id, vectors = n, seconds, "vector index rebuilt");
+        }
+        Ok(index)
+    }
+
+    /// Saves the loaded vector index (atomically) and trims the log it covers. Returns
+    /// false when no index is loaded.
+    pub fn save_vectors(&self) -> Result<bool> {
+        let Some(index) = self.state.vectors.read().clone() else {
+            return Ok(false);
+        };
+        let cf = self.cf()?;
+        let mut writer = self.state.write_lock.lock();
+        let next_change = self.next_vector_change(&mut writer)?;
+        let covered = next_change - 1;
+        // The file must not cover changes a power loss can take back: with `sync` off,
+        // commits reach the write-ahead log's file but not the disk; sync it first.
+        if !self.sync {
+            self.db.flush_wal(true)?;
+        }
+        index.save(&self.state.vector_dir, "resources", covered)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            &cf,
+            keys::vector_log_key(Table::Resources, 0),
+            keys::vector_log_key(Table::Resources, next_change),
+        );
+        batch.put_cf(
+            &cf,
+            keys::meta_key(keys::META_VECTOR_LOG_TRIMMED),
+            covered.to_be_bytes(),
+        );
+        self.db.write(batch)?;
+        Ok(true)
+    }
+
+    /// Saves and then drops the in-memory index; the next search reloads it.
+    pub fn unload_vectors(&self) -> Result<()> {
+        self.save_vectors()?;
+        *self.state.vectors.write() = None;
+        Ok(())
+    }
+
+    /// The `k` nearest resources (row id, distance) to `query`; empty while the tenant
+    /// has no vectors.
+    pub fn search_vectors(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Result<Vec<(u64, f32)>> {
+        let Some(index) = self.vector_index()? else {
+            return Ok(vec![]);
+        };
+        index.options().check("the query vector", query)?;
+        index.search(query, k, ef, filter)
+    }
+
+    /// The stored vectors of these rows (None where a row has none).
+    pub fn vectors_of(&self, table: Table, row_ids: &[u64]) -> Result<Vec<Option<Vec<f32>>>> {
+        let cf = self.cf()?;
+        let keys: Vec<Vec<u8>> = row_ids
+            .iter()
+            .map(|id| keys::vector_key(table, *id))
+            .collect();
+        self.db
+            .batched_multi_get_cf(&cf, keys.iter(), false)
+            .into_iter()
+            .map(|v| match v? {
+                Some(bytes) => decode_vector(&bytes).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,182 @@
+use super::*;
+
+fn unit(i: usize, d: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..d)
+        .map(|j| ((i * 31 + j * 7) % 13) as f32 - 6.0)
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+#[test]
+fn add_search_replace_remove_save_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = VectorOptions {
+        dimensions: Some(8),
+        ..Default::default()
+    };
+    let index = VectorIndex::new(opts, 8).unwrap();
+    for i in 0..2000 {
+        index.upsert(i as u64, &unit(i, 8)).unwrap();
+    }
+    assert_eq!(index.len(), 2000);
+    let hits = index.search(&unit(5, 8), 3, None, None).unwrap();
+    assert!(hits[0].1 < 1e-4, "a stored vector finds itself: {hits:?}");
+    // Replacing a vector keeps one entry per key.
+    index.upsert(5, &unit(6, 8)).unwrap();
+    assert_eq!(index.len(), 2000);
+    index.remove(5).unwrap();
+    assert_eq!(index.len(), 1999);
+    let even = |k: u64| k.is_multiple_of(2);
+    let hits = index
+        .search(&unit(7, 8), 5, Some(128), Some(&even))
+        .unwrap();
+    assert!(hits.iter().all(|(k, _)| k.is_multiple_of(2)));
+
+    index.save(dir.path(), "resources", 10).unwrap();
+    // What a save that crashed before its rename leaves.
+    let stale = dir
+        .path()
+        .join("resources.00000000000000000011.usearch.tmp");
+    std::fs::write(&stale, b"half a file").unwrap();
+    index.save(dir.path(), "resources", 12).unwrap();
+    assert_eq!(
+        saved_files(dir.path(), "resources").unwrap().len(),
+        1,
+        "older files are removed"
+    );
+    assert!(!stale.exists(), "an unfinished save's file is removed");
+    std::fs::write(
+        dir.path().join("resources.00000000000000000099.usearch"),
+        b"garbage",
+    )
+    .unwrap();
+    let (loaded, covered) = VectorIndex::load_latest(dir.path(), "resources", opts, 8)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (covered, loaded.len()),
+        (12, 1999),
+        "a corrupt newer file is skipped"
+    );
+}
+
+/// Exact scoring gives the distance `Metric::distance` gives (and usearch, to float
+/// rounding), for every metric, and leaves out keys without a vector.
+#[test]
+fn exact_distances_match_the_metric() {
+    let d = 20;
+    let raw = |i: usize| -> Vec<f32> {
+        (0..d)
+            .map(|j| ((i * 7 + j * 3) % 11) as f32 - 5.0)
+            .collect()
+    };
+    for metric in [Metric::Cosine, Metric::InnerProduct, Metric::L2] {
+        let opts = VectorOptions {
+            dimensions: Some(d),
+            metric,
+            ..Default::default()
+        };
+        let index = VectorIndex::new(opts, d).unwrap();
+        for i in 0..50 {
+            index.upsert(i as u64, &raw(i)).unwrap();
+        }
+        let query = raw(77);
+        let scored = index.exact_distances(&query, &[3, 999, 41]).unwrap();
+        assert_eq!(scored.iter().map(|s| s.0).collect::<Vec<_>>(), [3, 41]);
+        // Every vector, from usearch's own exact search.
+        let all = index.search(&query, 50, Some(50), None).unwrap();
+        for (key, dist) in scored {
+            assert_eq!(
+                dist,
+                metric.distance(&query, &raw(key as usize)),
+                "{metric:?}"
+            );
+            let theirs = all.iter().find(|(k, _)| *k == key).unwrap().1;
+            let scale = dist.abs().max(1.0);
+            assert!(
+                (dist - theirs).abs() <= 1e-4 * scale,
+                "{metric:?}: {dist} vs {theirs}"
+            );
+        }
+    }
+}
+
+/// Split over threads, exact scoring returns what one thread returns, in key order.
+#[test]
+fn exact_distances_on_threads_match_one_thread() {
+    let d = 16;
+    let opts = VectorOptions {
+        dimensions: Some(d),
+        ..Default::default()
+    };
+    let index = VectorIndex::new(opts, d).unwrap();
+    let raw = |i: u64| -> Vec<f32> {
+        (0..d as u64)
+            .map(|j| ((i * 31 + j * 7) % 13) as f32 - 6.0)
+            .collect()
+    };
+    let vectors: Vec<Vec<f32>> = (0..3000).map(raw).collect();
+    let items: Vec<(u64, &[f32])> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v.as_slice()))
+        .collect();
+    index.upsert_many(&items).unwrap();
+    // A third of the keys have no vector.
+    let keys: Vec<u64> = (0..4500).rev().collect();
+    let query = raw(4242);
+    let split = index.exact_distances(&query, &keys).unwrap();
+    let one = index.score(&index.index.read(), &query, &keys).unwrap();
+    assert_eq!(split.len(), 3000);
+    assert_eq!(split, one);
+    // Copied into a block, the same keys score the same, for every metric.
+    let block = index.copy_vectors(&keys).unwrap();
+    assert_eq!(block.len(), 3000);
+    assert_eq!(block.distances(&query).unwrap(), one);
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let opts = VectorOptions {
+            dimensions: Some(d),
+            metric,
+            ..Default::default()
+        };
+        let other = VectorIndex::new(opts, d).unwrap();
+        other.upsert_many(&items[..50]).unwrap();
+        let keys: Vec<u64> = (0..60).collect();
+        assert_eq!(
+            other
+                .copy_vectors(&keys)
+                .unwrap()
+                .distances(&query)
+                .unwrap(),
+            other.exact_distances(&query, &keys).unwrap(),
+            "{metric:?}"
+        );
+    }
+}
+
+#[test]
+fn checks_refuse_bad_vectors() {
+    let opts = VectorOptions {
+        dimensions: Some(3),
+        ..Default::default()
+    };
+    assert!(opts.check("resources.embedding", &[1.0, 2.0, 3.0]).is_ok());
+    for bad in [
+        vec![1.0, 2.0],
+        vec![1.0, f32::NAN, 0.0],
+        vec![f32::INFINITY, 0.0, 0.0],
+        vec![0.0, 0.0, 0.0],
+    ] {
+        assert!(
+            matches!(
+                opts.check("resources.embedding", &bad),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!((Metric::Cosine.distance(&[1.0, 0.0], &[0.0, 1.0]) - 1.0).abs() < 1e-6);
+    assert!((Metric::L2.distance(&[1.0, 0.0], &[0.0, 1.0]) - 2.0).abs() < 1e-6);
+}
