@@ -9,6 +9,10 @@
 #                          virtualenv, type-check it (mypy --strict) and run its tests
 #   scripts/dev.sh bench-python  the Python package against the Rust library and LanceDB
 #                          on the same data (benches/python; arguments go to bench.py)
+#   scripts/dev.sh bench-serve  `remdb serve` under load through ADBC: another tenant's point
+#                          query while long statements run, and the peak RSS of a large
+#                          INSERT ... SELECT under --memory-limit-mib 64 (benches/serve;
+#                          arguments go to load.py)
 #   scripts/dev.sh compare remdb side by side with SQLite, DuckDB, LanceDB, usearch and
 #                          hnswlib on the same generated data (benches/compare; sizes from
 #                          REMDB_BENCH_ROWS, REMDB_VEC_ROWS, REMDB_VEC_QUERIES; arguments
@@ -127,6 +131,12 @@ bench_python() {
   "$venv/bin/python" benches/python/bench.py --data "$data" "$@"
 }
 
+# The server under load (benches/serve/load.py), with the end-to-end tests' ADBC client.
+bench_serve() {
+  cargo build --release --quiet --bin remdb
+  "$VENV/bin/python" benches/serve/load.py --remdb "${CARGO_TARGET_DIR:-target}/release/remdb" "$@"
+}
+
 case "${1:-}" in
   setup) setup ;;
   run)
@@ -158,13 +168,18 @@ case "${1:-}" in
     shift
     bench_python "$@"
     ;;
+  bench-serve)
+    setup
+    shift
+    bench_serve "$@"
+    ;;
   compare)
     setup
     shift
     compare "$@"
     ;;
   *)
-    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e|python|bench-python [args]|compare [args]" >&2
+    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e|python|bench-python [args]|bench-serve [args]|compare [args]" >&2
     exit 2
     ;;
 esac
