@@ -41,7 +41,7 @@ pub use prepared::PreparedStatement;
 
 use crate::error::{Error, Result};
 use crate::query::index_ddl::{IndexCommand, index_command};
-use crate::query::lazy::on_own_thread;
+use crate::query::lazy::{SetOnDrop, on_own_thread};
 use crate::query::vector::{VECTOR_PARAM_FUNC, encode_vector_param};
 use crate::query::{QueryOptions, tenant_context};
 use crate::storage::{
@@ -416,13 +416,7 @@ impl Tenant {
     /// Runs an index command on the blocking pool (a build reads the whole table). A
     /// caller that stops waiting (a timeout, a dropped query) stops the build too.
     async fn run_index_command(&self, command: IndexCommand) -> Result<()> {
-        struct StopOnDrop(Arc<AtomicBool>);
-        impl Drop for StopOnDrop {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let stop = SetOnDrop(Arc::new(AtomicBool::new(false)));
         let (tenant, flag) = (self.clone(), Arc::clone(&stop.0));
         tokio::task::spawn_blocking(move || tenant.index_command_now(command, &flag))
             .await

@@ -77,8 +77,8 @@ pub fn cancelled() -> DataFusionError {
     )))
 }
 
-/// Sets a flag when dropped (held by the stream that owns the flag).
-struct SetOnDrop(Arc<AtomicBool>);
+/// Sets a flag when dropped (held by whoever waits for the work the flag can stop).
+pub(crate) struct SetOnDrop(pub(crate) Arc<AtomicBool>);
 
 impl Drop for SetOnDrop {
     fn drop(&mut self) {
