@@ -23,6 +23,7 @@ pub mod index_ddl;
 pub mod index_sets;
 mod inlist_guard;
 pub mod lazy;
+pub mod leaf;
 pub mod order;
 pub mod provider;
 pub mod pushdown;

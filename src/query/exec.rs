@@ -13,27 +13,17 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr};
 use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::filter_pushdown::{
-    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
-};
-use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
-};
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 
 use super::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
-use super::lazy::{Chunks, Step, Stop, cancelled, chunk_stream};
+use super::lazy::{Chunks, Step, Stop, cancelled};
+use super::leaf::{Leaf, LeafExec};
 use super::pushdown::{describe, plan_access};
 use crate::error::Error;
 use crate::storage::{AccessPath, IndexDef, Row, RowCursor, Table, TenantStore};
@@ -43,63 +33,19 @@ pub use dml::{
     DML_CHUNK_ROWS, DmlKind, INSERT_CHUNK_BYTES, INSERT_CHUNK_ROWS, RemDmlExec, RemSink,
 };
 
-/// The plumbing every leaf node of ours shares: a name, cached properties, no children.
-macro_rules! leaf_exec_plumbing {
-    ($name:expr) => {
-        fn name(&self) -> &str {
-            $name
-        }
-
-        fn properties(&self) -> &Arc<PlanProperties> {
-            &self.properties
-        }
-
-        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-            vec![]
-        }
-
-        fn replace_children(
-            self: Arc<Self>,
-            _: Vec<Arc<dyn ExecutionPlan>>,
-            _: ReplaceChildrenOptions,
-        ) -> DfResult<Arc<dyn ExecutionPlan>> {
-            Ok(self)
-        }
-
-        fn with_new_children(
-            self: Arc<Self>,
-            children: Vec<Arc<dyn ExecutionPlan>>,
-        ) -> DfResult<Arc<dyn ExecutionPlan>> {
-            self.replace_children(
-                children,
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-            )
-        }
-    };
-}
-pub(crate) use leaf_exec_plumbing;
-
-pub(super) fn plan_properties(schema: SchemaRef, emission: EmissionType) -> Arc<PlanProperties> {
-    Arc::new(PlanProperties::new(
-        EquivalenceProperties::new(schema),
-        Partitioning::UnknownPartitioning(1),
-        emission,
-        Boundedness::Bounded,
-    ))
-}
-
 pub(super) fn external(e: Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
 /// Reads rows of one table of one tenant through an access path.
 ///
-/// Filters that reached the scan but that the path does not decide are re-checked here
-/// (`residual`): DataFusion asks `supports_filters_pushdown` again as more filters are
-/// pushed, and a filter it once heard as `Exact` is gone from the plan above, even if the
-/// final path is another index. Applying the residual in the scan keeps that safe.
-#[derive(Debug)]
-pub struct RemScanExec {
+/// The scan owns every filter it is given: those the path does not decide are checked
+/// here, on the rows read (`residual`).
+pub type RemScanExec = LeafExec<Scan>;
+
+/// What a [`RemScanExec`] reads, and how.
+#[derive(Debug, Clone)]
+pub struct Scan {
     store: TenantStore,
     table: Table,
     path: AccessPath,
@@ -113,9 +59,8 @@ pub struct RemScanExec {
     /// the join's build side has few enough keys, it becomes an IN list on an indexed
     /// column and the scan reads those keys through the index instead of every row.
     join_keys: Option<JoinKeys>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
+    /// The names of the output columns.
+    columns: Vec<String>,
 }
 
 /// A hash join's dynamic filter on one indexed column of the scan.
@@ -174,7 +119,7 @@ fn in_list_values(expr: &Arc<dyn PhysicalExpr>, column: &str) -> Option<Vec<Scal
 
 impl RemScanExec {
     /// `residual` is evaluated over the columns `read` (in that order).
-    pub fn new(
+    pub fn scan(
         store: TenantStore,
         table: Table,
         path: AccessPath,
@@ -189,8 +134,8 @@ impl RemScanExec {
             .map(|c| read.iter().position(|r| r == c))
             .collect::<Option<Vec<usize>>>()
             .ok_or_else(|| DataFusionError::Internal("scan output column not read".into()))?;
-        let properties = plan_properties(Arc::clone(&schema), EmissionType::Incremental);
-        Ok(RemScanExec {
+        let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let scan = Scan {
             store,
             table,
             path,
@@ -199,12 +144,35 @@ impl RemScanExec {
             residual,
             limit,
             join_keys: None,
-            schema,
-            properties,
-            metrics: ExecutionPlanMetricsSet::new(),
+            columns,
+        };
+        Ok(LeafExec::new(scan, schema))
+    }
+
+    /// The same scan, returning at most `limit` rows.
+    pub fn with_limit(&self, limit: Option<usize>) -> Self {
+        self.with_leaf(Scan {
+            limit,
+            ..self.leaf().clone()
         })
     }
 
+    /// The same scan, with its rows found by another path (the top-k rewrite).
+    pub fn with_path(&self, path: AccessPath) -> Self {
+        self.with_leaf(Scan {
+            path,
+            ..self.leaf().clone()
+        })
+    }
+
+    /// The same scan without a dynamic filter taken as join keys: under a top-k sort
+    /// that filter is the sort's own (it is still applied by the sort).
+    pub fn without_join_keys(&self) -> Self {
+        self.with_leaf(self.leaf().reset())
+    }
+}
+
+impl Scan {
     pub fn access_path(&self) -> &AccessPath {
         &self.path
     }
@@ -221,15 +189,14 @@ impl RemScanExec {
         &self.store
     }
 
+    /// The filters the scan checks on the rows it reads (over the table's columns as read).
+    pub fn residual(&self) -> Option<&Arc<dyn PhysicalExpr>> {
+        self.residual.as_ref()
+    }
+
     /// True when the scan applies no filter of its own (a plain full scan).
     pub fn is_unfiltered_full_scan(&self) -> bool {
         self.path.is_full_scan() && self.residual.is_none() && self.limit.is_none()
-    }
-
-    /// The same scan, returning at most `limit` rows.
-    pub fn with_limit(mut self, limit: Option<usize>) -> Self {
-        self.limit = limit;
-        self
     }
 
     /// The column of the scan's output that a hash join's dynamic filter compares, when
@@ -241,7 +208,7 @@ impl RemScanExec {
             return None;
         };
         let column = child.downcast_ref::<Column>()?;
-        let name = self.schema.fields().get(column.index())?.name();
+        let name = self.columns.get(column.index())?;
         if name != column.name() {
             return None;
         }
@@ -249,42 +216,16 @@ impl RemScanExec {
         let probe = vec![ScalarValue::from("k")];
         in_list_path(self.table, name, probe, &user).map(|_| name.clone())
     }
-
-    /// The same scan without a dynamic filter taken as join keys: under a top-k sort
-    /// that filter is the sort's own (it is still applied by the sort).
-    pub fn without_join_keys(mut self) -> Self {
-        self.join_keys = None;
-        self
-    }
-
-    /// The filters the scan checks on the rows it reads (over the table's columns as read).
-    pub fn residual(&self) -> Option<&Arc<dyn PhysicalExpr>> {
-        self.residual.as_ref()
-    }
-
-    /// The same scan, with its rows found by another path (the top-k rewrite).
-    pub fn with_path(&self, path: AccessPath) -> Self {
-        RemScanExec {
-            store: self.store.clone(),
-            table: self.table,
-            path,
-            read: self.read.clone(),
-            output: self.output.clone(),
-            residual: self.residual.clone(),
-            limit: self.limit,
-            join_keys: self.join_keys.clone(),
-            schema: Arc::clone(&self.schema),
-            properties: Arc::clone(&self.properties),
-            metrics: ExecutionPlanMetricsSet::new(),
-        }
-    }
 }
 
-impl DisplayAs for RemScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+impl Leaf for Scan {
+    const NAME: &'static str = "RemScanExec";
+    const EMISSION: EmissionType = EmissionType::Incremental;
+
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "RemScanExec: table={}, access={}",
+            "table={}, access={}",
             self.table.name(),
             describe(self.table, &self.path)
         )?;
@@ -297,92 +238,53 @@ impl DisplayAs for RemScanExec {
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
         }
-        let names: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        write!(f, ", projection=[{}]", names.join(", "))
+        write!(f, ", projection=[{}]", self.columns.join(", "))
     }
-}
 
-impl ExecutionPlan for RemScanExec {
-    leaf_exec_plumbing!("RemScanExec");
-
-    /// Visits the join filter the scan consumes: a hash join computes its dynamic
-    /// filter only when it finds a consumer of it below.
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        match &self.join_keys {
-            Some(keys) => f(&keys.filter),
-            None => Ok(TreeNodeRecursion::Continue),
-        }
+    /// The join filter the scan consumes: a hash join computes its dynamic filter only
+    /// when it finds a consumer of it below.
+    fn expressions(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        self.join_keys.iter().map(|k| &k.filter).collect()
     }
 
     /// Takes a hash join's dynamic filter on an indexed column (see `join_keys`). The
-    /// filter is not applied to the rows (the join does that), so every parent filter is
-    /// reported as not pushed down.
-    fn handle_child_pushdown_result(
-        &self,
-        phase: FilterPushdownPhase,
-        child_pushdown_result: ChildPushdownResult,
-        _config: &ConfigOptions,
-    ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
-        let filters = &child_pushdown_result.parent_filters;
-        let propagation = FilterPushdownPropagation::with_parent_pushdown_result(vec![
-            PushedDown::No;
-            filters.len()
-        ]);
-        if phase != FilterPushdownPhase::Post
-            || !self.path.is_full_scan()
-            || self.join_keys.is_some()
-        {
-            return Ok(propagation);
+    /// filter is not applied to the rows (the join does that).
+    fn take_parent_filter(&self, filters: &[Arc<dyn PhysicalExpr>]) -> Option<Self> {
+        if !self.path.is_full_scan() || self.join_keys.is_some() {
+            return None;
         }
-        let found = filters.iter().find_map(|f| {
-            self.join_key_column(&f.filter).map(|column| JoinKeys {
-                filter: Arc::clone(&f.filter),
+        let keys = filters.iter().find_map(|filter| {
+            self.join_key_column(filter).map(|column| JoinKeys {
+                filter: Arc::clone(filter),
                 column,
             })
-        });
-        Ok(match found {
-            Some(keys) => {
-                let mut scan = self.with_path(self.path.clone());
-                scan.join_keys = Some(keys);
-                propagation.with_updated_node(Arc::new(scan) as Arc<dyn ExecutionPlan>)
-            }
-            None => propagation,
+        })?;
+        Some(Scan {
+            join_keys: Some(keys),
+            ..self.clone()
         })
     }
 
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
-
-    /// The same scan with new metrics and without a dynamic filter taken as join keys,
-    /// for a plan that runs again (a kept plan of a prepared statement or of repeated
-    /// SQL text, a recursive query's next round). A reset join drops its filter and
+    /// Without a dynamic filter taken as join keys. A reset join drops its filter and
     /// makes a new one that this scan never hears of: keys kept from the last run would
     /// be stale, and a full scan is always right. (In a kept plan, which has no joins,
     /// the filter can only be a top-k sort's, which is never an IN list anyway.)
-    fn reset_state(self: Arc<Self>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(
-            self.with_path(self.path.clone()).without_join_keys(),
-        ))
+    fn reset(&self) -> Self {
+        Scan {
+            join_keys: None,
+            ..self.clone()
+        }
     }
 
-    fn execute(
+    fn start(
         &self,
         partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
+        context: &TaskContext,
+        schema: &SchemaRef,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> DfResult<Box<dyn Chunks>> {
         let batch_size = context.session_config().batch_size().max(1);
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let counter =
-            |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
+        let counter = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
         let index_keys = counter("index_keys");
         // With a residual the limit counts rows that pass it, so storage cannot stop early.
         let storage_limit = if self.residual.is_some() {
@@ -400,7 +302,7 @@ impl ExecutionPlan for RemScanExec {
             },
             None => Cursor::Path(self.path.clone()),
         };
-        let state = ScanState {
+        Ok(Box::new(ScanState {
             store: self.store.clone(),
             cursor,
             storage_limit,
@@ -410,19 +312,14 @@ impl ExecutionPlan for RemScanExec {
             output: self.output.clone(),
             residual: self.residual.clone(),
             remaining: self.limit.unwrap_or(usize::MAX),
-            schema: Arc::clone(&self.schema),
+            schema: Arc::clone(schema),
             batch_size,
             chunk: first_chunk(self.limit, self.residual.is_some(), batch_size),
             limited: self.limit.is_some(),
             index_keys,
             skipped: counter("index_entries_skipped"),
             from_memory: counter("order_in_memory"),
-        };
-        Ok(chunk_stream(
-            Arc::clone(&self.schema),
-            state,
-            Some(baseline),
-        ))
+        }))
     }
 }
 

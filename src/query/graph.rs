@@ -22,22 +22,20 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue, plan_err};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::EmissionType;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
 
 use super::convert::{rows_to_batch, table_schema};
-use super::exec::{external, leaf_exec_plumbing, plan_properties};
-use super::lazy::{Once, Stop, chunk_stream};
+use super::exec::external;
+use super::lazy::Chunks;
+use super::lazy::{Once, Stop};
+use super::leaf::{Leaf, LeafExec};
 use super::vector::constant;
 use crate::storage::{Direction, MAX_TRAVERSE_DEPTH, Row, Table, TenantStore};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 fn text_arg(session: &dyn Session, expr: &Expr, func: &str, what: &str) -> DfResult<String> {
     match constant(session, expr, func, what)? {
@@ -133,60 +131,56 @@ impl<C: Compute> TableProvider for FunctionTable<C> {
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let schema = Arc::new(self.schema.project(&projection)?);
-        Ok(Arc::new(FunctionExec {
+        let function = Function {
             store: self.store.clone(),
             call: Arc::clone(&self.call),
             projection,
-            properties: plan_properties(Arc::clone(&schema), EmissionType::Final),
-            schema,
-        }))
+        };
+        Ok(Arc::new(LeafExec::new(function, schema)))
     }
 }
 
-/// Runs a table function's work when executed (`TraverseExec`, `LookupExec`).
+/// Runs a table function's work when polled (`TraverseExec`, `LookupExec`).
 #[derive(Debug)]
-struct FunctionExec<C> {
+struct Function<C> {
     store: TenantStore,
     call: Arc<C>,
     projection: Vec<usize>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
 }
 
-impl<C: Compute> DisplayAs for FunctionExec<C> {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}: ", C::NAME)?;
+impl<C> Clone for Function<C> {
+    fn clone(&self) -> Self {
+        Function {
+            store: self.store.clone(),
+            call: Arc::clone(&self.call),
+            projection: self.projection.clone(),
+        }
+    }
+}
+
+impl<C: Compute> Leaf for Function<C> {
+    const NAME: &'static str = C::NAME;
+    const EMISSION: EmissionType = EmissionType::Final;
+
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
         self.call.describe(f)
     }
-}
 
-impl<C: Compute> ExecutionPlan for FunctionExec<C> {
-    leaf_exec_plumbing!(C::NAME);
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn execute(
+    fn start(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
+        _context: &TaskContext,
+        _schema: &SchemaRef,
+        _metrics: &ExecutionPlanMetricsSet,
+    ) -> DfResult<Box<dyn Chunks>> {
         let (store, call, projection) = (
             self.store.clone(),
             Arc::clone(&self.call),
             self.projection.clone(),
         );
-        Ok(chunk_stream(
-            Arc::clone(&self.schema),
-            Once::new(move |stop: &Stop| {
-                Ok(call.run(&store, &projection, stop)?.project(&projection)?)
-            }),
-            None,
-        ))
+        Ok(Box::new(Once::new(move |stop: &Stop| {
+            Ok(call.run(&store, &projection, stop)?.project(&projection)?)
+        })))
     }
 }
 

@@ -52,6 +52,16 @@ pub trait Chunks: Send + 'static {
     }
 }
 
+impl Chunks for Box<dyn Chunks> {
+    fn step(&mut self, stop: &Stop) -> DfResult<Step> {
+        (**self).step(stop)
+    }
+
+    fn is_done(&self) -> bool {
+        (**self).is_done()
+    }
+}
+
 /// Whether the reader of a stream is gone: its stream was dropped, or the client of the
 /// thread it is polled on ([`on_own_thread`]) stopped reading.
 #[derive(Debug, Clone, Default)]

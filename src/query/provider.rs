@@ -88,7 +88,7 @@ impl RemTable {
             .map(|f| state.create_physical_expr(f, &df_schema))
             .collect::<DfResult<Vec<_>>>()?;
         let kind = kind(&df_schema)?;
-        Ok(Arc::new(RemDmlExec::new(
+        Ok(Arc::new(RemDmlExec::dml(
             self.store.clone(),
             self.table,
             path,
@@ -178,7 +178,7 @@ impl TableProvider for RemTable {
                 Some(state.create_physical_expr(expr, &read_schema)?)
             }
         };
-        let exec = RemScanExec::new(
+        let exec = RemScanExec::scan(
             self.store.clone(),
             self.table,
             path,

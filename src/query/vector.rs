@@ -23,11 +23,9 @@ use datafusion::logical_expr::{
     TableType, Volatility,
 };
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::execution_plan::EmissionType;
-use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 use super::convert::table_schema;
-use super::exec::{external, plan_properties};
+use super::exec::external;
 use super::provider::unqualified;
 use super::pushdown::plan_access;
 use crate::query::QueryOptions;
@@ -35,10 +33,11 @@ use crate::storage::{Table, TenantStore};
 
 mod search;
 mod topk;
+use super::leaf::LeafExec;
 use search::RowCheck;
 pub use search::{
-    CANDIDATE_CAP_SCALE, EXACT_MAX_CANDIDATES, Strategy, VectorSearchExec, candidate_cap,
-    choose_strategy, exact_max,
+    CANDIDATE_CAP_SCALE, EXACT_MAX_CANDIDATES, Strategy, VectorSearch, VectorSearchExec,
+    candidate_cap, choose_strategy, exact_max,
 };
 pub use topk::VectorTopKRule;
 pub(super) use topk::{replace_scan, rewrite_sort_inputs};
@@ -452,8 +451,7 @@ impl TableProvider for VectorSimilarTable {
             RowCheck::new(state, filters.clone())?
         };
         let filter = RowCheck::new(state, filters)?;
-        let properties = plan_properties(Arc::clone(&schema), EmissionType::Final);
-        Ok(Arc::new(VectorSearchExec {
+        let search = VectorSearch {
             store: self.store.clone(),
             query: self.query.clone(),
             param: self.bound_from.clone(),
@@ -466,10 +464,8 @@ impl TableProvider for VectorSimilarTable {
             residual,
             filter,
             projection,
-            schema,
-            properties,
-            metrics: ExecutionPlanMetricsSet::new(),
-        }))
+        };
+        Ok(Arc::new(LeafExec::new(search, schema)))
     }
 }
 

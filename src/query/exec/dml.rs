@@ -8,25 +8,23 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::sink::DataSink;
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 
-use super::{Stop, external, leaf_exec_plumbing, plan_properties};
+use super::{Stop, external};
 use crate::error::Error;
 use crate::query::convert::{batch_to_rows, rows_to_batch, table_schema};
-use crate::query::lazy::{Chunks, Step, chunk_stream};
+use crate::query::lazy::{Chunks, Step};
+use crate::query::leaf::{Leaf, LeafExec};
 use crate::query::pushdown::describe;
 use crate::storage::{AccessPath, Row, RowCursor, Table, TenantStore, WriteOp, now_micros};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
 /// Rows an `INSERT` (or a bulk ingest) commits at a time, and the Arrow bytes of a chunk
 /// at most: a statement within both is one atomic write.
@@ -132,19 +130,20 @@ pub enum DmlKind {
 }
 
 /// Runs an `UPDATE` or `DELETE` and returns one row with the `count` of rows changed.
-#[derive(Debug)]
-pub struct RemDmlExec {
+pub type RemDmlExec = LeafExec<Dml>;
+
+/// What a [`RemDmlExec`] changes: the rows of `path` that pass every filter.
+#[derive(Debug, Clone)]
+pub struct Dml {
     store: TenantStore,
     table: Table,
     path: AccessPath,
     filters: Vec<Arc<dyn PhysicalExpr>>,
     kind: DmlKind,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
 }
 
 impl RemDmlExec {
-    pub fn new(
+    pub fn dml(
         store: TenantStore,
         table: Table,
         path: AccessPath,
@@ -156,16 +155,14 @@ impl RemDmlExec {
             DataType::UInt64,
             false,
         )]));
-        let properties = plan_properties(Arc::clone(&schema), EmissionType::Final);
-        RemDmlExec {
+        let dml = Dml {
             store,
             table,
             path,
             filters,
             kind,
-            schema,
-            properties,
-        }
+        };
+        LeafExec::new(dml, schema)
     }
 }
 
@@ -314,49 +311,42 @@ fn stamp_update(row: &mut Row, now: i64) {
     }
 }
 
-impl DisplayAs for RemDmlExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+impl Leaf for Dml {
+    const NAME: &'static str = "RemDmlExec";
+    const EMISSION: EmissionType = EmissionType::Final;
+
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let op = match self.kind {
             DmlKind::Delete => "delete",
             DmlKind::Update(_) => "update",
         };
         write!(
             f,
-            "RemDmlExec: op={op}, table={}, access={}",
+            "op={op}, table={}, access={}",
             self.table.name(),
             describe(self.table, &self.path)
         )
     }
-}
 
-impl ExecutionPlan for RemDmlExec {
-    leaf_exec_plumbing!("RemDmlExec");
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        for expr in &self.filters {
-            if f(expr)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        if let DmlKind::Update(assignments) = &self.kind {
-            for (_, expr) in assignments {
-                if f(expr)? == TreeNodeRecursion::Stop {
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+    fn expressions(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        let assignments: &[(usize, Arc<dyn PhysicalExpr>)] = match &self.kind {
+            DmlKind::Delete => &[],
+            DmlKind::Update(assignments) => assignments,
+        };
+        self.filters
+            .iter()
+            .chain(assignments.iter().map(|(_, expr)| expr))
+            .collect()
     }
 
-    fn execute(
+    fn start(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let work = DmlWork {
+        _context: &TaskContext,
+        schema: &SchemaRef,
+        _metrics: &ExecutionPlanMetricsSet,
+    ) -> DfResult<Box<dyn Chunks>> {
+        Ok(Box::new(DmlWork {
             store: self.store.clone(),
             table: self.table,
             path: self.path.clone(),
@@ -365,9 +355,8 @@ impl ExecutionPlan for RemDmlExec {
             cursor: None,
             changed: 0,
             now: now_micros(),
-            schema: Arc::clone(&self.schema),
+            schema: Arc::clone(schema),
             done: false,
-        };
-        Ok(chunk_stream(Arc::clone(&self.schema), work, None))
+        }))
     }
 }

@@ -9,28 +9,24 @@ use std::sync::atomic::Ordering;
 use datafusion::arrow::array::{Array, AsArray, Float32Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DataFusionError, Result as DfResult};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::{
-    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
-};
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 
 use crate::query::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
-use crate::query::exec::{external, leaf_exec_plumbing};
-use crate::query::lazy::{Once, Stop, cancelled, chunk_stream};
+use crate::query::exec::external;
+use crate::query::lazy::Chunks;
+use crate::query::lazy::{Once, Stop, cancelled};
+use crate::query::leaf::{Leaf, LeafExec};
 use crate::query::pushdown::describe;
 use crate::storage::{
     AccessPath, Candidates, MAX_KEPT_SET_VECTORS, Row, RowBitmap, Table, TenantStore,
 };
 use crate::vector::Metric;
+use datafusion::physical_plan::execution_plan::EmissionType;
 
 /// How a search finds its k rows (chosen when it runs, from the candidate count m of the
 /// filter's index set and the n vectors of the index).
@@ -167,8 +163,11 @@ impl RowCheck {
 
 /// Runs one (filtered) vector search and returns the rows it finds with their score and
 /// distance, nearest first.
+pub type VectorSearchExec = LeafExec<VectorSearch>;
+
+/// What a [`VectorSearchExec`] searches for, and where.
 #[derive(Debug, Clone)]
-pub struct VectorSearchExec {
+pub struct VectorSearch {
     pub(super) store: TenantStore,
     pub(super) query: Vec<f32>,
     /// The prepared statement's placeholder the query vector came from.
@@ -186,9 +185,6 @@ pub struct VectorSearchExec {
     /// Every pushed filter: checked on the rows when there is no exact candidate set.
     pub(super) filter: Option<RowCheck>,
     pub(super) projection: Vec<usize>,
-    pub(super) schema: SchemaRef,
-    pub(super) properties: Arc<PlanProperties>,
-    pub(super) metrics: ExecutionPlanMetricsSet,
 }
 
 /// A row found by a search: its row id, its distance, the row.
@@ -203,19 +199,20 @@ pub(super) struct Found {
 }
 
 impl VectorSearchExec {
-    /// The placeholder (`$1`) of a prepared statement the query vector was bound from.
-    pub fn parameter(&self) -> Option<&str> {
-        self.param.as_deref()
-    }
-
     /// The same search for another query vector (checked when the search runs), with
     /// fresh metrics: how a prepared statement reuses its physical plan.
     pub fn with_query(&self, query: Vec<f32>) -> VectorSearchExec {
-        VectorSearchExec {
+        self.with_leaf(VectorSearch {
             query,
-            metrics: ExecutionPlanMetricsSet::new(),
-            ..self.clone()
-        }
+            ..self.leaf().clone()
+        })
+    }
+}
+
+impl VectorSearch {
+    /// The placeholder (`$1`) of a prepared statement the query vector was bound from.
+    pub fn parameter(&self) -> Option<&str> {
+        self.param.as_deref()
     }
 
     /// Reads the rows of `hits` (nearest first) not seen yet, keeps those that pass
@@ -286,9 +283,13 @@ impl VectorSearchExec {
 
     /// The rows found, nearest first, and the metric of the index that found them (the
     /// index's own: a plan may outlive a change of the tenant's options).
-    pub(super) fn search(&self, partition: usize, stop: &Stop) -> DfResult<(Vec<Hit>, Metric)> {
-        let metric =
-            |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
+    pub(super) fn search(
+        &self,
+        partition: usize,
+        metrics: &ExecutionPlanMetricsSet,
+        stop: &Stop,
+    ) -> DfResult<(Vec<Hit>, Metric)> {
+        let metric = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
         let (candidates_seen, distances, checked, widenings) = (
             metric("candidates"),
             metric("distance_computations"),
@@ -461,8 +462,14 @@ impl VectorSearchExec {
         Ok((found.rows, index_metric))
     }
 
-    pub(super) fn run(&self, partition: usize, stop: &Stop) -> DfResult<RecordBatch> {
-        let (found, metric) = self.search(partition, stop)?;
+    pub(super) fn run(
+        &self,
+        partition: usize,
+        schema: &SchemaRef,
+        metrics: &ExecutionPlanMetricsSet,
+        stop: &Stop,
+    ) -> DfResult<RecordBatch> {
+        let (found, metric) = self.search(partition, metrics, stop)?;
         let table_columns = table_schema(Table::Resources).fields().len();
         let distances: Vec<f32> = found.iter().map(|(_, d, _)| *d).collect();
         let row_values: Vec<Row> = found.into_iter().map(|(_, _, r)| r).collect();
@@ -491,18 +498,21 @@ impl VectorSearchExec {
         let options = datafusion::arrow::array::RecordBatchOptions::new()
             .with_row_count(Some(row_values.len()));
         Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
+            Arc::clone(schema),
             columns,
             &options,
         )?)
     }
 }
 
-impl DisplayAs for VectorSearchExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+impl Leaf for VectorSearch {
+    const NAME: &'static str = "VectorSearchExec";
+    const EMISSION: EmissionType = EmissionType::Final;
+
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "VectorSearchExec: table=resources, metric={}, k={}",
+            "table=resources, metric={}, k={}",
             self.metric.name(),
             self.k
         )?;
@@ -536,32 +546,17 @@ impl DisplayAs for VectorSearchExec {
         }
         Ok(())
     }
-}
 
-impl ExecutionPlan for VectorSearchExec {
-    leaf_exec_plumbing!("VectorSearchExec");
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
-
-    fn execute(
+    fn start(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let search = self.clone();
-        Ok(chunk_stream(
-            Arc::clone(&self.schema),
-            Once::new(move |stop: &Stop| search.run(partition, stop)),
-            None,
-        ))
+        _context: &TaskContext,
+        schema: &SchemaRef,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> DfResult<Box<dyn Chunks>> {
+        let (search, schema, metrics) = (self.clone(), Arc::clone(schema), metrics.clone());
+        Ok(Box::new(Once::new(move |stop: &Stop| {
+            search.run(partition, &schema, &metrics, stop)
+        })))
     }
 }
