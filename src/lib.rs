@@ -13,6 +13,7 @@
 //! | [`query`]   | query    | DataFusion glue: table providers, pushdown, exec nodes |
 //! | [`storage`] | storage  | RocksDB, one column family per tenant; no DataFusion |
 //! | [`vector`]  | vector   | usearch HNSW wrapper with atomic save/load (a leaf, used by storage) |
+//! | [`catalog`] | catalog  | the tables, columns, primary keys and built-in indexes, written once |
 //! | [`error`]   | all      | one error type, converted at the query boundary |
 //!
 //! ```no_run
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod auth;
+pub mod catalog;
 pub mod cli;
 pub mod error;
 pub mod query;

@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 
+use crate::catalog::ColumnType;
 use crate::error::{Error, Result};
 use crate::storage::{Edge, Entity, Moment, Resource, Row, Table};
 
@@ -34,49 +35,22 @@ fn text_list() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
 }
 
+/// The Arrow schema of a table, from its catalog columns.
 fn build_schema(table: Table) -> SchemaRef {
-    let text = |name: &str, _required: bool| Field::new(name, DataType::Utf8, true);
-    let ts = |name: &str| Field::new(name, timestamp_type(), true);
-    let list = |name: &str| Field::new(name, text_list(), true);
-    let fields = match table {
-        Table::Resources => vec![
-            text("id", false),
-            text("uri", true),
-            Field::new("chunk_index", DataType::Int64, true),
-            text("content", true),
-            text("metadata", false),
-            ts("created_at"),
-            ts("updated_at"),
-            Field::new("embedding", vector_type(), true),
-        ],
-        Table::Entities => vec![
-            text("id", false),
-            text("type", true),
-            text("name", true),
-            list("aliases"),
-            text("properties", false),
-            ts("created_at"),
-            ts("updated_at"),
-        ],
-        Table::Edges => vec![
-            text("src", true),
-            text("dst", true),
-            text("edge_type", true),
-            text("properties", false),
-            ts("created_at"),
-        ],
-        Table::Moments => vec![
-            text("id", false),
-            ts("timestamp"),
-            ts("end_timestamp"),
-            text("type", true),
-            list("classifications"),
-            list("resource_refs"),
-            list("entity_refs"),
-            text("metadata", false),
-            ts("created_at"),
-        ],
-    };
+    let fields: Vec<Field> = table
+        .columns()
+        .iter()
+        .map(|c| {
+            let ty = match c.ty {
+                ColumnType::Text | ColumnType::Json => DataType::Utf8,
+                ColumnType::Int64 => DataType::Int64,
+                ColumnType::Timestamp => timestamp_type(),
+                ColumnType::TextList => text_list(),
+                ColumnType::Vector => vector_type(),
+            };
+            Field::new(c.name, ty, true)
+        })
+        .collect();
     Arc::new(Schema::new(fields))
 }
 

@@ -93,14 +93,10 @@ pub fn index_command(statement: &Statement) -> Result<Option<IndexCommand>> {
                 .ok_or_else(|| {
                     Error::invalid(format!(
                         "CREATE INDEX {name}: index a JSON path such as (({}->>'key')){}, got {}",
-                        match table {
-                            Table::Entities | Table::Edges => "properties",
-                            Table::Resources | Table::Moments => "metadata",
-                        },
-                        match table {
-                            Table::Entities => " or a column: (name), (created_at), (updated_at)",
-                            Table::Resources => " or a column: (uri), (created_at), (updated_at)",
-                            Table::Edges | Table::Moments => "",
+                        table.json_column(),
+                        match table.indexable_columns().as_slice() {
+                            [] => String::new(),
+                            columns => format!(" or a column: ({})", columns.join("), (")),
                         },
                         column.column.expr
                     ))
@@ -178,15 +174,6 @@ impl ListIndexesFunc {
     }
 }
 
-const BUILTIN: [(IndexId, &str); 6] = [
-    (IndexId::EntityType, "type"),
-    (IndexId::EntityName, "lower(name), lower(aliases)"),
-    (IndexId::EdgeDst, "(dst, edge_type, src)"),
-    (IndexId::MomentTimestamp, "timestamp"),
-    (IndexId::MomentType, "type"),
-    (IndexId::ResourceUri, "uri"),
-];
-
 impl TableFunctionImpl for ListIndexesFunc {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         if !args.exprs().is_empty() {
@@ -198,13 +185,13 @@ impl TableFunctionImpl for ListIndexesFunc {
             Field::new("expression", DataType::Utf8, false),
             Field::new("kind", DataType::Utf8, false),
         ]));
-        let mut rows: Vec<[String; 4]> = BUILTIN
+        let mut rows: Vec<[String; 4]> = IndexId::ALL
             .iter()
-            .map(|(index, expr)| {
+            .map(|index| {
                 [
                     index.name().to_string(),
                     index.table().name().to_string(),
-                    expr.to_string(),
+                    index.expression().to_string(),
                     "built-in".to_string(),
                 ]
             })

@@ -28,7 +28,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 
 use super::exec::{RemScanExec, external};
 use super::vector::{replace_scan, rewrite_sort_inputs};
-use crate::storage::{AccessPath, IndexId, IndexKind, IndexValue, Table, ValueRange};
+use crate::storage::{AccessPath, IndexId, IndexKind, IndexValue, ValueRange};
 
 /// Turns a top-n by `moments.timestamp`, or by a text column with a user index, into an
 /// ordered, limited walk of that index.
@@ -68,8 +68,8 @@ fn rewrite_sort(sort: &SortExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
     replace_scan(
         sort.input(),
         column.index(),
-        &|scan: &RemScanExec, name: &str| match (scan.table(), name) {
-            (Table::Moments, "timestamp") => Ok(time_walk(scan, n, descending)),
+        &|scan: &RemScanExec, name: &str| match scan.table().builtin_index(name) {
+            Some(index) if index.is_time() => Ok(time_walk(scan, index, n, descending)),
             _ => ordered_scan(scan, name, n, descending),
         },
     )
@@ -77,19 +77,24 @@ fn rewrite_sort(sort: &SortExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
 
 /// The moments scan walking the time index in order, when it reads the whole table or a
 /// timestamp range.
-fn time_walk(scan: &RemScanExec, n: usize, descending: bool) -> Option<RemScanExec> {
+fn time_walk(
+    scan: &RemScanExec,
+    index: IndexId,
+    n: usize,
+    descending: bool,
+) -> Option<RemScanExec> {
     let (lower, upper) = match scan.access_path() {
         AccessPath::FullScan => (Bound::Unbounded, Bound::Unbounded),
         AccessPath::IndexRange {
-            index: IndexId::MomentTimestamp,
+            index: walked,
             lower,
             upper,
             ..
-        } => (lower.clone(), upper.clone()),
+        } if *walked == index => (lower.clone(), upper.clone()),
         _ => return None,
     };
     let path = AccessPath::IndexRange {
-        index: IndexId::MomentTimestamp,
+        index,
         lower,
         upper,
         descending,

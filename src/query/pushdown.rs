@@ -83,57 +83,52 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
         })
     };
 
-    // 1. The primary key (`id`, or for edges `src` [, `edge_type` [, `dst`]]).
-    if table == Table::Edges {
-        for (lead, index) in [("src", None), ("dst", Some(IndexId::EdgeDst))] {
-            let other = if lead == "src" { "dst" } else { "src" };
-            if let Some((i, leads)) = eq(lead) {
-                let mut prefixes: Vec<Vec<KeyPart>> = leads.into_iter().map(|p| vec![p]).collect();
-                used(i, true, &mut pushdown);
-                for next in ["edge_type", other] {
-                    let Some((j, parts)) = eq(next) else { break };
-                    if prefixes.len() * parts.len() > MAX_PROBES {
-                        break;
-                    }
-                    prefixes = prefixes
-                        .iter()
-                        .flat_map(|p| {
-                            parts
-                                .iter()
-                                .map(move |x| [p.clone(), vec![x.clone()]].concat())
-                        })
-                        .collect();
-                    used(j, true, &mut pushdown);
-                }
-                let path = match index {
-                    None => AccessPath::PrimaryPrefix { prefixes },
-                    Some(index) => AccessPath::IndexPrefix { index, prefixes },
-                };
-                return AccessPlan { path, pushdown };
-            }
-        }
-    }
-    if let Some((i, ids)) = eq("id")
-        && table != Table::Edges
-    {
-        used(i, true, &mut pushdown);
-        let prefixes = ids.into_iter().map(|p| vec![p]).collect();
-        return AccessPlan {
-            path: AccessPath::PrimaryPrefix { prefixes },
-            pushdown,
+    // 1. The primary key, or a built-in index of several columns (an edge's `dst`),
+    //    on equalities of a leading run of its columns.
+    let keys = std::iter::once((table.primary_key(), None)).chain(
+        IndexId::ALL
+            .into_iter()
+            .filter(|i| i.table() == table && i.columns().len() > 1)
+            .map(|i| (i.columns(), Some(i))),
+    );
+    for (columns, index) in keys {
+        let Some((lead, rest)) = columns.split_first() else {
+            continue;
         };
+        let Some((i, leads)) = eq(lead) else { continue };
+        let mut prefixes: Vec<Vec<KeyPart>> = leads.into_iter().map(|p| vec![p]).collect();
+        used(i, true, &mut pushdown);
+        for next in rest {
+            let Some((j, parts)) = eq(next) else { break };
+            if prefixes.len() * parts.len() > MAX_PROBES {
+                break;
+            }
+            prefixes = prefixes
+                .iter()
+                .flat_map(|p| {
+                    parts
+                        .iter()
+                        .map(move |x| [p.clone(), vec![x.clone()]].concat())
+                })
+                .collect();
+            used(j, true, &mut pushdown);
+        }
+        let path = match index {
+            None => AccessPath::PrimaryPrefix { prefixes },
+            Some(index) => AccessPath::IndexPrefix { index, prefixes },
+        };
+        return AccessPlan { path, pushdown };
     }
 
     // 2. A set of row ids when a user index answers a filter, or a filter combines
     //    indexes (OR, NOT) in a way no single path below can: the AND of every filter's set.
     //    An equality on a near-unique built-in key (a name, a uri) comes first: it reads
     //    a handful of rows, where a set may read a wide range of another index.
-    let near_unique = match table {
-        Table::Entities => eq("name"),
-        Table::Resources => eq("uri"),
-        _ => None,
-    }
-    .is_some_and(|(_, parts)| parts.len() <= NEAR_UNIQUE_PROBES);
+    let near_unique = IndexId::ALL
+        .into_iter()
+        .find(|i| i.table() == table && i.near_unique())
+        .and_then(|i| eq(i.columns()[0]))
+        .is_some_and(|(_, parts)| parts.len() <= NEAR_UNIQUE_PROBES);
     let sets: Vec<Option<(RowSet, bool)>> = if near_unique {
         vec![None; filters.len()]
     } else {
@@ -186,25 +181,21 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
         };
     }
 
-    // 3. Secondary indexes, most selective kind first.
-    let string_index = |column: &str, index: IndexId| (column.to_string(), index);
-    let candidates: Vec<(String, IndexId)> = match table {
-        Table::Entities => vec![
-            string_index("name", IndexId::EntityName),
-            string_index("type", IndexId::EntityType),
-        ],
-        Table::Resources => vec![string_index("uri", IndexId::ResourceUri)],
-        Table::Moments => vec![string_index("type", IndexId::MomentType)],
-        Table::Edges => vec![],
-    };
-    if table == Table::Moments {
-        if let Some((i, stamps)) = eq_timestamps(&facts, "timestamp") {
+    // 3. Secondary indexes of one column: a time index, then text indexes, the
+    //    near-unique ones first.
+    let mut candidates: Vec<IndexId> = IndexId::ALL
+        .into_iter()
+        .filter(|i| i.table() == table && i.columns().len() == 1)
+        .collect();
+    candidates.sort_by_key(|i| !i.near_unique());
+    let (times, candidates): (Vec<IndexId>, Vec<IndexId>) =
+        candidates.into_iter().partition(|i| i.is_time());
+    for index in times {
+        let column = index.columns()[0];
+        if let Some((i, stamps)) = eq_timestamps(&facts, column) {
             used(i, true, &mut pushdown);
             let prefixes = stamps.into_iter().map(|t| vec![KeyPart::I64(t)]).collect();
-            let path = AccessPath::IndexPrefix {
-                index: IndexId::MomentTimestamp,
-                prefixes,
-            };
+            let path = AccessPath::IndexPrefix { index, prefixes };
             return AccessPlan { path, pushdown };
         }
         let mut lower = Bound::Unbounded;
@@ -217,7 +208,7 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
                 upper: hi,
                 exact,
             }) = f
-                && column == "timestamp"
+                && column == index.columns()[0]
             {
                 lower = tighter_lower(lower, *lo);
                 upper = tighter_upper(upper, *hi);
@@ -228,7 +219,7 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
         if any {
             let wrap = |b: Bound<i64>| b.map(|t| vec![KeyPart::I64(t)]);
             let path = AccessPath::IndexRange {
-                index: IndexId::MomentTimestamp,
+                index,
                 lower: wrap(lower),
                 upper: wrap(upper),
                 descending: false,
@@ -236,10 +227,10 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
             return AccessPlan { path, pushdown };
         }
     }
-    for (column, index) in candidates {
-        if let Some((i, mut parts)) = eq(&column) {
-            // Names are indexed normalized: the index finds a superset, DataFusion re-checks.
-            let exact = index != IndexId::EntityName;
+    for index in candidates {
+        if let Some((i, mut parts)) = eq(index.columns()[0]) {
+            // Names are indexed normalized: the index finds a superset, the scan re-checks.
+            let exact = !index.normalized();
             if !exact {
                 for p in &mut parts {
                     if let KeyPart::Str(s) = p {
@@ -267,24 +258,22 @@ pub fn plan_access(table: Table, filters: &[&Expr], user: &[IndexDef]) -> Access
 fn builtin_fact(table: Table, fact: &Fact) -> bool {
     match fact {
         Fact::In { column, .. } => {
-            column == "id"
-                || builtin_index(table, column).is_some()
-                || (table == Table::Edges && matches!(column.as_str(), "src" | "dst" | "edge_type"))
-                || (table == Table::Moments && column == "timestamp")
+            table.primary_key().contains(&column.as_str()) || table.builtin_index(column).is_some()
         }
-        Fact::Range { column, .. } => table == Table::Moments && column == "timestamp",
+        Fact::Range { column, .. } => time_index_on(table, column).is_some(),
     }
 }
 
-/// The built-in secondary index on `table.column`, if there is one.
-fn builtin_index(table: Table, column: &str) -> Option<IndexId> {
-    match (table, column) {
-        (Table::Entities, "type") => Some(IndexId::EntityType),
-        (Table::Entities, "name") => Some(IndexId::EntityName),
-        (Table::Resources, "uri") => Some(IndexId::ResourceUri),
-        (Table::Moments, "type") => Some(IndexId::MomentType),
-        _ => None,
-    }
+/// The built-in time index on `table.column` (moments by `timestamp`), if there is one.
+fn time_index_on(table: Table, column: &str) -> Option<IndexId> {
+    table.builtin_index(column).filter(|i| i.is_time())
+}
+
+/// The built-in text index on `table.column` alone, if there is one.
+fn text_index_on(table: Table, column: &str) -> Option<IndexId> {
+    table
+        .builtin_index(column)
+        .filter(|i| i.columns().len() == 1 && !i.is_time())
 }
 
 /// One filter's built-in index fact as a row set (a leaf of an AND/OR combination), and
@@ -292,8 +281,8 @@ fn builtin_index(table: Table, column: &str) -> Option<IndexId> {
 pub(super) fn fact_set(table: Table, expr: &Expr) -> Option<(RowSet, bool)> {
     match fact(expr)? {
         Fact::In { column, values } => {
-            let index = builtin_index(table, &column)?;
-            let exact = index != IndexId::EntityName;
+            let index = text_index_on(table, &column)?;
+            let exact = !index.normalized();
             let prefixes: Vec<Vec<KeyPart>> = values
                 .iter()
                 .map(|v| {
@@ -314,18 +303,14 @@ pub(super) fn fact_set(table: Table, expr: &Expr) -> Option<(RowSet, bool)> {
             lower,
             upper,
             exact,
-        } if table == Table::Moments && column == "timestamp" => {
+        } => {
+            let index = time_index_on(table, &column)?;
             let wrap = |b: Bound<i64>| b.map(|t| vec![KeyPart::I64(t)]);
             let (lower, upper) = (wrap(lower), wrap(upper));
-            let label = format!(
-                "{} range {}",
-                IndexId::MomentTimestamp.name(),
-                describe_range(&lower, &upper)
-            );
-            let set = RowSet::builtin_range(IndexId::MomentTimestamp, &lower, &upper, label);
+            let label = format!("{} range {}", index.name(), describe_range(&lower, &upper));
+            let set = RowSet::builtin_range(index, &lower, &upper, label);
             Some((set, exact))
         }
-        Fact::Range { .. } => None,
     }
 }
 
@@ -576,12 +561,11 @@ pub fn describe(table: Table, path: &AccessPath) -> String {
             )
         }
         AccessPath::PrimaryPrefix { prefixes } => {
-            let key = if table == Table::Edges {
-                "primary (src, edge_type, dst)"
-            } else {
-                "primary id"
+            let key = match table.primary_key() {
+                [one] => one.to_string(),
+                many => format!("({})", many.join(", ")),
             };
-            format!("{key} {}", describe_keys(prefixes))
+            format!("primary {key} {}", describe_keys(prefixes))
         }
         AccessPath::IndexPrefix { index, prefixes } => {
             format!("index {} {}", index.name(), describe_keys(prefixes))

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{self, IndexValue};
 use super::{IndexId, KeyPart, Row, Table, TenantStore, index_row_id};
+use crate::catalog::ColumnType;
 use crate::error::{Error, Result};
 
 /// What a user index holds for each row.
@@ -141,23 +142,18 @@ pub fn index_value(v: &serde_json::Value) -> IndexValue {
 /// The text columns an index may cover whole (for `ORDER BY column LIMIT n`, and
 /// comparisons with the column).
 pub fn text_column(table: Table, column: &str) -> bool {
-    matches!(
-        (table, column),
-        (Table::Entities, "name") | (Table::Resources, "uri")
-    )
+    table
+        .column(column)
+        .is_some_and(|c| c.indexable && c.ty == ColumnType::Text)
 }
 
 /// The timestamp columns an index may cover whole (for comparisons with the column:
 /// `created_at > '2024-01-01'`). Their values are microseconds since the epoch, as
 /// numbers (exact: every timestamp of years 0 to 9999 is below 2^53 microseconds).
 pub fn timestamp_column(table: Table, column: &str) -> bool {
-    matches!(
-        (table, column),
-        (
-            Table::Entities | Table::Resources,
-            "created_at" | "updated_at"
-        )
-    )
+    table
+        .column(column)
+        .is_some_and(|c| c.indexable && c.ty == ColumnType::Timestamp)
 }
 
 /// The columns an index may cover whole.
@@ -181,13 +177,7 @@ fn column_value(row: &Row, column: &str) -> Option<IndexValue> {
 
 /// The JSON columns an index may cover.
 pub fn json_column(table: Table, column: &str) -> bool {
-    matches!(
-        (table, column),
-        (Table::Resources, "metadata")
-            | (Table::Entities, "properties")
-            | (Table::Edges, "properties")
-            | (Table::Moments, "metadata")
-    )
+    table.json_column() == column
 }
 
 fn row_json(row: &Row) -> &str {
@@ -425,14 +415,10 @@ impl TenantStore {
             return Err(Error::invalid(format!(
                 "{}.{column} cannot be indexed; indexes cover a path of {}{}",
                 table.name(),
-                match table {
-                    Table::Entities | Table::Edges => "properties",
-                    Table::Resources | Table::Moments => "metadata",
-                },
-                match table {
-                    Table::Entities => " or one of the columns name, created_at, updated_at",
-                    Table::Resources => " or one of the columns uri, created_at, updated_at",
-                    Table::Edges | Table::Moments => "",
+                table.json_column(),
+                match table.indexable_columns().as_slice() {
+                    [] => String::new(),
+                    columns => format!(" or one of the columns {}", columns.join(", ")),
                 }
             )));
         } else if path.is_empty() || path.iter().any(|k| k.is_empty()) {
@@ -443,7 +429,7 @@ impl TenantStore {
         let cf = self.cf()?;
         let _writer = self.state.write_lock.lock();
         let mut defs = self.stored_user_indexes()?;
-        if defs.iter().any(|d| d.name == name) || builtin_index_name(name) {
+        if defs.iter().any(|d| d.name == name) || IndexId::is_builtin_name(name) {
             return Err(Error::AlreadyExists(format!("index '{name}'")));
         }
         let id = self.meta_u64(keys::META_NEXT_USER_INDEX)?.unwrap_or(1);
@@ -531,7 +517,7 @@ impl TenantStore {
         let _writer = self.state.write_lock.lock();
         let mut defs = self.stored_user_indexes()?;
         let Some(at) = defs.iter().position(|d| d.name == name) else {
-            if builtin_index_name(name) {
+            if IndexId::is_builtin_name(name) {
                 return Err(Error::invalid(format!(
                     "index '{name}' is built in and cannot be dropped"
                 )));
@@ -662,19 +648,6 @@ impl TenantStore {
 
 /// Rows read and indexed per write while an index is built.
 const BUILD_CHUNK: usize = 4096;
-
-fn builtin_index_name(name: &str) -> bool {
-    [
-        IndexId::EntityType,
-        IndexId::EntityName,
-        IndexId::EdgeDst,
-        IndexId::MomentTimestamp,
-        IndexId::MomentType,
-        IndexId::ResourceUri,
-    ]
-    .iter()
-    .any(|i| i.name() == name)
-}
 
 fn validate_index_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()

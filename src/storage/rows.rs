@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::catalog::{IndexId, Table};
 use crate::error::{Error, Result};
 
 /// Microseconds since the Unix epoch, UTC: the unit of every timestamp in remdb.
@@ -14,47 +15,6 @@ pub type Micros = i64;
 /// The current time in microseconds since the epoch.
 pub fn now_micros() -> Micros {
     chrono::Utc::now().timestamp_micros()
-}
-
-/// The four REM tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Table {
-    Resources,
-    Entities,
-    Edges,
-    Moments,
-}
-
-impl Table {
-    pub const ALL: [Table; 4] = [
-        Table::Resources,
-        Table::Entities,
-        Table::Edges,
-        Table::Moments,
-    ];
-
-    /// The byte that names the table inside keys (see `keys.rs`).
-    pub fn tag(self) -> u8 {
-        match self {
-            Table::Resources => 1,
-            Table::Entities => 2,
-            Table::Edges => 3,
-            Table::Moments => 4,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Resources => "resources",
-            Table::Entities => "entities",
-            Table::Edges => "edges",
-            Table::Moments => "moments",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.name() == name)
-    }
 }
 
 /// One component of a key: the storage layer indexes text and integers (timestamps).
@@ -67,63 +27,6 @@ pub enum KeyPart {
 impl From<&str> for KeyPart {
     fn from(s: &str) -> Self {
         KeyPart::Str(s.to_string())
-    }
-}
-
-/// The built-in secondary indexes, maintained on every write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IndexId {
-    /// entities by `type`
-    EntityType,
-    /// entities by normalized `name` and by each normalized alias
-    EntityName,
-    /// edges by `(dst, edge_type, src)`
-    EdgeDst,
-    /// moments by `timestamp`
-    MomentTimestamp,
-    /// moments by `type`
-    MomentType,
-    /// resources by `uri`
-    ResourceUri,
-}
-
-impl IndexId {
-    pub fn tag(self) -> u8 {
-        match self {
-            IndexId::EntityType => 1,
-            IndexId::EntityName => 2,
-            IndexId::EdgeDst => 3,
-            IndexId::MomentTimestamp => 4,
-            IndexId::MomentType => 5,
-            IndexId::ResourceUri => 6,
-        }
-    }
-
-    pub fn table(self) -> Table {
-        match self {
-            IndexId::EntityType | IndexId::EntityName => Table::Entities,
-            IndexId::EdgeDst => Table::Edges,
-            IndexId::MomentTimestamp | IndexId::MomentType => Table::Moments,
-            IndexId::ResourceUri => Table::Resources,
-        }
-    }
-
-    /// True when the index's entries hold a copy of their row (the encoded row is the
-    /// entry's value): the time index of moments, so that a time window or a newest-n
-    /// reads one key range instead of one random row read per moment.
-    pub fn holds_rows(self) -> bool {
-        matches!(self, IndexId::MomentTimestamp)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            IndexId::EntityType => "entities_type",
-            IndexId::EntityName => "entities_name",
-            IndexId::EdgeDst => "edges_dst",
-            IndexId::MomentTimestamp => "moments_timestamp",
-            IndexId::MomentType => "moments_type",
-            IndexId::ResourceUri => "resources_uri",
-        }
     }
 }
 
