@@ -1,14 +1,15 @@
 //! Query layer: everything that speaks DataFusion. Above storage, below the session.
 //!
 //! * `convert`: Arrow schemas of the tables, rows <-> RecordBatch.
-//! * `pushdown`: the pure filter -> access-path analysis (unit-tested per shape).
+//! * `access`: the access planner, pure: filters -> access path, one parser per index
+//!   kind, one AND/OR/NOT walker, and how EXPLAIN shows the path.
 //! * `provider`: `RemTable`, the `TableProvider` of one table of one tenant.
 //! * `exec`: the physical nodes (`RemScanExec`, `RemDmlExec`, the insert sink).
+//! * `leaf`: `LeafExec`, the one plan node every leaf of ours is.
 //! * `lazy`: how those nodes run: one step per poll, on the blocking pool, stoppable.
 //! * `vector`: `vector_similar(...)` and the `ORDER BY distance LIMIT k` rewrite.
 //! * `graph`: `traverse(...)` and `lookup(...)`, the REM graph and key verbs.
 //! * `order`: `ORDER BY timestamp LIMIT n` over moments as an ordered walk of the time index.
-//! * `index_sets`: filters -> row-id sets of built-in and user-declared indexes (pure).
 //! * `index_ddl`: `CREATE/DROP INDEX`, `list_indexes()`, `json_array_contains(...)`.
 //! * `verbs`: the REM statements (`LOOKUP`, `TRAVERSE`, `SEARCH`) rewritten into SQL.
 //!
@@ -16,17 +17,16 @@
 //! tenant's four tables and nothing else, so no SQL it runs can name another tenant.
 //! Errors cross this boundary as [`crate::Error`] in both directions.
 
+pub mod access;
 pub mod convert;
 pub mod exec;
 pub mod graph;
 pub mod index_ddl;
-pub mod index_sets;
 mod inlist_guard;
 pub mod lazy;
 pub mod leaf;
 pub mod order;
 pub mod provider;
-pub mod pushdown;
 pub mod vector;
 pub mod verbs;
 

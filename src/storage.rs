@@ -42,8 +42,8 @@ use crate::vector::VectorIndex;
 pub use candidates::{MAX_KEPT_SET_VECTORS, RowBitmap};
 pub use graph::{Direction, Found, Hop, MAX_TRAVERSE_DEPTH};
 pub use json_index::{
-    IndexDef, IndexKind, KeyRange, RowSet, ValueRange, index_column, index_value, json_column,
-    text_column, timestamp_column,
+    IndexDef, IndexKind, KeyRange, RowSet, UserIndexRef, ValueRange, index_column, index_value,
+    json_column, text_column, timestamp_column,
 };
 pub use keys::IndexValue;
 pub use rows::{

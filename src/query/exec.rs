@@ -21,10 +21,10 @@ use datafusion::physical_expr::utils::{Guarantee, LiteralGuarantee};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 
+use super::access::{Access, plan_access};
 use super::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
 use super::lazy::{Chunks, Step, Stop, cancelled};
 use super::leaf::{Leaf, LeafExec};
-use super::pushdown::{describe, plan_access};
 use crate::error::Error;
 use crate::storage::{AccessPath, IndexDef, Row, RowCursor, Table, TenantStore};
 
@@ -48,7 +48,7 @@ pub type RemScanExec = LeafExec<Scan>;
 pub struct Scan {
     store: TenantStore,
     table: Table,
-    path: AccessPath,
+    access: Access,
     /// Columns read from storage (table-schema indexes): the output plus residual inputs.
     read: Vec<usize>,
     /// Positions in `read` of the output columns.
@@ -122,7 +122,7 @@ impl RemScanExec {
     pub fn scan(
         store: TenantStore,
         table: Table,
-        path: AccessPath,
+        access: Access,
         projection: Vec<usize>,
         read: Vec<usize>,
         residual: Option<Arc<dyn PhysicalExpr>>,
@@ -138,7 +138,7 @@ impl RemScanExec {
         let scan = Scan {
             store,
             table,
-            path,
+            access,
             read,
             output,
             residual,
@@ -160,7 +160,7 @@ impl RemScanExec {
     /// The same scan, with its rows found by another path (the top-k rewrite).
     pub fn with_path(&self, path: AccessPath) -> Self {
         self.with_leaf(Scan {
-            path,
+            access: self.access.with_path(path),
             ..self.leaf().clone()
         })
     }
@@ -174,7 +174,7 @@ impl RemScanExec {
 
 impl Scan {
     pub fn access_path(&self) -> &AccessPath {
-        &self.path
+        &self.access.path
     }
 
     pub fn table(&self) -> Table {
@@ -196,7 +196,7 @@ impl Scan {
 
     /// True when the scan applies no filter of its own (a plain full scan).
     pub fn is_unfiltered_full_scan(&self) -> bool {
-        self.path.is_full_scan() && self.residual.is_none() && self.limit.is_none()
+        self.access.path.is_full_scan() && self.residual.is_none() && self.limit.is_none()
     }
 
     /// The column of the scan's output that a hash join's dynamic filter compares, when
@@ -223,12 +223,7 @@ impl Leaf for Scan {
     const EMISSION: EmissionType = EmissionType::Incremental;
 
     fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "table={}, access={}",
-            self.table.name(),
-            describe(self.table, &self.path)
-        )?;
+        write!(f, "table={}, access={}", self.table.name(), self.access)?;
         if let Some(keys) = &self.join_keys {
             write!(f, " or join keys of {} by index", keys.column)?;
         }
@@ -250,7 +245,7 @@ impl Leaf for Scan {
     /// Takes a hash join's dynamic filter on an indexed column (see `join_keys`). The
     /// filter is not applied to the rows (the join does that).
     fn take_parent_filter(&self, filters: &[Arc<dyn PhysicalExpr>]) -> Option<Self> {
-        if !self.path.is_full_scan() || self.join_keys.is_some() {
+        if !self.access.path.is_full_scan() || self.join_keys.is_some() {
             return None;
         }
         let keys = filters.iter().find_map(|filter| {
@@ -300,7 +295,7 @@ impl Leaf for Scan {
                 keys: keys.clone(),
                 lookups: counter("join_key_lookups"),
             },
-            None => Cursor::Path(self.path.clone()),
+            None => Cursor::Path(self.access.path.clone()),
         };
         Ok(Box::new(ScanState {
             store: self.store.clone(),

@@ -21,9 +21,9 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::access::{Access, plan_access};
 use super::convert::table_schema;
 use super::exec::{DmlKind, RemDmlExec, RemScanExec, RemSink};
-use super::pushdown::plan_access;
 use crate::storage::{AccessPath, Table, TenantStore};
 
 /// One REM table of one tenant.
@@ -49,16 +49,16 @@ impl RemTable {
     fn access_path(
         &self,
         filters: &[&Expr],
-    ) -> DfResult<(AccessPath, Vec<TableProviderFilterPushDown>)> {
+    ) -> DfResult<(Access, Vec<TableProviderFilterPushDown>)> {
         if !self.use_indexes {
             return Ok((
-                AccessPath::FullScan,
+                Access::plain(self.table, AccessPath::FullScan),
                 vec![TableProviderFilterPushDown::Unsupported; filters.len()],
             ));
         }
         let user = self.store.user_indexes().map_err(DataFusionError::from)?;
         let plan = plan_access(self.table, filters, &user);
-        Ok((plan.path, plan.pushdown))
+        Ok((plan.access(self.table), plan.pushdown))
     }
 
     /// DML filters arrive unsimplified (`ts > CAST('2024-01-01' AS TIMESTAMP)`); folding

@@ -24,10 +24,10 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::access::plan_access;
 use super::convert::table_schema;
 use super::exec::external;
 use super::provider::unqualified;
-use super::pushdown::plan_access;
 use crate::query::QueryOptions;
 use crate::storage::{Table, TenantStore};
 
@@ -459,7 +459,7 @@ impl TableProvider for VectorSimilarTable {
             min_score: self.min_score,
             ef: self.ef,
             metric,
-            candidates: plan.path,
+            candidates: plan.access(Table::Resources),
             force: self.options.vector_strategy,
             residual,
             filter,

@@ -243,16 +243,21 @@ pub type KeyRange = (Vec<u8>, Option<Vec<u8>>);
 /// Rows whose entries fall into key ranges of indexes, combined with AND and OR.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowSet {
-    /// Rows with an entry in `[start, end)` of one of `ranges`; `label` says which index
-    /// and values, for EXPLAIN.
+    /// Rows with an entry in `[start, end)` of one of `ranges`.
     Keys {
-        label: String,
         ranges: Vec<KeyRange>,
         /// The user index read, checked to still exist when the set is evaluated.
-        user_index: Option<u32>,
+        user_index: Option<UserIndexRef>,
     },
     And(Vec<RowSet>),
     Or(Vec<RowSet>),
+}
+
+/// A user index a row set reads: its id, and its name for errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserIndexRef {
+    pub id: u32,
+    pub name: String,
 }
 
 /// A range of index values.
@@ -279,7 +284,7 @@ fn key_range(
 
 impl RowSet {
     /// Rows whose built-in `index` entry starts with one of `prefixes`.
-    pub fn builtin_prefixes(index: IndexId, prefixes: &[Vec<KeyPart>], label: String) -> RowSet {
+    pub fn builtin_prefixes(index: IndexId, prefixes: &[Vec<KeyPart>]) -> RowSet {
         let ranges = prefixes
             .iter()
             .map(|p| {
@@ -289,7 +294,6 @@ impl RowSet {
             })
             .collect();
         RowSet::Keys {
-            label,
             ranges,
             user_index: None,
         }
@@ -300,7 +304,6 @@ impl RowSet {
         index: IndexId,
         lower: &Bound<Vec<KeyPart>>,
         upper: &Bound<Vec<KeyPart>>,
-        label: String,
     ) -> RowSet {
         let prefix = |v: &Vec<KeyPart>| keys::index_prefix(index, v);
         let range = key_range(
@@ -309,14 +312,13 @@ impl RowSet {
             upper.as_ref().map(prefix),
         );
         RowSet::Keys {
-            label,
             ranges: vec![range],
             user_index: None,
         }
     }
 
     /// Rows whose entry in user index `def` lies in one of `ranges` of values.
-    pub fn user(def: &IndexDef, ranges: &[ValueRange], label: String) -> Result<RowSet> {
+    pub fn user(def: &IndexDef, ranges: &[ValueRange]) -> Result<RowSet> {
         let table = def.table()?;
         let base = keys::user_index_prefix(table, def.id);
         let prefix = |v: &IndexValue| keys::user_index_value_prefix(table, def.id, v);
@@ -325,25 +327,12 @@ impl RowSet {
             .map(|(lo, hi)| key_range(&base, lo.as_ref().map(prefix), hi.as_ref().map(prefix)))
             .collect();
         Ok(RowSet::Keys {
-            label,
             ranges,
-            user_index: Some(def.id),
+            user_index: Some(UserIndexRef {
+                id: def.id,
+                name: def.name.clone(),
+            }),
         })
-    }
-
-    /// Describes the set for EXPLAIN.
-    pub fn describe(&self) -> String {
-        match self {
-            RowSet::Keys { label, .. } => label.clone(),
-            RowSet::And(parts) => {
-                let inner: Vec<String> = parts.iter().map(|p| p.describe()).collect();
-                format!("({})", inner.join(" AND "))
-            }
-            RowSet::Or(parts) => {
-                let inner: Vec<String> = parts.iter().map(|p| p.describe()).collect();
-                format!("({})", inner.join(" OR "))
-            }
-        }
     }
 }
 
@@ -545,19 +534,15 @@ impl TenantStore {
     /// index still exists: a plan made before a DROP INDEX must not read an emptied index
     /// as "no rows".
     pub(super) fn leaf_ranges(&self, set: &RowSet) -> Result<Option<Vec<KeyRange>>> {
-        let RowSet::Keys {
-            label,
-            ranges,
-            user_index,
-        } = set
-        else {
+        let RowSet::Keys { ranges, user_index } = set else {
             return Ok(None);
         };
-        if let Some(id) = user_index
-            && !self.user_indexes()?.iter().any(|d| d.id == *id)
+        if let Some(index) = user_index
+            && !self.user_indexes()?.iter().any(|d| d.id == index.id)
         {
             return Err(Error::Query(format!(
-                "an index this query planned with ({label}) was dropped; run the query again"
+                "index {} this query planned with was dropped; run the query again",
+                index.name
             )));
         }
         let ranges = ranges

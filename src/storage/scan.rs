@@ -423,7 +423,7 @@ impl TenantStore {
             Some(_) if !bounded => self.kept_order(table, within, index),
             _ => None,
         };
-        let key_ranges = match RowSet::user(index, std::slice::from_ref(range), String::new())? {
+        let key_ranges = match RowSet::user(index, std::slice::from_ref(range))? {
             RowSet::Keys { ranges, .. } => ranges,
             _ => return Err(Error::Query("an ordered walk is one key range".into())),
         };

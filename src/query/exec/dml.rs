@@ -19,10 +19,10 @@ use futures::StreamExt;
 
 use super::{Stop, external};
 use crate::error::Error;
+use crate::query::access::Access;
 use crate::query::convert::{batch_to_rows, rows_to_batch, table_schema};
 use crate::query::lazy::{Chunks, Step};
 use crate::query::leaf::{Leaf, LeafExec};
-use crate::query::pushdown::describe;
 use crate::storage::{AccessPath, Row, RowCursor, Table, TenantStore, WriteOp, now_micros};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 
@@ -137,7 +137,7 @@ pub type RemDmlExec = LeafExec<Dml>;
 pub struct Dml {
     store: TenantStore,
     table: Table,
-    path: AccessPath,
+    access: Access,
     filters: Vec<Arc<dyn PhysicalExpr>>,
     kind: DmlKind,
 }
@@ -146,7 +146,7 @@ impl RemDmlExec {
     pub fn dml(
         store: TenantStore,
         table: Table,
-        path: AccessPath,
+        access: Access,
         filters: Vec<Arc<dyn PhysicalExpr>>,
         kind: DmlKind,
     ) -> Self {
@@ -158,7 +158,7 @@ impl RemDmlExec {
         let dml = Dml {
             store,
             table,
-            path,
+            access,
             filters,
             kind,
         };
@@ -324,7 +324,7 @@ impl Leaf for Dml {
             f,
             "op={op}, table={}, access={}",
             self.table.name(),
-            describe(self.table, &self.path)
+            self.access
         )
     }
 
@@ -349,7 +349,7 @@ impl Leaf for Dml {
         Ok(Box::new(DmlWork {
             store: self.store.clone(),
             table: self.table,
-            path: self.path.clone(),
+            path: self.access.path.clone(),
             filters: self.filters.clone(),
             kind: self.kind.clone(),
             cursor: None,

@@ -16,12 +16,12 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 
+use crate::query::access::Access;
 use crate::query::convert::{EMBEDDING_COLUMN, rows_to_batch, table_schema};
 use crate::query::exec::external;
 use crate::query::lazy::Chunks;
 use crate::query::lazy::{Once, Stop, cancelled};
 use crate::query::leaf::{Leaf, LeafExec};
-use crate::query::pushdown::describe;
 use crate::storage::{
     AccessPath, Candidates, MAX_KEPT_SET_VECTORS, Row, RowBitmap, Table, TenantStore,
 };
@@ -177,7 +177,7 @@ pub struct VectorSearch {
     pub(super) ef: Option<usize>,
     pub(super) metric: Metric,
     /// Where candidates come from: a full scan means "every vector".
-    pub(super) candidates: AccessPath,
+    pub(super) candidates: Access,
     /// A strategy forced by the session's options (measurements, tests).
     pub(super) force: Option<Strategy>,
     /// Pushed filters the candidate set does not decide.
@@ -311,7 +311,7 @@ impl VectorSearch {
             .map_err(external)?;
         let total = index.len();
         let filtered = self.filter.is_some();
-        let candidates = match (&self.candidates, self.force) {
+        let candidates = match (&self.candidates.path, self.force) {
             (AccessPath::FullScan, _) => Candidates::All,
             (_, Some(Strategy::PostFilter)) => Candidates::Many,
             // A forced strategy that needs the candidate set gets all of it.
@@ -381,7 +381,7 @@ impl VectorSearch {
                         .store
                         .exact_distances(
                             Table::Resources,
-                            &self.candidates,
+                            &self.candidates.path,
                             set,
                             &index,
                             &self.query,
@@ -522,21 +522,21 @@ impl Leaf for VectorSearch {
         if let Some(m) = self.min_score {
             write!(f, ", min_score={m}")?;
         }
-        match (&self.candidates, self.force) {
+        match (&self.candidates.path, self.force) {
             (AccessPath::FullScan, _) if self.filter.is_none() => {
                 write!(f, ", strategy={}", Strategy::Hnsw.name())?
             }
             (AccessPath::FullScan, _) => write!(f, ", strategy={}", Strategy::PostFilter.name())?,
-            (path, Some(forced)) => write!(
+            (_, Some(forced)) => write!(
                 f,
                 ", candidates={}, strategy={} (forced)",
-                describe(Table::Resources, path),
+                self.candidates,
                 forced.name()
             )?,
-            (path, None) => write!(
+            (_, None) => write!(
                 f,
                 ", candidates={}, strategy=by candidate count m (exact if m <= max({EXACT_MAX_CANDIDATES}, sqrt({CANDIDATE_CAP_SCALE} n)), else {} with the set in memory, {} without)",
-                describe(Table::Resources, path),
+                self.candidates,
                 Strategy::Overfetch.name(),
                 Strategy::PostFilter.name(),
             )?,

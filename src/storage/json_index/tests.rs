@@ -102,12 +102,7 @@ fn create_maintain_query_drop() {
     )])
     .unwrap();
     let eq = |def: &IndexDef, v: IndexValue| {
-        let set = RowSet::user(
-            def,
-            &[(Bound::Included(v.clone()), Bound::Included(v))],
-            String::new(),
-        )
-        .unwrap();
+        let set = RowSet::user(def, &[(Bound::Included(v.clone()), Bound::Included(v))]).unwrap();
         t.row_set(&set).unwrap()
     };
     assert_eq!(eq(&lang, IndexValue::Text("en".into())), [1, 4]);
@@ -119,7 +114,6 @@ fn create_maintain_query_drop() {
             Bound::Included(IndexValue::Number(0.0)),
             Bound::Excluded(IndexValue::Number(10.0)),
         )],
-        String::new(),
     )
     .unwrap();
     assert_eq!(t.row_set(&between).unwrap(), [1, 4]);
@@ -131,7 +125,6 @@ fn create_maintain_query_drop() {
                 Bound::Included(IndexValue::Text("a".into())),
                 Bound::Included(IndexValue::Text("a".into())),
             )],
-            String::new(),
         )
         .unwrap(),
     ]);
@@ -180,8 +173,21 @@ fn create_maintain_query_drop() {
         t.drop_index("entities_type"),
         Err(Error::InvalidArgument(_))
     ));
+    let planned = RowSet::user(
+        &lang,
+        &[(
+            Bound::Included(IndexValue::Text("en".into())),
+            Bound::Included(IndexValue::Text("en".into())),
+        )],
+    )
+    .unwrap();
     t.drop_index("idx_lang").unwrap();
     assert_eq!(t.user_indexes().unwrap().len(), 2);
+    // A set planned before the drop is refused, naming the index, not read as empty.
+    match t.row_set(&planned) {
+        Err(Error::Query(message)) => assert!(message.contains("idx_lang"), "{message}"),
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(t.drop_index("idx_lang"), Err(Error::NotFound(_))));
 
     // Definitions survive a reopen.

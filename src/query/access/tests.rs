@@ -1,5 +1,7 @@
 use super::*;
 use TableProviderFilterPushDown::{Exact, Inexact, Unsupported};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Between;
 use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::in_list;
 
@@ -72,7 +74,7 @@ fn literal_on_either_side_and_or_chains() {
         p.path
     );
     assert_eq!(
-        describe(Table::Entities, &p.path),
+        p.access(Table::Entities).to_string(),
         "index set (entities_type = 'a' OR entities_name = 'b')"
     );
     assert_eq!(p.pushdown, [Inexact]);
@@ -216,10 +218,15 @@ fn created_index() -> IndexDef {
 }
 
 fn label(p: &AccessPlan) -> String {
-    match &p.path {
-        AccessPath::RowSet(set) => set.describe(),
-        other => format!("{other:?}"),
+    match (&p.path, &p.set) {
+        (AccessPath::RowSet(_), Some(set)) => set.to_string(),
+        (other, _) => format!("{other:?}"),
     }
+}
+
+/// How EXPLAIN shows `path` of `table`.
+fn describe(table: Table, path: &AccessPath) -> String {
+    Access::plain(table, path.clone()).to_string()
 }
 
 #[test]
