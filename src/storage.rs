@@ -10,11 +10,20 @@
 //! `WriteBatch`. Writes of one tenant are serialized by a per-tenant lock, which makes
 //! the uniqueness checks and row-id allocation race-free; reads never take it.
 //!
+//! The parts, each over the tenant's [`family::Family`] (the only door to RocksDB below
+//! the registry) and owning its piece of the tenant's state: `write` (the write path
+//! and the write lock), `scan` and `walk` (cursors, key walks, ordered walks),
+//! `json_index` (user indexes, row sets), `vectors` (the vector index's lifecycle),
+//! `candidates` (the candidate cache of filtered searches), `graph` (edges, traversal,
+//! lookup); `keys` and `rows` encode keys and rows; the tables themselves are in the
+//! [`crate::catalog`].
+//!
 //! Durability: with `sync = false` (the default) a committed write survives a crash of
 //! the process (it is in the write-ahead log, handed to the OS) but the last writes can
 //! be lost on power loss; with `sync = true` every commit is fsynced before it returns.
 
 pub mod candidates;
+mod family;
 pub mod graph;
 pub mod json_index;
 pub mod keys;
@@ -32,18 +41,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBWithThreadMode, MultiThreaded, Options,
-    WriteBufferManager,
-};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Options, WriteBufferManager};
 
 use crate::error::{Error, Result};
-use crate::vector::VectorIndex;
 pub use candidates::{MAX_KEPT_SET_VECTORS, RowBitmap};
 pub use graph::{Direction, Found, Hop, MAX_TRAVERSE_DEPTH};
 pub use json_index::{
-    IndexDef, IndexKind, KeyRange, RowSet, UserIndexRef, ValueRange, index_column, index_value,
-    json_column, text_column, timestamp_column,
+    IndexDef, IndexKind, KeyRange, KeySet, RowSet, UserIndexRef, ValueRange, index_column,
+    index_value, json_column, text_column, timestamp_column,
 };
 pub use keys::IndexValue;
 pub use rows::{
@@ -53,8 +58,8 @@ pub use rows::{
 pub use scan::RowCursor;
 pub use write::Writer;
 
-type Rocks = DBWithThreadMode<MultiThreaded>;
-type KeyValue = (Box<[u8]>, Box<[u8]>);
+use family::{Family, FamilyName, Rocks};
+use keys::decode_row_id;
 
 const TENANT_CF_PREFIX: &str = "t:";
 const MAX_TENANT_ID_BYTES: usize = 64;
@@ -145,30 +150,17 @@ pub fn validate_tenant_id(id: &str) -> Result<()> {
 
 /// Per-tenant state shared by every handle on the tenant.
 #[derive(Debug)]
+/// Each part belongs to the module that uses it.
 struct TenantState {
-    id: String,
-    cf_name: String,
-    /// Set when the tenant is dropped: a handle kept from before must not reach the
-    /// column family of a new tenant of the same name (families are found by name).
-    dropped: std::sync::atomic::AtomicBool,
-    /// Where the tenant's HNSW index files live.
-    vector_dir: PathBuf,
-    /// Serializes writers; guards the counters (loaded from meta keys on first use).
-    write_lock: Mutex<WriterState>,
-    /// The HNSW index of `resources.embedding`, when loaded in memory.
-    vectors: RwLock<Option<Arc<VectorIndex>>>,
-    /// The user-declared indexes, once read from their meta key.
-    user_indexes: RwLock<Option<Arc<Vec<IndexDef>>>>,
-    /// Bumped after every committed write: what the candidate cache is valid for.
-    generation: std::sync::atomic::AtomicU64,
+    family: Arc<FamilyName>,
+    /// Serializes writers; guards the counters (see `write.rs`).
+    write_lock: Mutex<write::WriterState>,
+    /// The HNSW index of `resources.embedding` and its files (see `vectors.rs`).
+    vectors: vectors::VectorState,
+    /// The user-declared indexes (see `json_index.rs`).
+    user_indexes: json_index::Definitions,
     /// Candidate sets of filtered vector searches (see [`candidates`]).
-    candidates: Mutex<candidates::CandidateCache>,
-}
-
-#[derive(Debug, Default)]
-struct WriterState {
-    next_row_id: Option<u64>,
-    next_vector_change: Option<u64>,
+    candidates: candidates::CandidateState,
 }
 
 /// What [`TenantStore::resolve_at_most`] found.
@@ -311,8 +303,8 @@ impl Storage {
         }
         let state = tenant_state(&self.path, id, &self.candidate_budget);
         // A leftover index directory of an earlier tenant of this name is not ours.
-        let _ = std::fs::remove_dir_all(&state.vector_dir);
-        self.db.create_cf(&state.cf_name, &self.cf_options)?;
+        let _ = std::fs::remove_dir_all(&state.vectors.dir);
+        self.db.create_cf(&state.family.name, &self.cf_options)?;
         tenants.insert(id.to_string(), Arc::new(state));
         Ok(())
     }
@@ -329,12 +321,13 @@ impl Storage {
         // Before the family goes: a handle that finds a family and then sees the flag
         // clear found this tenant's (see `TenantStore::cf`).
         state
+            .family
             .dropped
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.db.drop_cf(&state.cf_name)?;
+        self.db.drop_cf(&state.family.name)?;
         tenants.remove(id);
-        *state.vectors.write() = None;
-        let _ = std::fs::remove_dir_all(&state.vector_dir);
+        state.vectors.forget();
+        let _ = std::fs::remove_dir_all(&state.vectors.dir);
         Ok(())
     }
 
@@ -358,11 +351,7 @@ impl Storage {
             .get(id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("tenant '{id}' (create it first)")))?;
-        Ok(TenantStore {
-            db: Arc::clone(&self.db),
-            state,
-            sync: self.options.sync,
-        })
+        Ok(self.store(state))
     }
 
     /// Bytes RocksDB holds in memtables over all tenants and in the shared block cache
@@ -370,7 +359,7 @@ impl Storage {
     pub fn memory_usage(&self) -> Result<(u64, u64)> {
         let mut memtables = 0;
         for state in self.tenants.read().values() {
-            if let Some(cf) = self.db.cf_handle(&state.cf_name) {
+            if let Some(cf) = self.db.cf_handle(&state.family.name) {
                 memtables += self
                     .db
                     .property_int_value_cf(&cf, "rocksdb.cur-size-all-mem-tables")?
@@ -384,12 +373,7 @@ impl Storage {
     pub fn checkpoint(&self) -> Result<()> {
         let states: Vec<Arc<TenantState>> = self.tenants.read().values().cloned().collect();
         for state in states {
-            let store = TenantStore {
-                db: Arc::clone(&self.db),
-                state,
-                sync: self.options.sync,
-            };
-            store.save_vectors()?;
+            self.store(state).save_vectors()?;
         }
         Ok(())
     }
@@ -397,7 +381,7 @@ impl Storage {
     /// Flushes every tenant's memtable to disk (tests and benchmarks).
     pub fn flush(&self) -> Result<()> {
         for state in self.tenants.read().values() {
-            if let Some(cf) = self.db.cf_handle(&state.cf_name) {
+            if let Some(cf) = self.db.cf_handle(&state.family.name) {
                 self.db.flush_cf(&cf)?;
             }
         }
@@ -413,7 +397,7 @@ impl Storage {
             .tenants
             .read()
             .values()
-            .map(|s| s.cf_name.clone())
+            .map(|s| s.family.name.clone())
             .collect();
         for name in names {
             if let Some(cf) = self.db.cf_handle(&name) {
@@ -421,6 +405,19 @@ impl Storage {
             }
         }
         Ok(())
+    }
+}
+
+impl Storage {
+    fn store(&self, state: Arc<TenantState>) -> TenantStore {
+        TenantStore {
+            family: Family::new(
+                Arc::clone(&self.db),
+                Arc::clone(&state.family),
+                self.options.sync,
+            ),
+            state,
+        }
     }
 }
 
@@ -438,18 +435,12 @@ fn tenant_state(
     candidate_budget: &Arc<candidates::CandidateBudget>,
 ) -> TenantState {
     TenantState {
-        id: id.to_string(),
-        cf_name: format!("{TENANT_CF_PREFIX}{id}"),
-        dropped: std::sync::atomic::AtomicBool::new(false),
+        family: Arc::new(FamilyName::new(id, format!("{TENANT_CF_PREFIX}{id}"))),
+        write_lock: Mutex::new(write::WriterState::default()),
         // Tenant ids are validated (no separators, no `..`): safe as a directory name.
-        vector_dir: db_path.join("vectors").join(id),
-        write_lock: Mutex::new(WriterState::default()),
-        vectors: RwLock::new(None),
-        user_indexes: RwLock::new(None),
-        generation: std::sync::atomic::AtomicU64::new(0),
-        candidates: Mutex::new(candidates::CandidateCache::new(Arc::clone(
-            candidate_budget,
-        ))),
+        vectors: vectors::VectorState::new(db_path.join("vectors").join(id)),
+        user_indexes: json_index::Definitions::default(),
+        candidates: candidates::CandidateState::new(Arc::clone(candidate_budget)),
     }
 }
 
@@ -523,38 +514,30 @@ impl AccessPath {
 /// A tenant-bound handle: every read and write of the tenant's rows.
 #[derive(Clone)]
 pub struct TenantStore {
-    db: Arc<Rocks>,
+    family: Family,
     state: Arc<TenantState>,
-    sync: bool,
 }
 
 impl std::fmt::Debug for TenantStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantStore")
-            .field("tenant", &self.state.id)
+            .field("tenant", &self.family.tenant())
             .finish()
     }
 }
 
 impl TenantStore {
     pub fn tenant_id(&self) -> &str {
-        &self.state.id
+        self.family.tenant()
     }
 
-    fn cf(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
-        let dropped = || Error::NotFound(format!("tenant '{}' (dropped)", self.state.id));
-        let cf = self.db.cf_handle(&self.state.cf_name).ok_or_else(dropped)?;
-        // Checked after the lookup: the flag is set before the family is dropped, and a
-        // new tenant of the name is created after, so a clear flag here means `cf` is
-        // this tenant's family.
-        if self.state.dropped.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(dropped());
-        }
-        Ok(cf)
+    /// The tenant's column family, bound for one piece of work.
+    fn family(&self) -> Result<family::Handle<'_>> {
+        self.family.handle()
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(&self.cf()?, key)?)
+        self.family()?.get(key)
     }
 
     fn row_id_of(&self, table: Table, key: &[KeyPart]) -> Result<Option<u64>> {
@@ -586,19 +569,4 @@ impl TenantStore {
             None => Ok(None),
         }
     }
-}
-
-/// A row id and, from an index that holds rows, the encoded row.
-type Entry = (u64, Option<Box<[u8]>>);
-
-/// The row id at the end of a secondary index key.
-fn index_row_id(key: &[u8]) -> Result<u64> {
-    keys::trailing_row_id(key).ok_or_else(|| Error::Corruption("short index key".into()))
-}
-
-fn decode_row_id(bytes: &[u8]) -> Result<u64> {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| Error::Corruption(format!("row id of {} bytes", bytes.len())))?;
-    Ok(u64::from_be_bytes(arr))
 }

@@ -132,6 +132,23 @@ impl Kept {
     }
 }
 
+/// The candidate sets of one tenant and the write generation they are valid for.
+#[derive(Debug)]
+pub(super) struct CandidateState {
+    /// Bumped after every committed write.
+    generation: std::sync::atomic::AtomicU64,
+    cache: parking_lot::Mutex<CandidateCache>,
+}
+
+impl CandidateState {
+    pub(super) fn new(budget: Arc<CandidateBudget>) -> CandidateState {
+        CandidateState {
+            generation: std::sync::atomic::AtomicU64::new(0),
+            cache: parking_lot::Mutex::new(CandidateCache::new(budget)),
+        }
+    }
+}
+
 /// The candidate sets (and set vectors) of one tenant, valid for one generation.
 #[derive(Debug)]
 pub(super) struct CandidateCache {
@@ -234,7 +251,7 @@ struct FillingDone(TenantStore);
 
 impl Drop for FillingDone {
     fn drop(&mut self) {
-        self.0.state.candidates.lock().filling = false;
+        self.0.state.candidates.cache.lock().filling = false;
     }
 }
 
@@ -249,12 +266,15 @@ fn cacheable(path: &AccessPath) -> bool {
 impl TenantStore {
     /// The tenant's write generation: bumped after every committed write.
     pub(super) fn generation(&self) -> u64 {
-        self.state.generation.load(Ordering::Acquire)
+        self.state.candidates.generation.load(Ordering::Acquire)
     }
 
     /// Marks a committed write (called with the write lock held, after the write).
     pub(super) fn bump_generation(&self) {
-        self.state.generation.fetch_add(1, Ordering::AcqRel);
+        self.state
+            .candidates
+            .generation
+            .fetch_add(1, Ordering::AcqRel);
     }
 
     /// The candidate set of `path` for a filtered vector search: from memory when an
@@ -303,7 +323,12 @@ impl TenantStore {
     /// The whole candidate set of `path`, if it is in memory and current.
     pub fn cached_candidates(&self, table: Table, path: &AccessPath) -> Option<Arc<RowBitmap>> {
         let generation = self.generation();
-        self.state.candidates.lock().at(generation).get(table, path)
+        self.state
+            .candidates
+            .cache
+            .lock()
+            .at(generation)
+            .get(table, path)
     }
 
     /// The whole set `ids` of `path`, read at `generation`, as a bitmap; kept for later
@@ -326,7 +351,7 @@ impl TenantStore {
     /// Checked under the cache lock: a write bumps the generation after it commits, so
     /// what was read across a write is either dropped here or outdated at once.
     fn keep_current(&self, table: Table, path: &AccessPath, generation: u64, kept: Kept) {
-        let mut cache = self.state.candidates.lock();
+        let mut cache = self.state.candidates.cache.lock();
         if self.generation() == generation {
             cache.at(generation).keep(table, path, kept);
         }
@@ -337,7 +362,7 @@ impl TenantStore {
     /// panics or its thread cannot start.
     fn read_in_background(&self, name: &str, read: impl FnOnce(TenantStore) + Send + 'static) {
         {
-            let mut cache = self.state.candidates.lock();
+            let mut cache = self.state.candidates.cache.lock();
             if cache.filling {
                 return;
             }
@@ -376,6 +401,7 @@ impl TenantStore {
         let kept = self
             .state
             .candidates
+            .cache
             .lock()
             .at(generation)
             .get_vectors(table, path);
@@ -416,6 +442,7 @@ impl TenantStore {
         let generation = self.generation();
         self.state
             .candidates
+            .cache
             .lock()
             .at(generation)
             .get_order(table, path, index.id)
@@ -458,7 +485,7 @@ impl TenantStore {
     /// The ids of `set` in the key order of the column index `index` (one entry per
     /// row), from a walk over the index's keys that reads no value.
     fn index_order(&self, table: Table, index: &IndexDef, set: &RowBitmap) -> Result<Vec<u64>> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let prefix = keys::user_index_prefix(table, index.id);
         let mut read_options = rocksdb::ReadOptions::default();
         // One pass over the whole index: the block cache stays with the queries' blocks.
@@ -466,7 +493,7 @@ impl TenantStore {
         if let Some(end) = keys::prefix_successor(&prefix) {
             read_options.set_iterate_upper_bound(end);
         }
-        let mut iter = self.db.raw_iterator_cf_opt(&cf, read_options);
+        let mut iter = family.raw_iterator(read_options);
         iter.seek(&prefix);
         let mut ids = Vec::with_capacity(set.len());
         while let Some(key) = iter.key() {
@@ -485,7 +512,7 @@ impl TenantStore {
     /// Whether a background read of a candidate set is under way (for tests and benches
     /// that wait for it).
     pub fn filling_candidates(&self) -> bool {
-        self.state.candidates.lock().filling
+        self.state.candidates.cache.lock().filling
     }
 }
 

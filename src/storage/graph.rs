@@ -9,7 +9,8 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use super::{Row, Table, TenantStore, index_row_id, keys, normalize_name};
+use super::keys::{self, decode_row_id, index_row_id};
+use super::{Row, Table, TenantStore, normalize_name};
 use crate::error::{Error, Result};
 use crate::storage::{IndexId, KeyPart};
 
@@ -76,7 +77,7 @@ impl TenantStore {
         direction: Direction,
         edge_types: &[String],
     ) -> Result<Vec<(String, String)>> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let node = KeyPart::from(id);
         let prefixes = |with_type: &dyn Fn(Vec<KeyPart>) -> Vec<u8>| -> Vec<Vec<u8>> {
             if edge_types.is_empty() {
@@ -92,7 +93,7 @@ impl TenantStore {
         if direction != Direction::In {
             let base = keys::primary_key(Table::Edges, &[]).len();
             for prefix in prefixes(&|parts| keys::primary_key(Table::Edges, &parts)) {
-                for item in self.range(&cf, prefix.clone(), keys::prefix_successor(&prefix)) {
+                for item in family.range(prefix.clone(), keys::prefix_successor(&prefix)) {
                     let (key, _) = item?;
                     let (_, edge_type, dst) = edge_parts(&key[base..])?;
                     out.push((edge_type, dst));
@@ -102,7 +103,7 @@ impl TenantStore {
         if direction != Direction::Out {
             let base = keys::index_prefix(IndexId::EdgeDst, &[]).len();
             for prefix in prefixes(&|parts| keys::index_prefix(IndexId::EdgeDst, &parts)) {
-                for item in self.range(&cf, prefix.clone(), keys::prefix_successor(&prefix)) {
+                for item in family.range(prefix.clone(), keys::prefix_successor(&prefix)) {
                     let (key, _) = item?;
                     let parts = key
                         .get(base..key.len().saturating_sub(8))
@@ -188,26 +189,25 @@ impl TenantStore {
 
     /// The entities with these ids, in the order asked (None where there is none).
     pub fn entities_by_id(&self, ids: &[&str]) -> Result<Vec<Option<Row>>> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let pks: Vec<Vec<u8>> = ids
             .iter()
             .map(|id| keys::primary_key(Table::Entities, &[KeyPart::from(*id)]))
             .collect();
-        let row_ids = self.db.batched_multi_get_cf(&cf, pks.iter(), false);
+        let row_ids = family.multi_get(&pks);
         let mut row_keys = Vec::with_capacity(ids.len());
         let mut at = Vec::with_capacity(ids.len());
         for value in row_ids {
             match value? {
                 Some(v) => {
                     at.push(Some(row_keys.len()));
-                    row_keys.push(keys::row_key(Table::Entities, super::decode_row_id(&v)?));
+                    row_keys.push(keys::row_key(Table::Entities, decode_row_id(&v)?));
                 }
                 None => at.push(None),
             }
         }
-        let rows: Vec<Option<Row>> = self
-            .db
-            .batched_multi_get_cf(&cf, row_keys.iter(), false)
+        let rows: Vec<Option<Row>> = family
+            .multi_get(&row_keys)
             .into_iter()
             .map(|v| match v? {
                 Some(bytes) => Row::decode(Table::Entities, &bytes).map(Some),
@@ -224,7 +224,7 @@ impl TenantStore {
     /// matches it ignoring case and spacing, and resources whose id or uri is the key.
     /// Each row is listed once per key, entities first.
     pub fn lookup(&self, lookup_keys: &[String]) -> Result<Vec<Found>> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let mut out = Vec::new();
         for key in lookup_keys {
             for (table, index, indexed) in [
@@ -244,7 +244,7 @@ impl TenantStore {
                     row_ids.push(id);
                 }
                 let prefix = keys::index_prefix(index, &[indexed]);
-                for item in self.range(&cf, prefix.clone(), keys::prefix_successor(&prefix)) {
+                for item in family.range(prefix.clone(), keys::prefix_successor(&prefix)) {
                     let (k, _) = item?;
                     let id = index_row_id(&k)?;
                     if !row_ids.contains(&id) {

@@ -18,11 +18,12 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
+use super::family::Handle;
+use super::keys::index_row_id;
 use super::keys::{self, IndexValue};
-use super::{IndexId, KeyPart, Row, Table, TenantStore, index_row_id};
+use super::{IndexId, KeyPart, Row, Table, TenantStore};
 use crate::catalog::ColumnType;
 use crate::error::{Error, Result};
 
@@ -243,14 +244,18 @@ pub type KeyRange = (Vec<u8>, Option<Vec<u8>>);
 /// Rows whose entries fall into key ranges of indexes, combined with AND and OR.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowSet {
-    /// Rows with an entry in `[start, end)` of one of `ranges`.
-    Keys {
-        ranges: Vec<KeyRange>,
-        /// The user index read, checked to still exist when the set is evaluated.
-        user_index: Option<UserIndexRef>,
-    },
+    /// The rows of one index's key ranges.
+    Keys(KeySet),
     And(Vec<RowSet>),
     Or(Vec<RowSet>),
+}
+
+/// Rows with an entry in `[start, end)` of one of `ranges` of one index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySet {
+    pub ranges: Vec<KeyRange>,
+    /// The user index read, checked to still exist when the set is evaluated.
+    pub user_index: Option<UserIndexRef>,
 }
 
 /// A user index a row set reads: its id, and its name for errors.
@@ -259,6 +264,10 @@ pub struct UserIndexRef {
     pub id: u32,
     pub name: String,
 }
+
+/// The user-declared indexes of a tenant, once read from their meta key.
+#[derive(Debug, Default)]
+pub(super) struct Definitions(parking_lot::RwLock<Option<Arc<Vec<IndexDef>>>>);
 
 /// A range of index values.
 pub type ValueRange = (Bound<IndexValue>, Bound<IndexValue>);
@@ -285,18 +294,7 @@ fn key_range(
 impl RowSet {
     /// Rows whose built-in `index` entry starts with one of `prefixes`.
     pub fn builtin_prefixes(index: IndexId, prefixes: &[Vec<KeyPart>]) -> RowSet {
-        let ranges = prefixes
-            .iter()
-            .map(|p| {
-                let start = keys::index_prefix(index, p);
-                let end = keys::prefix_successor(&start);
-                (start, end)
-            })
-            .collect();
-        RowSet::Keys {
-            ranges,
-            user_index: None,
-        }
+        RowSet::Keys(KeySet::builtin_prefixes(index, prefixes))
     }
 
     /// Rows whose built-in `index` entry lies between the bounds.
@@ -305,20 +303,50 @@ impl RowSet {
         lower: &Bound<Vec<KeyPart>>,
         upper: &Bound<Vec<KeyPart>>,
     ) -> RowSet {
+        RowSet::Keys(KeySet::builtin_range(index, lower, upper))
+    }
+
+    /// Rows whose entry in user index `def` lies in one of `ranges` of values.
+    pub fn user(def: &IndexDef, ranges: &[ValueRange]) -> Result<RowSet> {
+        KeySet::user(def, ranges).map(RowSet::Keys)
+    }
+}
+
+impl KeySet {
+    fn builtin_prefixes(index: IndexId, prefixes: &[Vec<KeyPart>]) -> KeySet {
+        let ranges = prefixes
+            .iter()
+            .map(|p| {
+                let start = keys::index_prefix(index, p);
+                let end = keys::prefix_successor(&start);
+                (start, end)
+            })
+            .collect();
+        KeySet {
+            ranges,
+            user_index: None,
+        }
+    }
+
+    fn builtin_range(
+        index: IndexId,
+        lower: &Bound<Vec<KeyPart>>,
+        upper: &Bound<Vec<KeyPart>>,
+    ) -> KeySet {
         let prefix = |v: &Vec<KeyPart>| keys::index_prefix(index, v);
         let range = key_range(
             &keys::index_prefix(index, &[]),
             lower.as_ref().map(prefix),
             upper.as_ref().map(prefix),
         );
-        RowSet::Keys {
+        KeySet {
             ranges: vec![range],
             user_index: None,
         }
     }
 
     /// Rows whose entry in user index `def` lies in one of `ranges` of values.
-    pub fn user(def: &IndexDef, ranges: &[ValueRange]) -> Result<RowSet> {
+    pub fn user(def: &IndexDef, ranges: &[ValueRange]) -> Result<KeySet> {
         let table = def.table()?;
         let base = keys::user_index_prefix(table, def.id);
         let prefix = |v: &IndexValue| keys::user_index_value_prefix(table, def.id, v);
@@ -326,7 +354,7 @@ impl RowSet {
             .iter()
             .map(|(lo, hi)| key_range(&base, lo.as_ref().map(prefix), hi.as_ref().map(prefix)))
             .collect();
-        Ok(RowSet::Keys {
+        Ok(KeySet {
             ranges,
             user_index: Some(UserIndexRef {
                 id: def.id,
@@ -357,12 +385,12 @@ fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
 impl TenantStore {
     /// The user-declared indexes of the tenant (cached; reloaded after a change).
     pub fn user_indexes(&self) -> Result<Arc<Vec<IndexDef>>> {
-        if let Some(defs) = self.state.user_indexes.read().clone() {
+        if let Some(defs) = self.state.user_indexes.0.read().clone() {
             return Ok(defs);
         }
         // Loaded under the cache's lock, so a load cannot overwrite a newer list that
         // create_index or drop_index stored meanwhile.
-        let mut cache = self.state.user_indexes.write();
+        let mut cache = self.state.user_indexes.0.write();
         if let Some(defs) = cache.clone() {
             return Ok(defs);
         }
@@ -415,8 +443,8 @@ impl TenantStore {
                 "an index needs a JSON path of one or more non-empty keys",
             ));
         }
-        let cf = self.cf()?;
-        let _writer = self.state.write_lock.lock();
+        let family = self.family()?;
+        let _writer = self.lock_writer();
         let mut defs = self.stored_user_indexes()?;
         if defs.iter().any(|d| d.name == name) || IndexId::is_builtin_name(name) {
             return Err(Error::AlreadyExists(format!("index '{name}'")));
@@ -434,41 +462,39 @@ impl TenantStore {
         // Entries of an earlier build of this id that crashed half-way are not ours.
         let prefix = keys::user_index_prefix(table, id32);
         if let Some(end) = keys::prefix_successor(&prefix) {
-            self.db.delete_range_cf(&cf, prefix.clone(), end)?;
+            family.delete_range(&prefix, &end)?;
         }
 
-        let built = self.build_entries(&cf, &def, progress);
+        let built = self.build_entries(&family, &def, progress);
         if built.is_err()
             && let Some(end) = keys::prefix_successor(&prefix)
         {
-            self.db.delete_range_cf(&cf, prefix, end)?;
+            family.delete_range(&prefix, &end)?;
         }
         built?;
         // The definition and the next id land last, together: until then no reader plans
         // with a half-built index, and a crash leaves entries the next build of this id
         // clears first.
         defs.push(def.clone());
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            &cf,
+        let mut batch = family.batch();
+        batch.put(
             keys::meta_key(keys::META_NEXT_USER_INDEX),
             (id + 1).to_be_bytes(),
         );
-        batch.put_cf(
-            &cf,
+        batch.put(
             keys::meta_key(keys::META_USER_INDEXES),
             serde_json::to_vec(&defs).map_err(|e| Error::Storage(e.to_string()))?,
         );
-        self.db.write(batch)?;
+        family.write(batch)?;
         self.bump_generation();
-        *self.state.user_indexes.write() = Some(Arc::new(defs));
+        *self.state.user_indexes.0.write() = Some(Arc::new(defs));
         Ok(def)
     }
 
     /// Writes the entries of a new index for every row of its table, a chunk at a time.
     fn build_entries(
         &self,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        family: &Handle<'_>,
         def: &IndexDef,
         progress: &mut dyn FnMut(u64, u64) -> Result<()>,
     ) -> Result<()> {
@@ -483,17 +509,17 @@ impl TenantStore {
             if rows.is_empty() {
                 break;
             }
-            let mut batch = WriteBatch::default();
+            let mut batch = family.batch();
             for (row_id, row) in &rows {
                 for (key, holds_row) in user_index_keys(&one, row, *row_id)? {
                     if holds_row {
-                        batch.put_cf(cf, key, row.encode()?);
+                        batch.put(key, row.encode()?);
                     } else {
-                        batch.put_cf(cf, key, []);
+                        batch.put(key, []);
                     }
                 }
             }
-            self.db.write(batch)?;
+            family.write(batch)?;
             done += rows.len() as u64;
             progress(done, total)?;
         }
@@ -502,8 +528,8 @@ impl TenantStore {
 
     /// Drops a user index and its entries.
     pub fn drop_index(&self, name: &str) -> Result<IndexDef> {
-        let cf = self.cf()?;
-        let _writer = self.state.write_lock.lock();
+        let family = self.family()?;
+        let _writer = self.lock_writer();
         let mut defs = self.stored_user_indexes()?;
         let Some(at) = defs.iter().position(|d| d.name == name) else {
             if IndexId::is_builtin_name(name) {
@@ -514,29 +540,25 @@ impl TenantStore {
             return Err(Error::NotFound(format!("index '{name}'")));
         };
         let def = defs.remove(at);
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            &cf,
+        let mut batch = family.batch();
+        batch.put(
             keys::meta_key(keys::META_USER_INDEXES),
             serde_json::to_vec(&defs).map_err(|e| Error::Storage(e.to_string()))?,
         );
         let prefix = keys::user_index_prefix(def.table()?, def.id);
         if let Some(end) = keys::prefix_successor(&prefix) {
-            batch.delete_range_cf(&cf, prefix, end);
+            batch.delete_range(prefix, end);
         }
-        self.db.write(batch)?;
+        family.write(batch)?;
         self.bump_generation();
-        *self.state.user_indexes.write() = Some(Arc::new(defs));
+        *self.state.user_indexes.0.write() = Some(Arc::new(defs));
         Ok(def)
     }
 
-    /// The key ranges of a one-index set (`None` for AND/OR), after checking that its
-    /// index still exists: a plan made before a DROP INDEX must not read an emptied index
-    /// as "no rows".
-    pub(super) fn leaf_ranges(&self, set: &RowSet) -> Result<Option<Vec<KeyRange>>> {
-        let RowSet::Keys { ranges, user_index } = set else {
-            return Ok(None);
-        };
+    /// The key ranges of a one-index set, after checking that its index still exists:
+    /// a plan made before a DROP INDEX must not read an emptied index as "no rows".
+    pub(super) fn key_ranges(&self, keys: &KeySet) -> Result<Vec<KeyRange>> {
+        let KeySet { ranges, user_index } = keys;
         if let Some(index) = user_index
             && !self.user_indexes()?.iter().any(|d| d.id == index.id)
         {
@@ -550,7 +572,7 @@ impl TenantStore {
             .filter(|(start, end)| end.as_ref().is_none_or(|e| start < e))
             .cloned()
             .collect();
-        Ok(Some(ranges))
+        Ok(ranges)
     }
 
     /// The sorted, distinct row ids of a set when it has at most `cap` rows (`None`:
@@ -559,11 +581,11 @@ impl TenantStore {
     /// when some part had more.
     pub fn row_set_at_most(&self, set: &RowSet, cap: usize) -> Result<Option<(Vec<u64>, bool)>> {
         match set {
-            RowSet::Keys { .. } => {
-                let cf = self.cf()?;
+            RowSet::Keys(keys) => {
+                let family = self.family()?;
                 let mut ids = Vec::new();
-                for (start, end) in self.leaf_ranges(set)?.unwrap_or_default() {
-                    for item in self.range(&cf, start, end) {
+                for (start, end) in self.key_ranges(keys)? {
+                    for item in family.range(start, end) {
                         let (key, _) = item?;
                         ids.push(index_row_id(&key)?);
                         // Entries, not rows: a list index can name a row twice.

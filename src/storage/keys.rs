@@ -34,6 +34,7 @@
 //! changing them is a change of on-disk format.
 
 use super::rows::{IndexId, KeyPart, Table};
+use crate::error::{Error, Result};
 
 pub const META: u8 = 0x01;
 pub const ROW: u8 = 0x02;
@@ -200,6 +201,19 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// The row id at the end of a secondary index key.
+pub fn index_row_id(key: &[u8]) -> Result<u64> {
+    trailing_row_id(key).ok_or_else(|| Error::Corruption("short index key".into()))
+}
+
+/// A row id stored as a value (of a primary-key entry, a counter).
+pub fn decode_row_id(bytes: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::Corruption(format!("row id of {} bytes", bytes.len())))?;
+    Ok(u64::from_be_bytes(arr))
 }
 
 #[cfg(test)]

@@ -3,14 +3,12 @@
 //! at a time from a key walk, an ordered walk or a list of row ids.
 
 use std::ops::Bound;
-use std::sync::Arc;
 
-use rocksdb::{IteratorMode, ReadOptions};
-
+use super::family::Handle;
 use super::keys;
-use super::walk::{IdIn, KeyWalk, OrderedWalk, index_range_keys};
+use super::walk::{Entry, IdIn, KeyWalk, OrderedWalk, index_range_keys};
 use super::{
-    AccessPath, Candidates, Entry, IndexDef, KeyValue, Row, RowSet, Table, TenantStore, ValueRange,
+    AccessPath, Candidates, IndexDef, KeySet, Row, RowSet, Table, TenantStore, ValueRange,
 };
 use crate::error::{Error, Result};
 
@@ -54,7 +52,7 @@ impl RowCursor {
         if want == 0 {
             return Ok(vec![]);
         }
-        let cf = self.store.cf()?;
+        let family = self.store.family()?;
         let mut out = Vec::with_capacity(want.min(8192));
         match &mut self.source {
             Source::Table { next } => {
@@ -63,7 +61,7 @@ impl RowCursor {
                 };
                 let end = keys::prefix_successor(&keys::row_prefix(self.table));
                 let mut last = None;
-                for item in self.store.range(&cf, start, end) {
+                for item in family.range(start, end) {
                     let (key, value) = item?;
                     let row_id = keys::trailing_row_id(&key)
                         .ok_or_else(|| Error::Corruption("short row key".into()))?;
@@ -84,7 +82,7 @@ impl RowCursor {
                 while out.len() < want {
                     let chunk = self
                         .source
-                        .next_entries(&self.store, &cf, want - out.len())?;
+                        .next_entries(&self.store, &family, want - out.len())?;
                     if chunk.is_empty() {
                         break;
                     }
@@ -98,9 +96,7 @@ impl RowCursor {
                     let mut values = if row_keys.is_empty() {
                         Vec::new()
                     } else {
-                        self.store
-                            .db
-                            .batched_multi_get_cf(&cf, row_keys.iter(), false)
+                        family.multi_get(&row_keys)
                     }
                     .into_iter();
                     for (id, row) in chunk {
@@ -164,14 +160,14 @@ impl RowCursor {
         if !self.is_indexed() {
             return Ok(0);
         }
-        let cf = self.store.cf()?;
+        let family = self.store.family()?;
         // Counting needs no rows.
         if let Source::Walk(walk) = &mut self.source {
             walk.with_rows = false;
         }
         let n = self
             .source
-            .next_entries(&self.store, &cf, n.min(self.remaining))?
+            .next_entries(&self.store, &family, n.min(self.remaining))?
             .len();
         self.keys_read += n;
         self.remaining -= n;
@@ -185,7 +181,7 @@ impl Source {
     pub(super) fn next_entries(
         &mut self,
         store: &TenantStore,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        family: &Handle<'_>,
         max: usize,
     ) -> Result<Vec<Entry>> {
         match self {
@@ -199,8 +195,8 @@ impl Source {
                 *pos += take;
                 Ok(chunk)
             }
-            Source::Walk(walk) => walk.next_entries(store, cf, max),
-            Source::Ordered(ordered) => ordered.next_entries(store, cf, max),
+            Source::Walk(walk) => walk.next_entries(family, max),
+            Source::Ordered(ordered) => ordered.next_entries(store, family, max),
         }
     }
 }
@@ -209,45 +205,46 @@ impl TenantStore {
     /// Resolves an index path to row ids (without duplicates; in index order, and in
     /// row-id order for a [`RowSet`]); `None` for a full scan.
     pub fn resolve(&self, table: Table, path: &AccessPath) -> Result<Option<Vec<u64>>> {
-        match path {
-            AccessPath::FullScan => Ok(None),
-            AccessPath::RowSet(set) => self.row_set(set).map(Some),
-            AccessPath::Nearest { query, k, ef } => {
-                if table != Table::Resources {
-                    return Err(Error::invalid(format!(
-                        "{} has no embeddings",
-                        table.name()
-                    )));
-                }
-                Ok(Some(
-                    self.search_vectors(query, *k, *ef, None)?
-                        .into_iter()
-                        .map(|(id, _)| id)
-                        .collect(),
-                ))
-            }
-            AccessPath::PrimaryPrefix { .. }
-            | AccessPath::IndexPrefix { .. }
-            | AccessPath::IndexRange { .. } => self.walk_ids(table, path, usize::MAX),
-            AccessPath::IndexOrder { within, .. } => self.resolve(table, within),
+        match reading(table, path) {
+            Reading::Table => Ok(None),
+            Reading::Set(set) => self.row_set(set).map(Some),
+            Reading::Nearest { query, k, ef } => Ok(Some(
+                self.nearest(table, query, k, ef)?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect(),
+            )),
+            Reading::Keys(walk) => self.walk_ids(walk, usize::MAX),
+            Reading::Ordered { within, .. } => self.resolve(table, within),
         }
+    }
+
+    /// The vector search of a path: only resources have embeddings.
+    fn nearest(
+        &self,
+        table: Table,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+    ) -> Result<Vec<(u64, f32)>> {
+        if table != Table::Resources {
+            return Err(Error::invalid(format!(
+                "{} has no embeddings",
+                table.name()
+            )));
+        }
+        self.search_vectors(query, k, ef, None)
     }
 
     /// The row ids a key walk finds, in walk order, or `None` once there are more than
     /// `cap`. Only the ids are wanted: rows held by the index are not copied out.
-    pub(super) fn walk_ids(
-        &self,
-        table: Table,
-        path: &AccessPath,
-        cap: usize,
-    ) -> Result<Option<Vec<u64>>> {
-        let cf = self.cf()?;
-        let mut walk = self.key_walk(table, path)?;
+    pub(super) fn walk_ids(&self, mut walk: KeyWalk, cap: usize) -> Result<Option<Vec<u64>>> {
+        let family = self.family()?;
         walk.with_rows = false;
         let mut ids = Vec::new();
         loop {
             let want = cap.saturating_add(1).saturating_sub(ids.len()).min(8192);
-            let chunk = walk.next_entries(self, &cf, want)?;
+            let chunk = walk.next_entries(&family, want)?;
             if chunk.is_empty() {
                 return Ok(Some(ids));
             }
@@ -268,14 +265,18 @@ impl TenantStore {
         path: &AccessPath,
         cap: usize,
     ) -> Result<Candidates> {
-        match path {
-            AccessPath::FullScan => Ok(Candidates::All),
-            AccessPath::RowSet(set) => Ok(match self.row_set_at_most(set, cap)? {
+        match reading(table, path) {
+            Reading::Table => Ok(Candidates::All),
+            Reading::Set(set) => Ok(match self.row_set_at_most(set, cap)? {
                 Some((ids, superset)) => Candidates::Ids { ids, superset },
                 None => Candidates::Many,
             }),
-            AccessPath::Nearest { .. } => {
-                let mut ids = self.resolve(table, path)?.unwrap_or_default();
+            Reading::Nearest { query, k, ef } => {
+                let mut ids: Vec<u64> = self
+                    .nearest(table, query, k, ef)?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
                 ids.sort_unstable();
                 ids.dedup();
                 Ok(Candidates::Ids {
@@ -283,9 +284,7 @@ impl TenantStore {
                     superset: false,
                 })
             }
-            AccessPath::PrimaryPrefix { .. }
-            | AccessPath::IndexPrefix { .. }
-            | AccessPath::IndexRange { .. } => Ok(match self.walk_ids(table, path, cap)? {
+            Reading::Keys(walk) => Ok(match self.walk_ids(walk, cap)? {
                 Some(mut ids) => {
                     ids.sort_unstable();
                     Candidates::Ids {
@@ -295,98 +294,34 @@ impl TenantStore {
                 }
                 None => Candidates::Many,
             }),
-            AccessPath::IndexOrder { within, .. } => self.resolve_at_most(table, within, cap),
+            Reading::Ordered { within, .. } => self.resolve_at_most(table, within, cap),
         }
-    }
-
-    /// The lazy walk over the keys of a path that names key ranges: primary-key and index
-    /// prefixes, an index range, and a [`RowSet`] of one index (no AND/OR).
-    pub(super) fn key_walk(&self, table: Table, path: &AccessPath) -> Result<KeyWalk> {
-        Ok(match path {
-            AccessPath::PrimaryPrefix { prefixes } => KeyWalk::prefixes(
-                prefixes.iter().map(|p| keys::primary_key(table, p)),
-                IdIn::Value,
-            ),
-            AccessPath::IndexPrefix { index, prefixes } => KeyWalk::prefixes(
-                prefixes.iter().map(|p| keys::index_prefix(*index, p)),
-                IdIn::Key,
-            ),
-            AccessPath::IndexRange {
-                index,
-                lower,
-                upper,
-                descending,
-            } => {
-                let mut walk = KeyWalk::new(
-                    vec![index_range_keys(*index, lower, upper)],
-                    *descending,
-                    IdIn::Key,
-                );
-                walk.with_rows = index.holds_rows();
-                walk
-            }
-            AccessPath::RowSet(set) => match self.leaf_ranges(set)? {
-                Some(ranges) => KeyWalk::new(ranges, false, IdIn::Key),
-                None => return Err(Error::Query("an AND/OR index set is not one walk".into())),
-            },
-            other => {
-                return Err(Error::Query(format!("{other:?} is not a walk over keys")));
-            }
-        })
-    }
-
-    pub(super) fn range<'a>(
-        &'a self,
-        cf: &Arc<rocksdb::BoundColumnFamily<'a>>,
-        start: Vec<u8>,
-        end: Option<Vec<u8>>,
-    ) -> impl Iterator<Item = Result<KeyValue>> + 'a {
-        let mut read_options = ReadOptions::default();
-        if let Some(end) = end {
-            read_options.set_iterate_upper_bound(end);
-        }
-        self.db
-            .iterator_cf_opt(
-                cf,
-                read_options,
-                IteratorMode::From(&start, rocksdb::Direction::Forward),
-            )
-            .map(|item| item.map_err(Error::from))
     }
 
     /// Opens a cursor over the rows a path selects, stopping after `limit` rows. Key
     /// ranges are walked lazily, so a limit reads only the entries it needs; an AND/OR
     /// index set and a vector search are resolved first.
     pub fn scan(&self, table: Table, path: &AccessPath, limit: Option<usize>) -> Result<RowCursor> {
-        let lazy = match path {
-            AccessPath::FullScan | AccessPath::Nearest { .. } | AccessPath::IndexOrder { .. } => {
-                false
+        let source = match reading(table, path) {
+            Reading::Keys(walk) => Source::Walk(walk),
+            Reading::Set(RowSet::Keys(keys)) => {
+                Source::Walk(KeyWalk::new(self.key_ranges(keys)?, false, IdIn::Key))
             }
-            AccessPath::RowSet(set) => matches!(set, RowSet::Keys { .. }),
-            _ => true,
-        };
-        let source = if let AccessPath::IndexOrder {
-            index,
-            descending,
-            within,
-            range,
-        } = path
-        {
-            Source::Ordered(Box::new(self.ordered_walk(
-                table,
+            Reading::Ordered {
                 index,
-                *descending,
+                descending,
                 within,
                 range,
-            )?))
-        } else if lazy {
-            Source::Walk(self.key_walk(table, path)?)
-        } else {
-            match self.resolve(table, path)? {
-                None => Source::Table {
-                    next: Some(keys::row_prefix(table)),
-                },
-                Some(ids) => Source::Ids { ids, pos: 0 },
+            } => Source::Ordered(Box::new(
+                self.ordered_walk(table, index, descending, within, range)?,
+            )),
+            Reading::Table | Reading::Set(_) | Reading::Nearest { .. } => {
+                match self.resolve(table, path)? {
+                    None => Source::Table {
+                        next: Some(keys::row_prefix(table)),
+                    },
+                    Some(ids) => Source::Ids { ids, pos: 0 },
+                }
             }
         };
         Ok(RowCursor {
@@ -423,11 +358,8 @@ impl TenantStore {
             Some(_) if !bounded => self.kept_order(table, within, index),
             _ => None,
         };
-        let key_ranges = match RowSet::user(index, std::slice::from_ref(range))? {
-            RowSet::Keys { ranges, .. } => ranges,
-            _ => return Err(Error::Query("an ordered walk is one key range".into())),
-        };
-        let mut walk = KeyWalk::new(key_ranges, descending, IdIn::Key);
+        let keys = KeySet::user(index, std::slice::from_ref(range))?;
+        let mut walk = KeyWalk::new(keys.ranges, descending, IdIn::Key);
         walk.with_rows = index.holds_rows();
         // Reading a row costs about as much as visiting this many index entries.
         walk.budget = keep.as_ref().map_or(usize::MAX, |set| {
@@ -460,14 +392,83 @@ impl TenantStore {
 
     /// Number of rows in a table (walks the row keys without decoding values).
     pub fn count(&self, table: Table) -> Result<u64> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let start = keys::row_prefix(table);
         let end = keys::prefix_successor(&start);
         let mut n = 0;
-        for item in self.range(&cf, start, end) {
+        for item in family.range(start, end) {
             item?;
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// A path as it is read.
+pub(super) enum Reading<'a> {
+    /// Key ranges of the primary key or of a built-in index, walked lazily.
+    Keys(KeyWalk),
+    /// Every row of the table.
+    Table,
+    /// A set of row ids from the indexes (one index's key ranges, or an AND/OR of sets).
+    Set(&'a RowSet),
+    /// The `k` nearest resources.
+    Nearest {
+        query: &'a [f32],
+        k: usize,
+        ef: Option<usize>,
+    },
+    /// A user index walked in order within another path's rows.
+    Ordered {
+        index: &'a IndexDef,
+        descending: bool,
+        within: &'a AccessPath,
+        range: &'a ValueRange,
+    },
+}
+
+/// How `path` of `table` is read.
+pub(super) fn reading(table: Table, path: &AccessPath) -> Reading<'_> {
+    match path {
+        AccessPath::FullScan => Reading::Table,
+        AccessPath::RowSet(set) => Reading::Set(set),
+        AccessPath::Nearest { query, k, ef } => Reading::Nearest {
+            query,
+            k: *k,
+            ef: *ef,
+        },
+        AccessPath::IndexOrder {
+            index,
+            descending,
+            within,
+            range,
+        } => Reading::Ordered {
+            index,
+            descending: *descending,
+            within,
+            range,
+        },
+        AccessPath::PrimaryPrefix { prefixes } => Reading::Keys(KeyWalk::prefixes(
+            prefixes.iter().map(|p| keys::primary_key(table, p)),
+            IdIn::Value,
+        )),
+        AccessPath::IndexPrefix { index, prefixes } => Reading::Keys(KeyWalk::prefixes(
+            prefixes.iter().map(|p| keys::index_prefix(*index, p)),
+            IdIn::Key,
+        )),
+        AccessPath::IndexRange {
+            index,
+            lower,
+            upper,
+            descending,
+        } => {
+            let mut walk = KeyWalk::new(
+                vec![index_range_keys(*index, lower, upper)],
+                *descending,
+                IdIn::Key,
+            );
+            walk.with_rows = index.holds_rows();
+            Reading::Keys(walk)
+        }
     }
 }

@@ -120,9 +120,8 @@ fn the_time_index_holds_current_rows() {
     .unwrap();
     // An entry written before the index held rows (an empty value) is read through
     // its row.
-    let cf = t.cf().unwrap();
     let key = keys::index_key(IndexId::MomentTimestamp, &[KeyPart::I64(40)], 4);
-    t.db.put_cf(&cf, key, []).unwrap();
+    t.family().unwrap().put(&key, &[]).unwrap();
     let walk = |descending| AccessPath::IndexRange {
         index: IndexId::MomentTimestamp,
         lower: Bound::Unbounded,

@@ -4,15 +4,38 @@
 
 use std::sync::Arc;
 
-use rocksdb::WriteBatch;
-
+use super::family::Batch;
 use super::keys;
-use super::{Table, TenantStore, WriterState, decode_row_id};
+use super::keys::decode_row_id;
+use super::write::WriterState;
+use super::{Table, TenantStore};
 use crate::error::{Error, Result};
 use crate::vector::{VectorIndex, VectorOptions, decode_vector, encode_vector};
 
 /// Vectors read from storage and added to the index at a time when it is rebuilt.
 pub(super) const REBUILD_CHUNK: usize = 10_000;
+
+/// The vector index of a tenant: where its files live, and the index when loaded.
+#[derive(Debug)]
+pub(super) struct VectorState {
+    pub(super) dir: std::path::PathBuf,
+    /// The HNSW index of `resources.embedding`, when loaded in memory.
+    loaded: parking_lot::RwLock<Option<Arc<VectorIndex>>>,
+}
+
+impl VectorState {
+    pub(super) fn new(dir: std::path::PathBuf) -> VectorState {
+        VectorState {
+            dir,
+            loaded: parking_lot::RwLock::new(None),
+        }
+    }
+
+    /// Drops the loaded index without saving it (its tenant is gone).
+    pub(super) fn forget(&self) {
+        *self.loaded.write() = None;
+    }
+}
 
 impl TenantStore {
     /// The number of the tenant's next vector change. Read from its meta key on the
@@ -25,10 +48,10 @@ impl TenantStore {
             return Ok(n);
         }
         let n = self.meta_u64(keys::META_NEXT_VECTOR_CHANGE)?.unwrap_or(1);
-        let removed = VectorIndex::remove_saved_ahead(&self.state.vector_dir, "resources", n);
+        let removed = VectorIndex::remove_saved_ahead(&self.state.vectors.dir, "resources", n);
         if removed > 0 {
             tracing::warn!(
-                tenant = %self.state.id,
+                tenant = %self.tenant_id(),
                 removed,
                 "vector index files ahead of the rows (a power loss?) removed; the index is rebuilt"
             );
@@ -55,11 +78,11 @@ impl TenantStore {
     /// once vectors exist.
     pub fn set_vector_options(&self, options: VectorOptions) -> Result<()> {
         options.validate()?;
-        let cf = self.cf()?;
-        let _writer = self.state.write_lock.lock();
+        let family = self.family()?;
+        let _writer = self.lock_writer();
         let prefix = keys::vector_prefix(Table::Resources);
-        let has_vectors = self
-            .range(&cf, prefix.clone(), keys::prefix_successor(&prefix))
+        let has_vectors = family
+            .range(prefix.clone(), keys::prefix_successor(&prefix))
             .next()
             .transpose()?
             .is_some();
@@ -81,17 +104,16 @@ impl TenantStore {
             }
         }
         let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
-        self.db
-            .put_cf(&cf, keys::meta_key(keys::META_VECTOR_OPTIONS), json)?;
+        family.put(&keys::meta_key(keys::META_VECTOR_OPTIONS), &json)?;
         if has_vectors {
             // Only ef_search changed (checked above): the loaded index takes it in place;
             // rebuilding it from the rows would take minutes at 1M vectors.
-            if let Some(index) = self.state.vectors.read().as_ref() {
+            if let Some(index) = self.state.vectors.loaded.read().as_ref() {
                 index.set_ef_search(options.ef_search);
             }
         } else {
             // The in-memory index is rebuilt with the new options on next use.
-            *self.state.vectors.write() = None;
+            *self.state.vectors.loaded.write() = None;
         }
         Ok(())
     }
@@ -100,8 +122,7 @@ impl TenantStore {
     /// vector keys and log entries. Returns the next change number after the batch.
     pub(super) fn stage_vectors(
         &self,
-        batch: &mut WriteBatch,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        batch: &mut Batch<'_>,
         writer: &mut WriterState,
         changes: &[(u64, Option<Vec<f32>>)],
     ) -> Result<u64> {
@@ -115,7 +136,7 @@ impl TenantStore {
         }
         if options.dimensions != declared {
             let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
-            batch.put_cf(cf, keys::meta_key(keys::META_VECTOR_OPTIONS), json);
+            batch.put(keys::meta_key(keys::META_VECTOR_OPTIONS), json);
         }
         let mut change = self.next_vector_change(writer)?;
         for (row_id, vector) in changes {
@@ -123,19 +144,18 @@ impl TenantStore {
             let mut entry = row_id.to_be_bytes().to_vec();
             match vector {
                 Some(v) => {
-                    batch.put_cf(cf, key, encode_vector(v));
+                    batch.put(key, encode_vector(v));
                     entry.push(1);
                 }
                 None => {
-                    batch.delete_cf(cf, key);
+                    batch.delete(key);
                     entry.push(0);
                 }
             }
-            batch.put_cf(cf, keys::vector_log_key(Table::Resources, change), entry);
+            batch.put(keys::vector_log_key(Table::Resources, change), entry);
             change += 1;
         }
-        batch.put_cf(
-            cf,
+        batch.put(
             keys::meta_key(keys::META_NEXT_VECTOR_CHANGE),
             change.to_be_bytes(),
         );
@@ -145,7 +165,7 @@ impl TenantStore {
     /// Mirrors committed vector changes into the in-memory index, if it is loaded. On
     /// failure the index is dropped: it is rebuilt from storage (the truth) on next use.
     pub(super) fn apply_to_loaded_index(&self, changes: &[(u64, Option<Vec<f32>>)]) {
-        let Some(index) = self.state.vectors.read().clone() else {
+        let Some(index) = self.state.vectors.loaded.read().clone() else {
             return;
         };
         let upserts: Vec<(u64, &[f32])> = changes
@@ -158,25 +178,25 @@ impl TenantStore {
             .try_for_each(|(row_id, _)| index.remove(*row_id))
             .and_then(|()| index.upsert_many(&upserts));
         if let Err(e) = result {
-            tracing::warn!(tenant = %self.state.id, error = %e, "vector index update failed; it will be rebuilt");
-            *self.state.vectors.write() = None;
+            tracing::warn!(tenant = %self.tenant_id(), error = %e, "vector index update failed; it will be rebuilt");
+            *self.state.vectors.loaded.write() = None;
         }
     }
 
     /// Whether the HNSW index is in memory now (without loading it).
     pub fn vector_index_loaded(&self) -> bool {
-        self.state.vectors.read().is_some()
+        self.state.vectors.loaded.read().is_some()
     }
 
     /// The in-memory HNSW index of `resources.embedding`, loading it (and catching it up
     /// from the vector log, or rebuilding it) on first use. `None` while no vector exists.
     pub fn vector_index(&self) -> Result<Option<Arc<VectorIndex>>> {
-        if let Some(index) = self.state.vectors.read().clone() {
+        if let Some(index) = self.state.vectors.loaded.read().clone() {
             return Ok(Some(index));
         }
         // Writers wait while the index loads, so no change slips between file and log.
-        let mut writer = self.state.write_lock.lock();
-        if let Some(index) = self.state.vectors.read().clone() {
+        let mut writer = self.lock_writer();
+        if let Some(index) = self.state.vectors.loaded.read().clone() {
             return Ok(Some(index));
         }
         let Some(options) = self.vector_options()? else {
@@ -187,29 +207,29 @@ impl TenantStore {
         };
         let next_change = self.next_vector_change(&mut writer)?;
         let trimmed = self.meta_u64(keys::META_VECTOR_LOG_TRIMMED)?.unwrap_or(0);
-        let dir = &self.state.vector_dir;
+        let dir = &self.state.vectors.dir;
         let loaded = VectorIndex::load_latest(dir, "resources", options, dimensions)?;
         let index = match loaded {
             // Usable when the log still holds every change after the file.
             Some((index, covered)) if covered >= trimmed && covered < next_change => {
                 let replayed = self.replay_vector_log(&index, covered + 1)?;
-                tracing::debug!(tenant = %self.state.id, covered, replayed, "vector index loaded");
+                tracing::debug!(tenant = %self.tenant_id(), covered, replayed, "vector index loaded");
                 index
             }
             _ => self.rebuild_vector_index(options, dimensions)?,
         };
         let index = Arc::new(index);
-        *self.state.vectors.write() = Some(Arc::clone(&index));
+        *self.state.vectors.loaded.write() = Some(Arc::clone(&index));
         drop(writer);
         Ok(Some(index))
     }
 
     pub(super) fn replay_vector_log(&self, index: &VectorIndex, from: u64) -> Result<usize> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let start = keys::vector_log_key(Table::Resources, from);
         let end = keys::prefix_successor(&[keys::VECTOR_LOG, Table::Resources.tag()]);
         let mut n = 0;
-        for item in self.range(&cf, start, end) {
+        for item in family.range(start, end) {
             let (_, value) = item?;
             let row_id = decode_row_id(
                 value
@@ -232,7 +252,7 @@ impl TenantStore {
         options: VectorOptions,
         dimensions: usize,
     ) -> Result<VectorIndex> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let index = VectorIndex::new(options, dimensions)?;
         let prefix = keys::vector_prefix(Table::Resources);
         let started = std::time::Instant::now();
@@ -245,7 +265,7 @@ impl TenantStore {
             chunk.clear();
             Ok(())
         };
-        for item in self.range(&cf, prefix.clone(), keys::prefix_successor(&prefix)) {
+        for item in family.range(prefix.clone(), keys::prefix_successor(&prefix)) {
             let (key, value) = item?;
             let row_id = keys::trailing_row_id(&key)
                 .ok_or_else(|| Error::Corruption("short vector key".into()))?;
@@ -253,15 +273,15 @@ impl TenantStore {
             n += 1;
             if chunk.len() == REBUILD_CHUNK {
                 add(&mut chunk)?;
-                tracing::info!(tenant = %self.state.id, vectors = n, "rebuilding vector index");
+                tracing::info!(tenant = %self.tenant_id(), vectors = n, "rebuilding vector index");
             }
         }
         add(&mut chunk)?;
         let seconds = started.elapsed().as_secs_f64();
         if n >= 10_000 {
-            tracing::info!(tenant = %self.state.id, vectors = n, seconds, "vector index rebuilt");
+            tracing::info!(tenant = %self.tenant_id(), vectors = n, seconds, "vector index rebuilt");
         } else {
-            tracing::debug!(tenant = %self.state.id, vectors = n, seconds, "vector index rebuilt");
+            tracing::debug!(tenant = %self.tenant_id(), vectors = n, seconds, "vector index rebuilt");
         }
         Ok(index)
     }
@@ -269,38 +289,34 @@ impl TenantStore {
     /// Saves the loaded vector index (atomically) and trims the log it covers. Returns
     /// false when no index is loaded.
     pub fn save_vectors(&self) -> Result<bool> {
-        let Some(index) = self.state.vectors.read().clone() else {
+        let Some(index) = self.state.vectors.loaded.read().clone() else {
             return Ok(false);
         };
-        let cf = self.cf()?;
-        let mut writer = self.state.write_lock.lock();
+        let family = self.family()?;
+        let mut writer = self.lock_writer();
         let next_change = self.next_vector_change(&mut writer)?;
         let covered = next_change - 1;
         // The file must not cover changes a power loss can take back: with `sync` off,
         // commits reach the write-ahead log's file but not the disk; sync it first.
-        if !self.sync {
-            self.db.flush_wal(true)?;
-        }
-        index.save(&self.state.vector_dir, "resources", covered)?;
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            &cf,
+        family.flush_wal()?;
+        index.save(&self.state.vectors.dir, "resources", covered)?;
+        let mut batch = family.batch();
+        batch.delete_range(
             keys::vector_log_key(Table::Resources, 0),
             keys::vector_log_key(Table::Resources, next_change),
         );
-        batch.put_cf(
-            &cf,
+        batch.put(
             keys::meta_key(keys::META_VECTOR_LOG_TRIMMED),
             covered.to_be_bytes(),
         );
-        self.db.write(batch)?;
+        family.write(batch)?;
         Ok(true)
     }
 
     /// Saves and then drops the in-memory index; the next search reloads it.
     pub fn unload_vectors(&self) -> Result<()> {
         self.save_vectors()?;
-        *self.state.vectors.write() = None;
+        *self.state.vectors.loaded.write() = None;
         Ok(())
     }
 
@@ -322,13 +338,13 @@ impl TenantStore {
 
     /// The stored vectors of these rows (None where a row has none).
     pub fn vectors_of(&self, table: Table, row_ids: &[u64]) -> Result<Vec<Option<Vec<f32>>>> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let keys: Vec<Vec<u8>> = row_ids
             .iter()
             .map(|id| keys::vector_key(table, *id))
             .collect();
-        self.db
-            .batched_multi_get_cf(&cf, keys.iter(), false)
+        family
+            .multi_get(&keys)
             .into_iter()
             .map(|v| match v? {
                 Some(bytes) => decode_vector(&bytes).map(Some),

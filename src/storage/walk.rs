@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use rocksdb::{IteratorMode, ReadOptions};
 
+use super::family::Handle;
 use super::json_index;
 use super::keys;
-use super::{
-    AccessPath, Entry, IndexDef, IndexId, KeyPart, KeyRange, Row, RowBitmap, TenantStore,
-    decode_row_id, index_row_id,
-};
+use super::keys::{decode_row_id, index_row_id};
+use super::{AccessPath, IndexDef, IndexId, KeyPart, KeyRange, Row, RowBitmap, TenantStore};
 use crate::error::Result;
+
+/// A row id and, from an index that holds rows, the encoded row.
+pub(super) type Entry = (u64, Option<Box<[u8]>>);
 
 /// The key range `[start, end)` of the index entries between two bounds of values.
 pub(super) fn index_range_keys(
@@ -104,12 +106,7 @@ impl KeyWalk {
 
     /// The row ids of the next `max` entries (fewer at the end of the last range), with
     /// their rows when the index holds them.
-    pub(super) fn next_entries(
-        &mut self,
-        store: &TenantStore,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
-        max: usize,
-    ) -> Result<Vec<Entry>> {
+    pub(super) fn next_entries(&mut self, family: &Handle<'_>, max: usize) -> Result<Vec<Entry>> {
         let mut ids = Vec::with_capacity(max.min(8192));
         while ids.len() < max && self.budget > 0 {
             let Some((start, end)) = self.ranges.front_mut() else {
@@ -126,7 +123,7 @@ impl KeyWalk {
                 IteratorMode::Start
             };
             let mut last = None;
-            for item in store.db.iterator_cf_opt(cf, read_options, mode) {
+            for item in family.iterate(read_options, mode) {
                 let (key, value) = item?;
                 let id = match self.id_in {
                     IdIn::Key => index_row_id(&key)?,
@@ -189,7 +186,7 @@ impl OrderedWalk {
     pub(super) fn next_entries(
         &mut self,
         store: &TenantStore,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        family: &Handle<'_>,
         max: usize,
     ) -> Result<Vec<Entry>> {
         if let Some((ids, taken)) = &mut self.kept {
@@ -212,7 +209,7 @@ impl OrderedWalk {
         }
         let mut out = Vec::new();
         if self.sorted.is_none() {
-            out = self.walk.next_entries(store, cf, max)?;
+            out = self.walk.next_entries(family, max)?;
             let given_up = out.len() < max && self.walk.budget == 0;
             // Only a walk that paid about what listing the order costs asks for it: a
             // small set that gives up early sorts itself cheaply.
@@ -223,7 +220,7 @@ impl OrderedWalk {
             if !given_up {
                 return Ok(out);
             }
-            self.sorted = Some(self.sort_rest(store, cf)?);
+            self.sorted = Some(self.sort_rest(family)?);
         }
         if let Some(rest) = &mut self.sorted {
             while out.len() < max {
@@ -237,11 +234,7 @@ impl OrderedWalk {
     /// The rows of the set the walk has not returned: all after its position in index
     /// order (rows updated meanwhile aside, as in any walk), read and sorted by their
     /// entry in the index.
-    pub(super) fn sort_rest(
-        &self,
-        store: &TenantStore,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
-    ) -> Result<Vec<Entry>> {
+    pub(super) fn sort_rest(&self, family: &Handle<'_>) -> Result<Vec<Entry>> {
         let Some(set) = &self.walk.keep else {
             return Ok(vec![]);
         };
@@ -252,7 +245,7 @@ impl OrderedWalk {
             .filter(|id| !self.walk.returned.contains(id))
             .collect();
         let row_keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::row_key(table, *id)).collect();
-        let values = store.db.batched_multi_get_cf(cf, row_keys.iter(), false);
+        let values = family.multi_get(&row_keys);
         let one = [self.index.clone()];
         let mut keyed = Vec::with_capacity(ids.len());
         for (id, value) in ids.into_iter().zip(values) {

@@ -4,14 +4,20 @@
 //! `WriteBatch`. [`TenantStore::with_writer`] holds the lock across a read-modify-write.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use rocksdb::{WriteBatch, WriteOptions};
-
+use super::family::Batch;
 use super::json_index;
 use super::keys;
-use super::{IndexDef, Resource, Row, TenantStore, WriteOp, WriterState, now_micros};
+use super::{IndexDef, Resource, Row, TenantStore, WriteOp, now_micros};
 use crate::error::{Error, Result};
+
+/// The counters writers allocate from, loaded from meta keys on first use; guarded by
+/// the tenant's write lock.
+#[derive(Debug, Default)]
+pub(super) struct WriterState {
+    pub(super) next_row_id: Option<u64>,
+    pub(super) next_vector_change: Option<u64>,
+}
 
 /// The tenant's write lock, held (see [`TenantStore::with_writer`]).
 pub struct Writer<'a> {
@@ -43,8 +49,7 @@ pub(super) fn prepare_all(ops: &mut [WriteOp], now: i64) -> Result<()> {
 }
 
 pub(super) fn put_row(
-    batch: &mut WriteBatch,
-    cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+    batch: &mut Batch<'_>,
     pk: &[u8],
     row_id: u64,
     row: &Row,
@@ -54,47 +59,50 @@ pub(super) fn put_row(
     let encoded = row.encode()?;
     for (index, parts) in row.index_entries() {
         let value: &[u8] = if index.holds_rows() { &encoded } else { &[] };
-        batch.put_cf(cf, keys::index_key(index, &parts, row_id), value);
+        batch.put(keys::index_key(index, &parts, row_id), value);
     }
-    batch.put_cf(cf, keys::row_key(table, row_id), &encoded);
-    batch.put_cf(cf, pk, row_id.to_be_bytes());
+    batch.put(keys::row_key(table, row_id), &encoded);
+    batch.put(pk, row_id.to_be_bytes());
     for (key, holds_row) in json_index::user_index_keys(user, row, row_id)? {
         let value: &[u8] = if holds_row { &encoded } else { &[] };
-        batch.put_cf(cf, key, value);
+        batch.put(key, value);
     }
     Ok(())
 }
 
 pub(super) fn delete_index_entries(
-    batch: &mut WriteBatch,
-    cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+    batch: &mut Batch<'_>,
     old: &Row,
     row_id: u64,
     user: &[IndexDef],
 ) -> Result<()> {
     for (index, parts) in old.index_entries() {
-        batch.delete_cf(cf, keys::index_key(index, &parts, row_id));
+        batch.delete(keys::index_key(index, &parts, row_id));
     }
     for (key, _) in json_index::user_index_keys(user, old, row_id)? {
-        batch.delete_cf(cf, key);
+        batch.delete(key);
     }
     Ok(())
 }
 
 pub(super) fn delete_row(
-    batch: &mut WriteBatch,
-    cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+    batch: &mut Batch<'_>,
     old: &Row,
     row_id: u64,
     user: &[IndexDef],
 ) -> Result<()> {
     let table = old.table();
-    batch.delete_cf(cf, keys::row_key(table, row_id));
-    batch.delete_cf(cf, keys::primary_key(table, &old.primary_key()));
-    delete_index_entries(batch, cf, old, row_id, user)
+    batch.delete(keys::row_key(table, row_id));
+    batch.delete(keys::primary_key(table, &old.primary_key()));
+    delete_index_entries(batch, old, row_id, user)
 }
 
 impl TenantStore {
+    /// Takes the tenant's write lock: every change of its keys holds it.
+    pub(super) fn lock_writer(&self) -> parking_lot::MutexGuard<'_, WriterState> {
+        self.state.write_lock.lock()
+    }
+
     /// Applies a batch of writes atomically and returns how many rows each op touched.
     /// On any error nothing is written.
     pub fn apply(&self, ops: Vec<WriteOp>) -> Result<Vec<u64>> {
@@ -104,7 +112,7 @@ impl TenantStore {
         let mut ops = ops;
         prepare_all(&mut ops, now)?;
 
-        let mut writer = self.state.write_lock.lock();
+        let mut writer = self.lock_writer();
         self.commit(&mut writer, ops, now)
     }
 
@@ -113,7 +121,7 @@ impl TenantStore {
     /// writer's change. So a read-modify-write (`SET n = n + 1`) loses no update. Keep `f`
     /// short: every writer of the tenant waits for it.
     pub fn with_writer<T>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<T>) -> Result<T> {
-        let state = self.state.write_lock.lock();
+        let state = self.lock_writer();
         f(&mut Writer { store: self, state })
     }
 
@@ -124,7 +132,7 @@ impl TenantStore {
         ops: Vec<WriteOp>,
         now: i64,
     ) -> Result<Vec<u64>> {
-        let cf = self.cf()?;
+        let family = self.family()?;
         let user = self.user_indexes()?;
         let mut next = match writer.next_row_id {
             Some(n) => n,
@@ -134,7 +142,7 @@ impl TenantStore {
         let mut vector_changes: Vec<(u64, Option<Vec<f32>>)> = Vec::new();
         let first_free = next;
 
-        let mut batch = WriteBatch::default();
+        let mut batch = family.batch();
         let mut touched_keys: HashSet<Vec<u8>> = HashSet::new();
         let mut counts = Vec::with_capacity(ops.len());
         // Existence of primary keys for inserts is checked in one multi-get.
@@ -145,7 +153,7 @@ impl TenantStore {
                 _ => None,
             })
             .collect();
-        let existing = self.db.batched_multi_get_cf(&cf, insert_keys.iter(), false);
+        let existing = family.multi_get(&insert_keys);
         let mut existing = existing.into_iter();
 
         for op in ops {
@@ -162,7 +170,7 @@ impl TenantStore {
                     }
                     let row_id = next;
                     next += 1;
-                    put_row(&mut batch, &cf, &pk, row_id, &row, &user)?;
+                    put_row(&mut batch, &pk, row_id, &row, &user)?;
                     if let Row::Resource(Resource {
                         embedding: Some(v), ..
                     }) = &row
@@ -184,8 +192,8 @@ impl TenantStore {
                     let pk = keys::primary_key(table, &pk_parts);
                     self.claim(&mut touched_keys, &pk, &row)?;
                     row.carry_over(&old, now);
-                    delete_index_entries(&mut batch, &cf, &old, row_id, &user)?;
-                    put_row(&mut batch, &cf, &pk, row_id, &row, &user)?;
+                    delete_index_entries(&mut batch, &old, row_id, &user)?;
+                    put_row(&mut batch, &pk, row_id, &row, &user)?;
                     // Through the API, no embedding means "keep the stored one".
                     if let Row::Resource(Resource {
                         embedding: Some(v), ..
@@ -211,11 +219,11 @@ impl TenantStore {
                                 row.key_display()
                             )));
                         }
-                        batch.delete_cf(&cf, &old_pk);
+                        batch.delete(&old_pk);
                     }
                     self.claim(&mut touched_keys, &pk, &row)?;
-                    delete_index_entries(&mut batch, &cf, &old, row_id, &user)?;
-                    put_row(&mut batch, &cf, &pk, row_id, &row, &user)?;
+                    delete_index_entries(&mut batch, &old, row_id, &user)?;
+                    put_row(&mut batch, &pk, row_id, &row, &user)?;
                     // A replacement states the whole row: no embedding means none.
                     if let Row::Resource(r) = &row {
                         match &r.embedding {
@@ -232,7 +240,6 @@ impl TenantStore {
                     let found = self.get(table, &key)?;
                     let n = self.stage_delete(
                         &mut batch,
-                        &cf,
                         &user,
                         &mut touched_keys,
                         &mut vector_changes,
@@ -244,7 +251,6 @@ impl TenantStore {
                     let found = self.get_row(table, row_id)?.map(|row| (row_id, row));
                     let n = self.stage_delete(
                         &mut batch,
-                        &cf,
                         &user,
                         &mut touched_keys,
                         &mut vector_changes,
@@ -257,18 +263,12 @@ impl TenantStore {
         let next_change = if vector_changes.is_empty() {
             None
         } else {
-            Some(self.stage_vectors(&mut batch, &cf, writer, &vector_changes)?)
+            Some(self.stage_vectors(&mut batch, writer, &vector_changes)?)
         };
         if next != first_free {
-            batch.put_cf(
-                &cf,
-                keys::meta_key(keys::META_NEXT_ROW_ID),
-                next.to_be_bytes(),
-            );
+            batch.put(keys::meta_key(keys::META_NEXT_ROW_ID), next.to_be_bytes());
         }
-        let mut write_options = WriteOptions::default();
-        write_options.set_sync(self.sync);
-        self.db.write_opt(batch, &write_options)?;
+        family.write(batch)?;
         self.bump_generation();
         writer.next_row_id = Some(next);
         if let Some(change) = next_change {
@@ -285,8 +285,7 @@ impl TenantStore {
     /// the number of rows deleted.
     pub(super) fn stage_delete(
         &self,
-        batch: &mut WriteBatch,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        batch: &mut Batch<'_>,
         user: &[IndexDef],
         touched: &mut HashSet<Vec<u8>>,
         vector_changes: &mut Vec<(u64, Option<Vec<f32>>)>,
@@ -297,7 +296,7 @@ impl TenantStore {
         };
         let table = old.table();
         self.claim(touched, &keys::primary_key(table, &old.primary_key()), &old)?;
-        delete_row(batch, cf, &old, row_id, user)?;
+        delete_row(batch, &old, row_id, user)?;
         if self.has_vector(table, row_id)? {
             vector_changes.push((row_id, None));
         }
