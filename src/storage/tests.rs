@@ -279,3 +279,34 @@ fn timestamp_ranges() {
     assert_eq!(range(Bound::Included(ts(100)), Bound::Unbounded), 0);
     assert_eq!(range(Bound::Included(ts(10)), Bound::Excluded(ts(0))), 0);
 }
+
+#[test]
+fn a_stopped_vector_index_load_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path(), StorageOptions::default()).unwrap();
+    storage.create_tenant("a").unwrap();
+    let t = storage.tenant("a").unwrap();
+    let resource = |id: &str, x: f32| {
+        WriteOp::Insert(Row::Resource(Resource {
+            id: id.into(),
+            content: id.into(),
+            embedding: Some(vec![x, 1.0, 0.5, 0.25]),
+            ..Default::default()
+        }))
+    };
+    t.apply(vec![resource("r1", 0.1), resource("r2", 0.2)])
+        .unwrap();
+    let cancelled =
+        |r: Result<Option<Arc<crate::vector::VectorIndex>>>| matches!(r, Err(Error::Cancelled(_)));
+    // No saved file: a rebuild from the rows, stopped before its first chunk.
+    assert!(cancelled(t.vector_index_until(&|| true)));
+    assert!(!t.vector_index_loaded());
+    assert_eq!(t.vector_index_until(&|| false).unwrap().unwrap().len(), 2);
+    // A saved file and a change after it: the catch-up from the log is stopped.
+    t.save_vectors().unwrap();
+    t.apply(vec![resource("r3", 0.3)]).unwrap();
+    t.state.vectors.forget();
+    assert!(cancelled(t.vector_index_until(&|| true)));
+    assert!(!t.vector_index_loaded());
+    assert_eq!(t.vector_index().unwrap().unwrap().len(), 3);
+}

@@ -15,6 +15,13 @@ use crate::vector::{VectorIndex, VectorOptions, decode_vector, encode_vector};
 /// Vectors read from storage and added to the index at a time when it is rebuilt.
 pub(super) const REBUILD_CHUNK: usize = 10_000;
 
+/// Log changes replayed between checks of a stop flag.
+pub(super) const STOP_CHECK: usize = 1024;
+
+fn stopped_loading() -> Error {
+    Error::Cancelled("loading the vector index was stopped".into())
+}
+
 /// The vector index of a tenant: where its files live, and the index when loaded.
 #[derive(Debug)]
 pub(super) struct VectorState {
@@ -191,6 +198,14 @@ impl TenantStore {
     /// The in-memory HNSW index of `resources.embedding`, loading it (and catching it up
     /// from the vector log, or rebuilding it) on first use. `None` while no vector exists.
     pub fn vector_index(&self) -> Result<Option<Arc<VectorIndex>>> {
+        self.vector_index_until(&|| false)
+    }
+
+    /// [`TenantStore::vector_index`], given up with [`Error::Cancelled`] once `stop` says
+    /// so: a catch-up from the log checks it every [`STOP_CHECK`] changes and a rebuild
+    /// every [`REBUILD_CHUNK`] vectors, and nothing half-built is kept. (Reading a saved
+    /// file is one call into usearch and is not cut.)
+    pub fn vector_index_until(&self, stop: &dyn Fn() -> bool) -> Result<Option<Arc<VectorIndex>>> {
         if let Some(index) = self.state.vectors.loaded.read().clone() {
             return Ok(Some(index));
         }
@@ -212,11 +227,11 @@ impl TenantStore {
         let index = match loaded {
             // Usable when the log still holds every change after the file.
             Some((index, covered)) if covered >= trimmed && covered < next_change => {
-                let replayed = self.replay_vector_log(&index, covered + 1)?;
+                let replayed = self.replay_vector_log(&index, covered + 1, stop)?;
                 tracing::debug!(tenant = %self.tenant_id(), covered, replayed, "vector index loaded");
                 index
             }
-            _ => self.rebuild_vector_index(options, dimensions)?,
+            _ => self.rebuild_vector_index(options, dimensions, stop)?,
         };
         let index = Arc::new(index);
         *self.state.vectors.loaded.write() = Some(Arc::clone(&index));
@@ -224,12 +239,20 @@ impl TenantStore {
         Ok(Some(index))
     }
 
-    pub(super) fn replay_vector_log(&self, index: &VectorIndex, from: u64) -> Result<usize> {
+    pub(super) fn replay_vector_log(
+        &self,
+        index: &VectorIndex,
+        from: u64,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<usize> {
         let family = self.family()?;
         let start = keys::vector_log_key(Table::Resources, from);
         let end = keys::prefix_successor(&[keys::VECTOR_LOG, Table::Resources.tag()]);
         let mut n = 0;
         for item in family.range(start, end) {
+            if n % STOP_CHECK == 0 && stop() {
+                return Err(stopped_loading());
+            }
             let (_, value) = item?;
             let row_id = decode_row_id(
                 value
@@ -251,6 +274,7 @@ impl TenantStore {
         &self,
         options: VectorOptions,
         dimensions: usize,
+        stop: &dyn Fn() -> bool,
     ) -> Result<VectorIndex> {
         let family = self.family()?;
         let index = VectorIndex::new(options, dimensions)?;
@@ -266,6 +290,9 @@ impl TenantStore {
             Ok(())
         };
         for item in family.range(prefix.clone(), keys::prefix_successor(&prefix)) {
+            if chunk.is_empty() && stop() {
+                return Err(stopped_loading());
+            }
             let (key, value) = item?;
             let row_id = keys::trailing_row_id(&key)
                 .ok_or_else(|| Error::Corruption("short vector key".into()))?;

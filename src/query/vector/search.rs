@@ -301,7 +301,11 @@ impl VectorSearch {
             seen: std::collections::HashSet::new(),
             below_min: false,
         };
-        let Some(index) = self.store.vector_index().map_err(external)? else {
+        let Some(index) = self
+            .store
+            .vector_index_until(&|| stop.is_set())
+            .map_err(external)?
+        else {
             return Ok((vec![], self.metric));
         };
         let index_metric = index.options().metric;
