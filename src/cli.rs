@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use datafusion::arrow::util::pretty::pretty_format_batches;
 
 use crate::auth::Credentials;
 use crate::error::{Error, Result};
@@ -452,13 +451,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
 async fn run_script(tenant: &Tenant, script: &str) -> Result<()> {
     let mut statements = 0;
     // Statements run one by one so that the output of each appears before the next fails.
+    let settings = crate::shell::Settings {
+        format: crate::shell::Format::Table,
+        max_rows: None,
+        timing: false,
+    };
     for sql in crate::session::split_statements(script)? {
-        let batches = tenant.sql(&sql).await?;
+        let result = tenant.sql(&sql).await?;
         statements += 1;
-        if !batches.is_empty() {
-            let table = pretty_format_batches(&batches).map_err(|e| Error::Query(e.to_string()))?;
-            println!("{table}");
-        }
+        crate::shell::write_result(&mut std::io::stdout().lock(), &result, &settings)?;
     }
     if statements == 0 {
         return Err(Error::invalid("no SQL statement given"));

@@ -170,12 +170,48 @@ pub struct Tenant {
     inner: Arc<TenantInner>,
 }
 
+/// What one SQL statement returned: its columns, also when no row came back, and its
+/// rows. It derefs to its batches.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// A result of `batches`, whose schema is `schema`.
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> QueryResult {
+        QueryResult { schema, batches }
+    }
+
+    /// The result of a statement that returns nothing (an index command).
+    pub fn nothing() -> QueryResult {
+        QueryResult::new(Arc::new(Schema::empty()), Vec::new())
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    pub fn into_batches(self) -> Vec<RecordBatch> {
+        self.batches
+    }
+}
+
+impl std::ops::Deref for QueryResult {
+    type Target = [RecordBatch];
+
+    fn deref(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+}
+
 /// The result of one SQL statement of a script.
 #[derive(Debug)]
 pub struct StatementResult {
     /// The statement as parsed (normalized SQL text).
     pub sql: String,
-    pub batches: Vec<RecordBatch>,
+    pub result: QueryResult,
 }
 
 impl Tenant {
@@ -191,18 +227,18 @@ impl Tenant {
         &self.inner.ctx
     }
 
-    /// Runs one SQL statement and collects its result.
+    /// Runs one SQL statement and collects its result, with its schema.
     ///
     /// A read-only statement run again with the same text takes the physical plan of
     /// the last run when it can (see [`Tenant::plan_cache_stats`]): no parsing and no
     /// planning.
-    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         let options = Arc::clone(self.inner.ctx.state_ref().read().config().options());
         // Read before planning: an index created meanwhile makes the kept plan stale
         // (a mismatch on the next run), never the other way round.
         let indexes = self.inner.store.user_indexes()?;
         if let Some((plan, task)) = self.inner.plans.get(sql, &options, &indexes)? {
-            return Ok(collect(plan, task).await?);
+            return collect_result(plan, task).await;
         }
         let mut statements = parse(sql)?;
         if statements.len() != 1 {
@@ -228,8 +264,8 @@ impl Tenant {
         let mut out = Vec::new();
         for statement in parse(script)? {
             let sql = statement.to_string();
-            let batches = self.run(statement, None).await?;
-            out.push(StatementResult { sql, batches });
+            let result = self.run(statement, None).await?;
+            out.push(StatementResult { sql, result });
         }
         Ok(out)
     }
@@ -241,10 +277,10 @@ impl Tenant {
         &self,
         statement: Statement,
         keep: Option<(&str, Arc<Vec<IndexDef>>)>,
-    ) -> Result<Vec<RecordBatch>> {
+    ) -> Result<QueryResult> {
         if let Some(command) = index_command(&statement)? {
             self.run_index_command(command).await?;
-            return Ok(vec![]);
+            return Ok(QueryResult::nothing());
         }
         let is_query = matches!(
             &statement,
@@ -257,7 +293,8 @@ impl Tenant {
         check_dml(&plan)?;
         if !is_query {
             let frame = self.inner.ctx.execute_logical_plan(plan).await?;
-            return Ok(frame.collect().await?);
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            return Ok(QueryResult::new(schema, frame.collect().await?));
         }
         let physical = state.create_physical_plan(&plan).await?;
         let task = Arc::new(TaskContext::from(&state));
@@ -271,7 +308,7 @@ impl Tenant {
                     .put(text, &physical, &task, options, indexes);
             }
         }
-        Ok(collect(physical, task).await?)
+        collect_result(physical, task).await
     }
 
     /// Parses exactly one statement and binds its parameters (none given: placeholders
@@ -509,11 +546,20 @@ impl Tenant {
 
     /// Runs one SQL statement whose `$1`, `$2`, ... are replaced by `params` (a vector
     /// parameter becomes an array literal, so it works inside `vector_similar`).
-    pub async fn sql_with_params(&self, sql: &str, params: &[Param]) -> Result<Vec<RecordBatch>> {
+    pub async fn sql_with_params(&self, sql: &str, params: &[Param]) -> Result<QueryResult> {
         let mut statement = Self::one_statement(sql, &[])?;
         bind_params(&mut statement, params)?;
         self.run(statement, None).await
     }
+}
+
+/// Runs a physical plan to its end, with its schema.
+async fn collect_result(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    task: Arc<TaskContext>,
+) -> Result<QueryResult> {
+    let schema = plan.schema();
+    Ok(QueryResult::new(schema, collect(plan, task).await?))
 }
 
 /// Splits a script into its statements, each as its own text from the script (cut at

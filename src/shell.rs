@@ -10,15 +10,16 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::ValueEnum;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
 use rustyline::error::ReadlineError;
 
 use crate::error::{Error, Result};
-use crate::session::Tenant;
+use crate::session::{QueryResult, Tenant};
 use crate::storage::Table;
 
 /// How result rows are printed.
@@ -56,24 +57,31 @@ pub struct Settings {
     pub timing: bool,
 }
 
-/// Writes a statement's result in the chosen format.
-pub fn write_result(
-    out: &mut dyn Write,
-    batches: &[RecordBatch],
-    settings: &Settings,
-) -> Result<()> {
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+/// Writes a statement's result in the chosen format. A result without rows still shows
+/// its columns (the table's header and `(0 rows)`, CSV's header line); a statement that
+/// returns no columns (an index command) writes nothing.
+pub fn write_result(out: &mut dyn Write, result: &QueryResult, settings: &Settings) -> Result<()> {
+    let rows = result.num_rows();
     let io = |e: std::io::Error| Error::Storage(format!("cannot write output: {e}"));
     let arrow = |e: datafusion::arrow::error::ArrowError| Error::Query(e.to_string());
+    if result.schema.fields().is_empty() {
+        return Ok(());
+    }
+    // The writers take their columns from the first batch: an empty result gets one.
+    let empty = [RecordBatch::new_empty(Arc::clone(&result.schema))];
+    let batches: &[RecordBatch] = if result.is_empty() { &empty } else { result };
     match settings.format {
         Format::Table => {
-            if batches.is_empty() || batches.iter().all(|b| b.num_columns() == 0) {
-                return Ok(());
-            }
             let shown = settings.max_rows.unwrap_or(usize::MAX).min(rows);
-            let table = pretty_format_batches(&first_rows(batches, shown)).map_err(arrow)?;
+            let table = pretty_format_batches_with_schema(
+                Arc::clone(&result.schema),
+                &first_rows(batches, shown),
+            )
+            .map_err(arrow)?;
             writeln!(out, "{table}").map_err(io)?;
-            if shown < rows {
+            if rows == 0 {
+                writeln!(out, "(0 rows)").map_err(io)?;
+            } else if shown < rows {
                 writeln!(out, "({rows} rows, the first {shown} shown; see --maxrows)")
                     .map_err(io)?;
             }

@@ -306,12 +306,8 @@ impl TenantHandle {
                 Some(prepared) => run_prepared(&prepared, &params),
                 // Not preparable: the statement's own error, or an index command.
                 None => {
-                    let batches = block_on(tenant.sql_with_params(sql, &params))?;
-                    let schema = batches
-                        .first()
-                        .map(|b| b.schema())
-                        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-                    Ok(ArrowResult::new(schema, batches))
+                    let result = block_on(tenant.sql_with_params(sql, &params))?;
+                    Ok(ArrowResult::new(result.schema, result.batches))
                 }
             }
         })

@@ -144,6 +144,37 @@ async fn batch_is_atomic_and_visible_to_sql() {
 }
 
 #[tokio::test]
+async fn a_result_without_rows_has_its_columns() {
+    let (_dir, _db, t) = fresh("acme");
+    for sql in [
+        "SELECT id, name FROM entities WHERE type = 'nobody'",
+        "SELECT id, name FROM entities WHERE id = 'none'",
+        "SELECT id, name FROM entities LIMIT 0",
+    ] {
+        let result = t.sql(sql).await.unwrap();
+        assert_eq!(result.num_rows(), 0, "{sql}");
+        let names: Vec<&str> = result
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["id", "name"], "{sql}");
+    }
+    // A write returns its count; an index command nothing.
+    let count = t
+        .sql("INSERT INTO entities (id, type, name) VALUES ('e1', 'person', 'Ada')")
+        .await
+        .unwrap();
+    assert_eq!(count.schema.field(0).name(), "count");
+    let created = t
+        .sql("CREATE INDEX idx_role ON entities ((properties->>'role'))")
+        .await
+        .unwrap();
+    assert!(created.schema.fields().is_empty() && created.is_empty());
+}
+
+#[tokio::test]
 async fn reopen_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -51,6 +51,22 @@ fn sql_command_and_errors() {
     assert!(ok, "{err}");
     assert!(out.contains("| 2 |") && out.contains("| remdb |"), "{out}");
 
+    // No rows: the columns and a count are still shown.
+    let (ok, out, err) = run(remdb().args([
+        "sql",
+        "--path",
+        path,
+        "--tenant",
+        "acme",
+        "-c",
+        "SELECT id, name FROM entities WHERE type = 'nobody'",
+    ]));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("| id | name |") && out.contains("(0 rows)"),
+        "{out}"
+    );
+
     // A bad statement: non-zero exit, one clear line, earlier output kept.
     let (ok, out, err) = run(remdb().args([
         "sql",

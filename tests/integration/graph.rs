@@ -189,7 +189,7 @@ async fn lookup_api_and_verbs() {
         .await
         .unwrap();
     assert_eq!(results.len(), 3);
-    assert_eq!(results[0].batches[0].num_rows(), 1);
+    assert_eq!(results[0].result[0].num_rows(), 1);
     let batches = t
         .sql_with_params(
             "TRAVERSE FROM $1 DEPTH 2",

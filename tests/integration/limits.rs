@@ -23,7 +23,7 @@ fn on_worker_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
         .expect("the statement ran without a panic")
 }
 
-fn assert_refused(result: remdb::Result<Vec<datafusion::arrow::array::RecordBatch>>, says: &str) {
+fn assert_refused(result: remdb::Result<remdb::QueryResult>, says: &str) {
     match result {
         Err(Error::InvalidArgument(m)) => assert!(m.contains(says), "{m}"),
         other => panic!("expected InvalidArgument ({says}), got {other:?}"),
@@ -89,6 +89,6 @@ fn long_texts_are_refused_without_overflowing_the_stack() {
     assert!(rows.expect("an IN list of 20,000 values runs").is_empty());
 }
 
-fn assert_refused_any(result: remdb::Result<Vec<datafusion::arrow::array::RecordBatch>>) {
+fn assert_refused_any(result: remdb::Result<remdb::QueryResult>) {
     assert!(result.is_err(), "a syntax error is reported");
 }

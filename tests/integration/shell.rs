@@ -119,6 +119,20 @@ fn command_option_format_and_maxrows() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), r#"[{"a":1,"b":"x"}]"#);
 
+    // A result without rows keeps its header line in CSV.
+    let (ok, out, err) = shell(
+        path,
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT 1 AS a, 'x' AS b WHERE false",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "a,b");
+
     // -c stops at the first error, with a non-zero exit.
     let (ok, _, err) = shell(
         path,
