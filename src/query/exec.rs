@@ -10,8 +10,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{concat, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::execution::TaskContext;
@@ -429,30 +429,34 @@ impl Chunks for ScanState {
 /// checks the stop flag between slices.
 const RESIDUAL_SLICE: usize = 1024;
 
-/// The rows of `batch` that pass `residual`.
+/// The rows of `batch` that pass `residual`: evaluated a slice at a time, filtered once.
 fn keep_passing(
     batch: &RecordBatch,
     residual: &Arc<dyn PhysicalExpr>,
     stop: &Stop,
 ) -> DfResult<RecordBatch> {
-    let mut kept = Vec::with_capacity(batch.num_rows().div_ceil(RESIDUAL_SLICE));
+    let mut masks: Vec<ArrayRef> = Vec::with_capacity(batch.num_rows().div_ceil(RESIDUAL_SLICE));
     let mut at = 0;
     while at < batch.num_rows() {
         if stop.is_set() {
             return Err(cancelled());
         }
         let part = batch.slice(at, RESIDUAL_SLICE.min(batch.num_rows() - at));
-        let mask = residual.evaluate(&part)?.into_array(part.num_rows())?;
-        let mask = mask
-            .as_boolean_opt()
-            .ok_or_else(|| DataFusionError::Internal("scan residual is not boolean".into()))?;
-        kept.push(filter_record_batch(&part, mask)?);
+        masks.push(residual.evaluate(&part)?.into_array(part.num_rows())?);
         at += part.num_rows();
     }
-    match kept.len() {
-        1 => Ok(kept.swap_remove(0)),
-        _ => Ok(concat_batches(&batch.schema(), &kept)?),
-    }
+    let mask = match masks.len() {
+        0 => return Ok(batch.clone()),
+        1 => masks.swap_remove(0),
+        _ => {
+            let parts: Vec<&dyn Array> = masks.iter().map(|m| m.as_ref()).collect();
+            concat(&parts)?
+        }
+    };
+    let mask = mask
+        .as_boolean_opt()
+        .ok_or_else(|| DataFusionError::Internal("scan residual is not boolean".into()))?;
+    Ok(filter_record_batch(batch, mask)?)
 }
 
 impl ScanState {
