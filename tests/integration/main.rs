@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod concurrency;
+mod differential;
 mod execution;
 mod graph;
 mod hybrid;
