@@ -11,20 +11,20 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTables, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TableExistsOption, TicketStatementQuery,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, TableExistsOption, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::session::{ClientLimits, Db, Param, PreparedStatement, Tenant};
 use crate::storage::Table;
 
+mod metadata;
 mod params;
 mod replies;
 mod run;
@@ -168,26 +169,6 @@ pub struct RemFlightSql {
 }
 
 type DoGetStream = <RemFlightSql as FlightService>::DoGetStream;
-
-static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
-    let mut b = SqlInfoDataBuilder::new();
-    b.append(SqlInfo::FlightSqlServerName, "remdb");
-    b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
-    b.append(SqlInfo::FlightSqlServerArrowVersion, "59");
-    b.append(SqlInfo::FlightSqlServerReadOnly, false);
-    b.append(SqlInfo::FlightSqlServerSql, true);
-    b.append(SqlInfo::FlightSqlServerSubstrait, false);
-    b.append(SqlInfo::FlightSqlServerTransaction, 0i32);
-    b.append(SqlInfo::FlightSqlServerCancel, false);
-    b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
-    b.append(SqlInfo::SqlDdlCatalog, false);
-    b.append(SqlInfo::SqlDdlSchema, false);
-    b.append(SqlInfo::SqlDdlTable, false);
-    b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    // A static table of constants: building it cannot fail.
-    b.build()
-        .unwrap_or_else(|_| SqlInfoDataBuilder::new().build().expect("empty SqlInfo"))
-});
 
 #[tonic::async_trait]
 impl FlightSqlService for RemFlightSql {
@@ -614,7 +595,7 @@ impl FlightSqlService for RemFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         self.caller(&request).await?;
         let ticket = query.as_any().encode_to_vec();
-        let schema = query.into_builder(&SQL_INFO).schema();
+        let schema = query.into_builder(metadata::sql_info()?).schema();
         flight_info(&schema, ticket, request.into_inner())
     }
 
@@ -624,9 +605,128 @@ impl FlightSqlService for RemFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.caller(&request).await?;
-        let builder = query.into_builder(&SQL_INFO);
+        let builder = query.into_builder(metadata::sql_info()?);
         let schema = builder.schema();
         Ok(one_batch(schema, builder.build()))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ticket = query.as_any().encode_to_vec();
+        let schema = query.into_builder().schema();
+        self.metadata_info(ticket, schema, request).await
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for kind in metadata::TABLE_TYPES {
+            builder.append(kind);
+        }
+        self.metadata_batch(&request, builder.build()).await
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ticket = query.as_any().encode_to_vec();
+        self.metadata_info(ticket, metadata::primary_keys_schema(), request)
+            .await
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.metadata_batch(&request, metadata::primary_keys(&query))
+            .await
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ticket = query.as_any().encode_to_vec();
+        self.metadata_info(ticket, metadata::foreign_keys_schema(), request)
+            .await
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.metadata_batch(&request, metadata::no_foreign_keys())
+            .await
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ticket = query.as_any().encode_to_vec();
+        self.metadata_info(ticket, metadata::foreign_keys_schema(), request)
+            .await
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.metadata_batch(&request, metadata::no_foreign_keys())
+            .await
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ticket = query.as_any().encode_to_vec();
+        self.metadata_info(ticket, metadata::foreign_keys_schema(), request)
+            .await
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.metadata_batch(&request, metadata::no_foreign_keys())
+            .await
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let types = metadata::xdbc_types()?;
+        let ticket = query.as_any().encode_to_vec();
+        let schema = query.into_builder(types).schema();
+        self.metadata_info(ticket, schema, request).await
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let types = metadata::xdbc_types()?;
+        self.metadata_batch(&request, query.into_builder(types).build())
+            .await
     }
 
     async fn do_get_fallback(

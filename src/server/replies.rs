@@ -164,9 +164,11 @@ pub(super) async fn tenant_tables(
             names.sort();
             for name in names {
                 if let Some(table) = schema.table(&name).await? {
+                    // Named as information_schema.tables names them.
                     let kind = match table.table_type() {
+                        datafusion::datasource::TableType::Base => "BASE TABLE",
                         datafusion::datasource::TableType::View => "VIEW",
-                        _ => "TABLE",
+                        datafusion::datasource::TableType::Temporary => "LOCAL TEMPORARY",
                     };
                     out.push((
                         catalog_name.clone(),

@@ -8,8 +8,9 @@ use std::time::Duration;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetDbSchemas, CommandGetTables, CommandPreparedStatementQuery, CommandStatementIngest,
-    ProstMessageExt,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandStatementIngest, ProstMessageExt,
 };
 use arrow_flight::{Action, FlightDescriptor, FlightInfo};
 use datafusion::arrow::array::{Array, ArrayRef, ListArray, RecordBatch, StringArray};
@@ -390,6 +391,70 @@ async fn parameters_writes_ingest_and_metadata() {
         .unwrap();
     let batches = fetch(&mut acme, &info).await.unwrap();
     assert!(strings(&batches, 1).iter().any(|s| s == "public"));
+
+    // The table types information_schema names, and the tables of one type.
+    let info = acme.get_table_types().await.unwrap();
+    let batches = fetch(&mut acme, &info).await.unwrap();
+    assert_eq!(strings(&batches, 0), ["BASE TABLE", "VIEW"]);
+    let info = acme
+        .get_tables(CommandGetTables {
+            table_types: vec!["BASE TABLE".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let batches = fetch(&mut acme, &info).await.unwrap();
+    assert_eq!(
+        strings(&batches, 2),
+        ["edges", "entities", "moments", "resources"]
+    );
+    // Primary keys from the catalog; no foreign keys; the SQL types.
+    let info = acme
+        .get_primary_keys(CommandGetPrimaryKeys {
+            table: "edges".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let batches = fetch(&mut acme, &info).await.unwrap();
+    assert_eq!(strings(&batches, 3), ["src", "edge_type", "dst"]);
+    let exported = acme
+        .get_exported_keys(CommandGetExportedKeys {
+            table: "entities".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let imported = acme
+        .get_imported_keys(CommandGetImportedKeys {
+            table: "edges".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let cross = acme
+        .get_cross_reference(CommandGetCrossReference {
+            pk_table: "entities".into(),
+            fk_table: "edges".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for info in [exported, imported, cross] {
+        let batches = fetch(&mut acme, &info).await.unwrap();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 0);
+        assert_eq!(info.clone().try_decode_schema().unwrap().fields().len(), 13);
+    }
+    let info = acme
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let batches = fetch(&mut acme, &info).await.unwrap();
+    let types = strings(&batches, 0);
+    for t in ["BIGINT", "BOOLEAN", "TIMESTAMP", "VARCHAR"] {
+        assert!(types.iter().any(|x| x == t), "{types:?}");
+    }
 
     let _ = server.stop.take().map(|s| s.send(()));
     server.task.await.unwrap().unwrap();
