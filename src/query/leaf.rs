@@ -100,10 +100,6 @@ impl<L: Leaf> LeafExec<L> {
     pub fn leaf(&self) -> &L {
         &self.leaf
     }
-
-    pub fn into_leaf(self) -> L {
-        self.leaf
-    }
 }
 
 impl<L> Deref for LeafExec<L> {
