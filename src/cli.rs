@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Credentials;
 use crate::error::{Error, Result};
-use crate::session::{Batch, Db, DbOptions, Tenant};
+use crate::session::{Batch, Db, DbOptions, Policy, Tenant};
 use crate::storage::{Edge, Entity, Moment, Resource, StorageOptions};
 
 #[derive(Debug, Parser)]
@@ -200,16 +200,20 @@ fn open(db: &DbArgs) -> Result<Db> {
     Db::open(&db.path, DbOptions { storage })
 }
 
+/// The tenant a local command works in, under [`Policy::Operator`]: the user at the
+/// terminal owns the files, so `COPY ... TO` a file and `SET` are allowed.
 fn open_tenant(db: &Db, tenant: &str, create: bool) -> Result<Tenant> {
-    if create && !db.has_tenant(tenant) {
-        return db.create_tenant(tenant);
-    }
-    db.tenant(tenant).map_err(|e| match e {
-        Error::NotFound(_) => Error::NotFound(format!(
-            "tenant '{tenant}' does not exist (pass --create to create it)"
-        )),
-        other => other,
-    })
+    let handle = if create && !db.has_tenant(tenant) {
+        db.create_tenant(tenant)
+    } else {
+        db.tenant(tenant).map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound(format!(
+                "tenant '{tenant}' does not exist (pass --create to create it)"
+            )),
+            other => other,
+        })
+    };
+    Ok(handle?.with_policy(Policy::Operator))
 }
 
 /// Runs the command line; the caller prints the error and exits non-zero.

@@ -39,8 +39,8 @@ pub mod vector;
 pub use error::{Error, Result};
 pub use query::{QueryOptions, VectorStrategy};
 pub use session::{
-    Batch, ClientLimits, Db, DbOptions, Param, PlanCacheStats, PreparedStatement, QueryResult,
-    StatementResult, Tenant,
+    Batch, ClientLimits, Db, DbOptions, Param, PlanCacheStats, Policy, PreparedStatement,
+    QueryResult, StatementResult, Tenant,
 };
 pub use storage::{
     Direction, Edge, Entity, Found, Hop, IndexDef, IndexKind, MAX_TRAVERSE_DEPTH, Moment, Resource,

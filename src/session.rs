@@ -13,7 +13,6 @@ use datafusion::arrow::array::{RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
-use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -32,7 +31,7 @@ mod rem;
 pub use limits::{MAX_EXPR_DEPTH, MAX_SQL_BYTES};
 pub use params::Param;
 use params::bind_params;
-use policy::{NO_COPY, check_dml, check_fixed_session, refuse_copy};
+pub use policy::Policy;
 pub use rem::Batch;
 mod plan_cache;
 mod prepared;
@@ -127,6 +126,7 @@ impl Db {
                 ctx,
                 plans: PlanCache::default(),
             }),
+            policy: Policy::default(),
         };
         sessions.insert(key, tenant.clone());
         Ok(tenant)
@@ -165,9 +165,12 @@ struct TenantInner {
 }
 
 /// The session of one tenant. Every read and write it can express stays in the tenant.
+/// Its SQL runs under a [`Policy`]: [`Policy::Application`] unless the handle was made
+/// with [`Tenant::with_policy`].
 #[derive(Clone)]
 pub struct Tenant {
     inner: Arc<TenantInner>,
+    policy: Policy,
 }
 
 /// What one SQL statement returned: its columns, also when no row came back, and its
@@ -219,15 +222,30 @@ impl Tenant {
         self.inner.store.tenant_id()
     }
 
+    /// A handle on the same tenant whose SQL runs under `policy` (e.g.
+    /// [`Policy::Operator`] for a local terminal, which may `COPY` to files and `SET`).
+    pub fn with_policy(&self, policy: Policy) -> Tenant {
+        Tenant {
+            inner: Arc::clone(&self.inner),
+            policy,
+        }
+    }
+
+    /// The policy this handle's SQL runs under.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
     /// The tenant's DataFusion context (its catalog holds only this tenant's tables).
     /// For the embedding application's own use (DataFrame API, benches): its `sql()`
-    /// skips the checks [`Tenant::sql`] applies (no DDL or SET, DML restrictions), so it
-    /// must not run untrusted SQL.
+    /// skips the [`Policy`] [`Tenant::sql`] applies (no DDL, files or SET, DML
+    /// restrictions), so it must not run untrusted SQL.
     pub fn context(&self) -> &SessionContext {
         &self.inner.ctx
     }
 
-    /// Runs one SQL statement and collects its result, with its schema.
+    /// Runs one SQL statement under the handle's [`Policy`] and collects its result,
+    /// with its schema.
     ///
     /// A read-only statement run again with the same text takes the physical plan of
     /// the last run when it can (see [`Tenant::plan_cache_stats`]): no parsing and no
@@ -288,9 +306,7 @@ impl Tenant {
         );
         let state = self.inner.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
-        // DDL would create session-local tables (or read files); the tenant's schema is fixed.
-        SQLOptions::new().with_allow_ddl(false).verify_plan(&plan)?;
-        check_dml(&plan)?;
+        self.policy.check(&plan)?;
         if !is_query {
             let frame = self.inner.ctx.execute_logical_plan(plan).await?;
             let schema = Arc::new(frame.schema().as_arrow().clone());
@@ -330,10 +346,8 @@ impl Tenant {
         Ok(statement)
     }
 
-    /// Plans a statement of a remote client (the Flight SQL server) under its limits.
-    /// Besides what every session refuses (DDL), it refuses what would reach the
-    /// server's files or change the session other clients of the tenant share: `COPY`,
-    /// `SET` and other session statements. Index commands run only when executed.
+    /// Plans a statement of a remote client (the Flight SQL server) under its limits
+    /// and [`Policy::Client`]. Index commands run only when executed.
     async fn client_plan(
         &self,
         statement: Statement,
@@ -342,15 +356,11 @@ impl Tenant {
         if index_command(&statement)?.is_some() {
             return Ok(None);
         }
-        if matches!(statement, Statement::CopyTo(_)) {
-            return Err(Error::invalid(NO_COPY));
-        }
         let state = SessionStateBuilder::new_from_existing(self.inner.ctx.state())
             .with_runtime_env(client_runtime(limits)?)
             .build();
         let plan = state.statement_to_plan(statement).await?;
-        check_fixed_session(&plan)?;
-        refuse_copy(&plan)?;
+        Policy::Client.check(&plan)?;
         Ok(Some(DataFrame::new(state, plan)))
     }
 

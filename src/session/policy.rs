@@ -1,6 +1,15 @@
-//! Session: what a statement may do, checked on its logical plan: the tenant's tables are
-//! fixed (no DDL), DML names one table without subqueries, and a remote client changes
-//! no session setting and writes no file.
+//! What a statement may do, decided by who sends it: one [`Policy`] per entry point,
+//! checked on the statement's logical plan in [`Policy::check`] before it runs.
+//!
+//! | entry point | policy | tables (read, DML) | index DDL | other DDL | `COPY` (files) | `SET`, `PREPARE` |
+//! |---|---|---|---|---|---|---|
+//! | `Tenant::sql`, `sql_script`, `sql_with_params`, `prepare`, the Python package | [`Policy::Application`] | yes | yes | no | no | no |
+//! | `remdb serve` (Flight SQL clients) | [`Policy::Client`] | yes | yes | no | no | no |
+//! | `remdb sql`, `remdb shell` | [`Policy::Operator`] | yes | yes | no | yes | yes |
+//!
+//! The tenant's tables are fixed for everyone (no `CREATE TABLE`, no external tables):
+//! DDL would create session-local tables or read files. DML names one table without
+//! subqueries (see [`check_dml`]).
 
 use super::Error;
 use crate::error::Result;
@@ -8,34 +17,67 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp as DfWriteOp};
 
-pub(super) const NO_COPY: &str =
-    "COPY is not allowed from a client: it would write the server's files";
-
-/// Refuses what a prepared or remote statement may not do: DDL, session statements
-/// (`SET`), and DML the tables cannot run (see [`check_dml`]).
-pub(super) fn check_fixed_session(plan: &LogicalPlan) -> Result<()> {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_statements(false)
-        .verify_plan(plan)?;
-    check_dml(plan)
+/// Who sends a statement, and so what it may do (see the module's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// An application embedding the library, which may hand it text it did not write
+    /// (a user's or a model's): the tenant's tables and indexes, nothing beyond them.
+    /// No file is written (`COPY`) and no setting changes (`SET`): the session is
+    /// shared by every handle of the tenant in the process.
+    #[default]
+    Application,
+    /// A remote client of `remdb serve`: what an application may do, and its queries
+    /// run under the server's client limits (memory, time, rows).
+    Client,
+    /// The operator at a local terminal (`remdb sql`, `remdb shell`), who owns the files
+    /// and the process: also `COPY ... TO` a file and `SET` of the session's settings.
+    Operator,
 }
 
-/// Refuses `COPY` anywhere in a remote client's plan: it would write the server's files.
-pub(super) fn refuse_copy(plan: &LogicalPlan) -> Result<()> {
-    let mut copy = false;
-    plan.apply(|node| {
-        copy |= matches!(node, LogicalPlan::Copy(_));
-        Ok(if copy {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    })?;
-    if copy {
-        return Err(Error::invalid(NO_COPY));
+impl Policy {
+    /// Refuses what this policy does not allow anywhere in `plan` (an `EXPLAIN ANALYZE`
+    /// runs the statement below it).
+    pub fn check(self, plan: &LogicalPlan) -> Result<()> {
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_statements(true)
+            .with_allow_dml(true)
+            .verify_plan(plan)?;
+        if self != Policy::Operator {
+            let mut refused = None;
+            plan.apply(|node| {
+                refused = match node {
+                    LogicalPlan::Copy(_) => Some("COPY, which writes files,"),
+                    LogicalPlan::Statement(_) => {
+                        Some("SET and other session statements (PREPARE, EXECUTE, transactions)")
+                    }
+                    _ => None,
+                };
+                Ok(if refused.is_some() {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })?;
+            if let Some(what) = refused {
+                return Err(Error::invalid(format!("{what} {}", self.refusal())));
+            }
+        }
+        check_dml(plan)
     }
-    Ok(())
+
+    fn refusal(self) -> &'static str {
+        match self {
+            Policy::Client => {
+                "is not allowed from a client of the server: it would reach the server's \
+                 files or the session other clients of the tenant share"
+            }
+            _ => {
+                "is not allowed in SQL from an application (Tenant::sql): use the DataFrame \
+                 API of Tenant::context(), or `remdb sql` / `remdb shell` at a terminal"
+            }
+        }
+    }
 }
 
 /// DataFusion hands a table's `delete_from`/`update` only the filters on that table: a

@@ -37,9 +37,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions}
 use parking_lot::Mutex;
 
 use super::plan_cache::reusable;
-use super::{
-    ClientLimits, Param, Tenant, bind_params, check_fixed_session, client_runtime, refuse_copy,
-};
+use super::{ClientLimits, Param, Tenant, bind_params, client_runtime};
 use crate::error::{Error, Result};
 use crate::query::index_ddl::index_command;
 use crate::query::lazy::on_own_thread;
@@ -107,8 +105,8 @@ impl Tenant {
             Err(e) if !placeholders => return Err(e.into()),
             Err(_) => return Ok(self.reparsed(statement)),
         };
-        // What the session refuses is refused now, placeholders or not.
-        check_fixed_session(&plan)?;
+        // What the policy refuses is refused now, placeholders or not.
+        self.policy.check(&plan)?;
         // `now()` and the like are folded into constants by the optimizer: planned once,
         // they would keep the time of `prepare`.
         if calls_stable_functions(&plan)? {
@@ -221,15 +219,10 @@ fn vector_table(node: &LogicalPlan) -> Option<&VectorSimilarTable> {
 }
 
 impl Tenant {
-    /// Prepares a statement of a remote client: as [`Tenant::prepare`], and refusing
-    /// `COPY`, which would write the server's files.
+    /// Prepares a statement of a remote client: as [`Tenant::prepare`], under
+    /// [`Policy::Client`](super::Policy::Client).
     pub async fn client_prepare(&self, sql: &str) -> Result<PreparedStatement> {
-        let prepared = self.prepare(sql).await?;
-        // One planned per call is checked when it is planned (`client_plan`).
-        if let Form::Planned(p) = &prepared.form {
-            refuse_copy(&p.plan)?;
-        }
-        Ok(prepared)
+        self.with_policy(super::Policy::Client).prepare(sql).await
     }
 
     /// Runs a client's prepared statement under its limits (see [`ClientLimits`]).
@@ -352,7 +345,7 @@ impl PreparedStatement {
         bind_params(&mut statement, params)?;
         let state = self.tenant.inner.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
-        check_fixed_session(&plan)?;
+        self.tenant.policy.check(&plan)?;
         Ok(DataFrame::new(state, plan))
     }
 }

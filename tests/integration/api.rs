@@ -1,6 +1,6 @@
 //! The library API: typed round trips for every table, batches, reopen, bad input.
 
-use remdb::{Batch, Db, Edge, Entity, Error, Moment, Resource, Table};
+use remdb::{Batch, Db, Edge, Entity, Error, Moment, Policy, Resource, Table};
 
 use super::{fresh, rows};
 
@@ -296,4 +296,58 @@ fn a_new_database_directory_is_private() {
     db.create_tenant("acme").unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "mode {:o}", mode & 0o777);
+}
+
+/// One statement policy per entry point: SQL from an application reaches neither files
+/// nor settings, wherever the statement hides it (a script, parameters, a prepared
+/// statement, below EXPLAIN ANALYZE); the operator's handle may COPY to any path and SET;
+/// no one creates tables.
+#[tokio::test]
+async fn each_entry_point_runs_under_its_statement_policy() {
+    let (dir, _db, t) = fresh("p");
+    let out = dir.path().join("out.d").join("rows.v1.csv");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let copy = format!("COPY (SELECT 1 AS x) TO '{}' STORED AS CSV", out.display());
+    let refused = [
+        copy.clone(),
+        format!("EXPLAIN ANALYZE {copy}"),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+        "PREPARE q AS SELECT 1".to_string(),
+        "CREATE TABLE x (a INT)".to_string(),
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+    ];
+    assert_eq!(t.policy(), Policy::Application);
+    for sql in &refused {
+        let err = t.sql(sql).await.unwrap_err().to_string();
+        assert!(
+            err.contains("not allowed") || err.contains("DDL"),
+            "{sql}: {err}"
+        );
+        assert!(
+            t.sql_script(&format!("SELECT 1; {sql}")).await.is_err(),
+            "{sql}"
+        );
+        assert!(t.sql_with_params(sql, &[]).await.is_err(), "{sql}");
+        assert!(t.prepare(sql).await.is_err(), "{sql}");
+    }
+    let err = t.sql(&copy).await.unwrap_err().to_string();
+    assert!(err.contains("COPY") && err.contains("application"), "{err}");
+    assert!(!out.exists());
+    let batch_size = "SELECT value FROM information_schema.df_settings \
+                      WHERE name = 'datafusion.execution.batch_size'";
+    assert_eq!(rows(&t, batch_size).await, ["8192"]);
+
+    let operator = t.with_policy(Policy::Operator);
+    operator.sql(&copy).await.unwrap();
+    assert!(std::fs::read_to_string(&out).unwrap().contains('1'));
+    operator
+        .sql("SET datafusion.execution.batch_size = 100")
+        .await
+        .unwrap();
+    // The session is the tenant's: every handle sees the setting.
+    assert_eq!(rows(&t, batch_size).await, ["100"]);
+    for sql in &refused[4..] {
+        let err = operator.sql(sql).await.unwrap_err().to_string();
+        assert!(err.contains("DDL"), "{sql}: {err}");
+    }
 }

@@ -3,7 +3,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use remdb::{Batch, IndexKind, Moment, Param, Resource, Table, VectorOptions};
+use remdb::{Batch, IndexKind, Moment, Param, Policy, Resource, Table, VectorOptions};
 
 use super::{fresh, rows};
 
@@ -351,7 +351,9 @@ async fn repeated_text_reuses_its_plan_until_indexes_or_settings_change() {
     // A setting changed by SET is honoured: smaller batches from the same text.
     let all = "SELECT id FROM resources";
     let batches = t.sql(all).await.unwrap().len();
-    t.sql("SET datafusion.execution.batch_size = 4")
+    // (SET is the operator's: a handle with that policy shares the session.)
+    t.with_policy(Policy::Operator)
+        .sql("SET datafusion.execution.batch_size = 4")
         .await
         .unwrap();
     let smaller = t.sql(all).await.unwrap();

@@ -206,7 +206,7 @@ async fn each_credential_reaches_only_its_tenant() {
             "DDL",
         ),
         ("COPY (SELECT 1) TO '/tmp/remdb-copy.csv'", "COPY"),
-        ("SET datafusion.execution.batch_size = 1", "Statement"),
+        ("SET datafusion.execution.batch_size = 1", "SET"),
         ("SELECT * FROM '/etc/passwd'", "passwd"),
     ] {
         let err = query(&mut acme, sql).await.unwrap_err();

@@ -1,4 +1,6 @@
-//! Runs every `sql/**/*.slt` file, each on a fresh database with a tenant `t`.
+//! Runs every `sql/**/*.slt` file, each on a fresh database with a tenant `t`, as the
+//! operator at a terminal would (`Policy::Operator`: the files may `SET` the EXPLAIN
+//! format).
 //! `REMDB_SLT_COMPLETE=1 cargo test --test integration slt` rewrites the expected output
 //! (read the diff before committing it).
 
@@ -9,7 +11,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
-use remdb::Tenant;
+use remdb::{Policy, Tenant};
 
 struct SltDb {
     tenant: Tenant,
@@ -126,6 +128,7 @@ async fn sqllogictest_files() {
     let mut failures = Vec::new();
     for file in &files {
         let (_dir, _db, tenant) = super::fresh("t");
+        let tenant = tenant.with_policy(Policy::Operator);
         let mut runner = sqllogictest::Runner::new(move || {
             let tenant = tenant.clone();
             async move { Ok(SltDb { tenant }) }
