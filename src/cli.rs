@@ -190,6 +190,10 @@ pub struct ServeArgs {
     /// After SIGTERM, seconds in-flight requests may take before they are cancelled.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
+    /// Send text, binary and list results in DataFusion's view types (Utf8View, ...)
+    /// rather than Utf8, Binary and List, for clients that read them (ADBC, pyarrow).
+    #[arg(long)]
+    pub keep_view_types: bool,
 }
 
 fn open(db: &DbArgs) -> Result<Db> {
@@ -429,6 +433,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_upload_bytes: args.max_upload_mib.max(1) << 20,
         max_param_rows: args.max_param_rows,
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
+        keep_view_types: args.keep_view_types,
         ..Default::default()
     };
     // Watch SIGTERM before announcing the address: a supervisor may send it right away.

@@ -49,6 +49,7 @@ mod metadata;
 mod params;
 mod replies;
 mod run;
+mod types;
 mod upload;
 use params::param_rows;
 use replies::{flight_info, one_batch, random_id, schema_info, status, tenant_tables, timed_out};
@@ -73,6 +74,9 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Prepared statements one tenant may hold open at once.
     pub max_prepared_per_tenant: usize,
+    /// Send results in DataFusion's view types (`Utf8View`, ...) instead of the plain
+    /// types every client reads (see `server/types.rs`).
+    pub keep_view_types: bool,
 }
 
 impl Default for ServeOptions {
@@ -85,6 +89,7 @@ impl Default for ServeOptions {
             max_param_rows: 100_000,
             shutdown_grace: Duration::from_secs(30),
             max_prepared_per_tenant: 1024,
+            keep_view_types: false,
         }
     }
 }
@@ -368,9 +373,15 @@ impl FlightSqlService for RemFlightSql {
             None => tenant.client_schema(&query.query, &[], &self.limits).await,
         };
         let dataset_schema = match schema {
-            Ok(schema) => schema_info(&schema)?,
+            Ok(schema) => schema_info(&self.boundary().schema(&schema))?,
             Err(Error::InvalidArgument(_)) | Err(Error::Query(_)) => vec![],
             Err(e) => return Err(status(e)),
+        };
+        // The parameters in plain types whatever the results carry: a driver builds its
+        // binders from them (JDBC's setString, setTimestamp), and any type is accepted.
+        let parameter_schema = match tenant.parameter_schema(&query.query).await {
+            Ok(schema) => schema_info(&types::Boundary::default().schema(&schema))?,
+            Err(_) => vec![],
         };
         let handle = random_id();
         {
@@ -397,7 +408,7 @@ impl FlightSqlService for RemFlightSql {
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
             dataset_schema: dataset_schema.into(),
-            parameter_schema: Default::default(),
+            parameter_schema: parameter_schema.into(),
         })
     }
 
@@ -451,6 +462,7 @@ impl FlightSqlService for RemFlightSql {
             // Values not bound yet (or not fitting): the planning path reports it.
             let first = p.params.first().cloned().unwrap_or_default();
             if let Ok(Some(schema)) = statement.result_schema(&first) {
+                let schema = self.boundary().schema(&schema);
                 return flight_info(&schema, ticket, request.into_inner());
             }
         }
@@ -580,6 +592,7 @@ impl FlightSqlService for RemFlightSql {
         for (catalog, schema, table, kind, table_schema) in
             tenant_tables(&tenant).await.map_err(status)?
         {
+            let table_schema = self.boundary().schema(&table_schema);
             builder
                 .append(&catalog, &schema, &table, &kind, &table_schema)
                 .map_err(|e| Status::internal(e.to_string()))?;

@@ -601,7 +601,9 @@ fn client_runtime(
 
 fn parse(sql: &str) -> Result<Vec<Statement>> {
     limits::check_size(sql)?;
+    // `?` placeholders are `$1`, `$2`, ... in the order they are written.
+    let sql = params::number_question_marks(sql)?;
     // The REM verbs (LOOKUP, TRAVERSE, SEARCH) become SQL over the table functions.
-    let sql = crate::query::verbs::rewrite(sql)?;
+    let sql = crate::query::verbs::rewrite(&sql)?;
     limits::parse(&sql)
 }

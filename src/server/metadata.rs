@@ -51,8 +51,26 @@ pub(super) const SCHEMA: &str = "public";
 /// The table types a tenant's session has, named as `information_schema.tables` does.
 pub(super) const TABLE_TYPES: [&str; 2] = ["BASE TABLE", "VIEW"];
 
-/// What `GetSqlInfo` answers.
+/// What `GetSqlInfo` answers: every id of the Flight SQL specification a driver's
+/// `DatabaseMetaData` reads (the JDBC driver reads each as a boolean, a string, a list,
+/// an `i64` limit or an `i32` bitmask of the option enums, and fails on an absent one).
 static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
+    use arrow_flight::sql::{
+        SqlNullOrdering, SqlOuterJoinsSupportLevel as Joins, SqlSupportedCaseSensitivity as Case,
+        SqlSupportedGroupBy as GroupBy, SqlSupportedResultSetConcurrency as Concurrency,
+        SqlSupportedResultSetType as ResultSetType, SqlSupportedSubqueries as Subqueries,
+        SqlSupportedUnions as Unions, SqlTransactionIsolationLevel as Isolation,
+        SupportedSqlGrammar as Grammar,
+    };
+    /// A bitmask of enum options, as the specification encodes a set of them.
+    fn mask(options: &[i32]) -> i32 {
+        options.iter().fold(0, |m, o| m | (1 << o))
+    }
+    let names = |udfs: Vec<Arc<datafusion::logical_expr::ScalarUDF>>| {
+        let mut names: Vec<String> = udfs.iter().map(|f| f.name().to_string()).collect();
+        names.sort();
+        names
+    };
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "remdb");
     b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -62,13 +80,227 @@ static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
     b.append(SqlInfo::FlightSqlServerSubstrait, false);
     b.append(SqlInfo::FlightSqlServerTransaction, 0i32);
     b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.append(SqlInfo::FlightSqlServerBulkIngestion, true);
+    b.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, false);
     b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
+    b.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
+    // No CREATE TABLE / SCHEMA / CATALOG from a client (see the statement policy).
     b.append(SqlInfo::SqlDdlCatalog, false);
     b.append(SqlInfo::SqlDdlSchema, false);
     b.append(SqlInfo::SqlDdlTable, false);
+    // Unquoted names are folded to lower case; quoted ones are kept as written.
+    b.append(
+        SqlInfo::SqlIdentifierCase,
+        Case::SqlCaseSensitivityLowercase as i32,
+    );
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    b.append(
+        SqlInfo::SqlQuotedIdentifierCase,
+        Case::SqlCaseSensitivityUnknown as i32,
+    );
+    b.append(SqlInfo::SqlAllTablesAreSelectable, true);
+    // DataFusion's default: NULL is the largest value (last ascending, first descending).
+    b.append(
+        SqlInfo::SqlNullOrdering,
+        SqlNullOrdering::SqlNullsSortedHigh as i32,
+    );
+    let keywords: Vec<String> = datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    b.append(SqlInfo::SqlKeywords, keywords);
+    b.append(
+        SqlInfo::SqlNumericFunctions,
+        names(datafusion::functions::math::functions()),
+    );
+    let mut strings = names(datafusion::functions::string::functions());
+    strings.extend(names(datafusion::functions::unicode::functions()));
+    strings.sort();
+    b.append(SqlInfo::SqlStringFunctions, strings);
+    b.append(
+        SqlInfo::SqlSystemFunctions,
+        names(datafusion::functions::core::functions()),
+    );
+    b.append(
+        SqlInfo::SqlDatetimeFunctions,
+        names(datafusion::functions::datetime::functions()),
+    );
+    b.append(SqlInfo::SqlSearchStringEscape, "\\");
+    b.append(SqlInfo::SqlExtraNameCharacters, "");
+    b.append(SqlInfo::SqlSupportsColumnAliasing, true);
+    b.append(SqlInfo::SqlNullPlusNullIsNull, true);
+    b.append(SqlInfo::SqlSupportsConvert, supports_convert());
+    b.append(SqlInfo::SqlSupportsTableCorrelationNames, true);
+    b.append(SqlInfo::SqlSupportsDifferentTableCorrelationNames, true);
+    b.append(SqlInfo::SqlSupportsExpressionsInOrderBy, true);
+    b.append(SqlInfo::SqlSupportsOrderByUnrelated, true);
+    b.append(
+        SqlInfo::SqlSupportedGroupBy,
+        mask(&[
+            GroupBy::SqlGroupByUnrelated as i32,
+            GroupBy::SqlGroupByBeyondSelect as i32,
+        ]),
+    );
+    b.append(SqlInfo::SqlSupportsLikeEscapeClause, true);
+    b.append(SqlInfo::SqlSupportsNonNullableColumns, true);
+    b.append(
+        SqlInfo::SqlSupportedGrammar,
+        mask(&[
+            Grammar::SqlMinimumGrammar as i32,
+            Grammar::SqlCoreGrammar as i32,
+        ]),
+    );
+    // ANSI92_ENTRY_SQL (0) and ANSI92_INTERMEDIATE_SQL (1); arrow-flight does not
+    // export that enum.
+    b.append(SqlInfo::SqlAnsi92SupportedLevel, mask(&[0, 1]));
+    b.append(SqlInfo::SqlSupportsIntegrityEnhancementFacility, false);
+    b.append(
+        SqlInfo::SqlOuterJoinsSupportLevel,
+        mask(&[
+            Joins::SqlLimitedOuterJoins as i32,
+            Joins::SqlFullOuterJoins as i32,
+        ]),
+    );
+    b.append(SqlInfo::SqlSchemaTerm, "schema");
+    b.append(SqlInfo::SqlProcedureTerm, "procedure");
+    b.append(SqlInfo::SqlCatalogTerm, "catalog");
+    b.append(SqlInfo::SqlCatalogAtStart, true);
+    b.append(SqlInfo::SqlSchemasSupportedActions, 0i32);
+    b.append(SqlInfo::SqlCatalogsSupportedActions, 0i32);
+    b.append(SqlInfo::SqlSupportedPositionedCommands, 0i32);
+    b.append(SqlInfo::SqlSelectForUpdateSupported, false);
+    b.append(SqlInfo::SqlStoredProceduresSupported, false);
+    b.append(
+        SqlInfo::SqlSupportedSubqueries,
+        mask(&[
+            Subqueries::SqlSubqueriesInComparisons as i32,
+            Subqueries::SqlSubqueriesInExists as i32,
+            Subqueries::SqlSubqueriesInIns as i32,
+        ]),
+    );
+    b.append(SqlInfo::SqlCorrelatedSubqueriesSupported, true);
+    b.append(
+        SqlInfo::SqlSupportedUnions,
+        mask(&[Unions::SqlUnion as i32, Unions::SqlUnionAll as i32]),
+    );
+    // Limits, 0 where there is none (as JDBC reads 0). SQL text is bounded as a whole.
+    let sql_bytes = crate::session::MAX_SQL_BYTES as i64;
+    for (info, limit) in [
+        (SqlInfo::SqlMaxBinaryLiteralLength, sql_bytes),
+        (SqlInfo::SqlMaxCharLiteralLength, sql_bytes),
+        (SqlInfo::SqlMaxColumnNameLength, 0),
+        (SqlInfo::SqlMaxColumnsInGroupBy, 0),
+        (SqlInfo::SqlMaxColumnsInIndex, 0),
+        (SqlInfo::SqlMaxColumnsInOrderBy, 0),
+        (SqlInfo::SqlMaxColumnsInSelect, 0),
+        (SqlInfo::SqlMaxColumnsInTable, 0),
+        (SqlInfo::SqlMaxConnections, 0),
+        (SqlInfo::SqlMaxCursorNameLength, 0),
+        (SqlInfo::SqlMaxIndexLength, 0),
+        (SqlInfo::SqlDbSchemaNameLength, 0),
+        (SqlInfo::SqlMaxProcedureNameLength, 0),
+        (SqlInfo::SqlMaxCatalogNameLength, 0),
+        (SqlInfo::SqlMaxRowSize, 0),
+        (SqlInfo::SqlMaxStatementLength, sql_bytes),
+        (SqlInfo::SqlMaxStatements, 0),
+        (SqlInfo::SqlMaxTableNameLength, 0),
+        (SqlInfo::SqlMaxTablesInSelect, 0),
+        (SqlInfo::SqlMaxUsernameLength, 0),
+    ] {
+        b.append(info, limit);
+    }
+    b.append(SqlInfo::SqlMaxRowSizeIncludesBlobs, false);
+    // Each statement is atomic on its own; there are no transactions.
+    b.append(
+        SqlInfo::SqlDefaultTransactionIsolation,
+        Isolation::SqlTransactionNone as i64,
+    );
+    b.append(SqlInfo::SqlTransactionsSupported, false);
+    b.append(
+        SqlInfo::SqlSupportedTransactionsIsolationLevels,
+        mask(&[Isolation::SqlTransactionNone as i32]),
+    );
+    b.append(SqlInfo::SqlDataDefinitionCausesTransactionCommit, false);
+    b.append(SqlInfo::SqlDataDefinitionsInTransactionsIgnored, false);
+    b.append(
+        SqlInfo::SqlSupportedResultSetTypes,
+        mask(&[ResultSetType::SqlResultSetTypeForwardOnly as i32]),
+    );
+    let read_only = mask(&[Concurrency::SqlResultSetConcurrencyReadOnly as i32]);
+    b.append(
+        SqlInfo::SqlSupportedConcurrenciesForResultSetUnspecified,
+        read_only,
+    );
+    b.append(
+        SqlInfo::SqlSupportedConcurrenciesForResultSetForwardOnly,
+        read_only,
+    );
+    b.append(
+        SqlInfo::SqlSupportedConcurrenciesForResultSetScrollSensitive,
+        0i32,
+    );
+    b.append(
+        SqlInfo::SqlSupportedConcurrenciesForResultSetScrollInsensitive,
+        0i32,
+    );
+    // `executemany`: every parameter row runs.
+    b.append(SqlInfo::SqlBatchUpdatesSupported, true);
+    b.append(SqlInfo::SqlSavepointsSupported, false);
+    b.append(SqlInfo::SqlNamedParametersSupported, false);
+    b.append(SqlInfo::SqlLocatorsUpdateCopy, false);
+    b.append(SqlInfo::SqlStoredFunctionsUsingCallSyntaxSupported, false);
     b.build().map_err(|e| e.to_string())
 });
+
+/// Which SQL types `CAST` turns into which (`SqlSupportsConvert`): numbers into one
+/// another and text, text into every type, dates and timestamps into each other and text.
+fn supports_convert() -> std::collections::BTreeMap<i32, Vec<i32>> {
+    use arrow_flight::sql::SqlSupportsConvert as C;
+    let numbers = [
+        C::SqlConvertBigint,
+        C::SqlConvertBit,
+        C::SqlConvertDecimal,
+        C::SqlConvertFloat,
+        C::SqlConvertInteger,
+        C::SqlConvertNumeric,
+        C::SqlConvertReal,
+        C::SqlConvertSmallint,
+        C::SqlConvertTinyint,
+    ];
+    let text = [
+        C::SqlConvertChar,
+        C::SqlConvertVarchar,
+        C::SqlConvertLongvarchar,
+    ];
+    let times = [C::SqlConvertDate, C::SqlConvertTimestamp];
+    let binary = [
+        C::SqlConvertBinary,
+        C::SqlConvertVarbinary,
+        C::SqlConvertLongvarbinary,
+    ];
+    let ids = |groups: &[&[C]]| -> Vec<i32> {
+        let mut ids: Vec<i32> = groups
+            .iter()
+            .flat_map(|g| g.iter().map(|c| *c as i32))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut map = std::collections::BTreeMap::new();
+    for from in numbers {
+        map.insert(from as i32, ids(&[&numbers, &text]));
+    }
+    for from in text {
+        map.insert(from as i32, ids(&[&numbers, &text, &times, &binary]));
+    }
+    for from in times {
+        map.insert(from as i32, ids(&[&text, &times]));
+    }
+    for from in binary {
+        map.insert(from as i32, ids(&[&text, &binary]));
+    }
+    map
+}
 
 /// The `GetSqlInfo` table.
 pub(super) fn sql_info() -> Result<&'static SqlInfoData, Status> {

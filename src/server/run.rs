@@ -230,6 +230,13 @@ impl RemFlightSql {
         }
     }
 
+    /// How results cross to clients (view types or plain ones).
+    pub(super) fn boundary(&self) -> super::types::Boundary {
+        super::types::Boundary {
+            keep_views: self.options.keep_view_types,
+        }
+    }
+
     pub(super) fn query_span(&self, tenant: &Tenant) -> (u64, tracing::Span) {
         let id = self.next_query.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("query", tenant = %tenant.id(), query_id = id);
@@ -277,11 +284,15 @@ impl RemFlightSql {
                 })?;
             streams.push(stream);
         }
+        let boundary = self.boundary();
         let schema = streams
             .first()
-            .map(|s| s.schema())
+            .map(|s| boundary.schema(&s.schema()))
             .unwrap_or_else(|| Arc::new(Schema::empty()));
-        let batches = futures::stream::iter(streams).flatten();
+        let to = Arc::clone(&schema);
+        let batches = futures::stream::iter(streams)
+            .flatten()
+            .map(move |batch| Ok(boundary.batch(batch?, &to)?));
         let limited = with_deadline(Box::pin(batches), deadline, timeout, span, started);
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -415,7 +426,7 @@ impl RemFlightSql {
                 tracing::info!(parent: &span, sql = %truncate(sql), "planning failed: {e}");
                 status(e)
             })?;
-        flight_info(&schema, query_ticket, descriptor)
+        flight_info(&self.boundary().schema(&schema), query_ticket, descriptor)
     }
 
     /// A prepared statement of the caller's tenant.

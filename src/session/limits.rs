@@ -124,36 +124,48 @@ impl Visitor for Depth {
     }
 }
 
+/// The tokens of `sql` (PostgreSQL dialect, as the statements are parsed), each with the
+/// byte range of the text it was read from.
+pub(super) fn tokens_with_ranges(sql: &str) -> Result<Vec<(Token, std::ops::Range<usize>)>> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let lines = line_starts(sql);
+    let offset = |line: u64, column: u64| -> usize {
+        let start = usize::try_from(line.saturating_sub(1))
+            .ok()
+            .and_then(|l| lines.get(l).copied())
+            .unwrap_or(sql.len());
+        let chars = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
+        sql[start..]
+            .char_indices()
+            .nth(chars)
+            .map_or(sql.len(), |(i, _)| start + i)
+    };
+    Ok(tokens
+        .into_iter()
+        .map(|t| {
+            let start = offset(t.span.start.line, t.span.start.column);
+            let end = offset(t.span.end.line, t.span.end.column);
+            (t.token, start..end)
+        })
+        .collect())
+}
+
 /// The texts between the top-level semicolons of `script` (string literals, quoted
 /// names and comments are the tokenizer's, so a `;` inside them does not cut), trimmed,
 /// without the pieces that hold only whitespace and comments.
 pub fn split_at_semicolons(script: &str) -> Result<Vec<String>> {
     check_size(script)?;
-    let tokens = Tokenizer::new(&PostgreSqlDialect {}, script)
-        .tokenize_with_location()
-        .map_err(|e| Error::invalid(e.to_string()))?;
-    let lines = line_starts(script);
-    let offset = |line: u64, column: u64| -> usize {
-        let start = usize::try_from(line.saturating_sub(1))
-            .ok()
-            .and_then(|l| lines.get(l).copied())
-            .unwrap_or(script.len());
-        let chars = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
-        script[start..]
-            .char_indices()
-            .nth(chars)
-            .map_or(script.len(), |(i, _)| start + i)
-    };
     let mut pieces = Vec::new();
     let (mut start, mut has_code) = (0, false);
-    for t in &tokens {
-        match &t.token {
+    for (token, range) in tokens_with_ranges(script)? {
+        match &token {
             Token::SemiColon => {
-                let end = offset(t.span.start.line, t.span.start.column);
                 if has_code {
-                    pieces.push(script[start..end].trim().to_string());
+                    pieces.push(script[start..range.start].trim().to_string());
                 }
-                start = offset(t.span.end.line, t.span.end.column);
+                start = range.end;
                 has_code = false;
             }
             Token::Whitespace(

@@ -20,7 +20,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result as DfResult;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
@@ -178,20 +178,27 @@ fn plan_once(state: &SessionState, plan: &LogicalPlan) -> Result<Planned> {
 }
 
 fn has_placeholders(statement: &Statement) -> bool {
+    placeholder_count(statement) > 0
+}
+
+/// How many parameters a statement takes: its highest `$n` (0 without placeholders).
+fn placeholder_count(statement: &Statement) -> usize {
     let inner = match statement {
         Statement::Statement(inner) => inner.as_ref(),
-        Statement::Explain(explain) => return has_placeholders(&explain.statement),
-        _ => return false,
+        Statement::Explain(explain) => return placeholder_count(&explain.statement),
+        _ => return 0,
     };
-    visit_expressions(inner, |expr| {
+    let mut count = 0;
+    let _ = visit_expressions(inner, |expr| {
         if let SqlExpr::Value(v) = expr
-            && matches!(v.value, Value::Placeholder(_))
+            && let Value::Placeholder(name) = &v.value
         {
-            return ControlFlow::Break(());
+            let n = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+            count = count.max(n.unwrap_or(1));
         }
-        ControlFlow::Continue(())
-    })
-    .is_break()
+        ControlFlow::<()>::Continue(())
+    });
+    count
 }
 
 /// `$3` -> 2.
@@ -219,6 +226,32 @@ fn vector_table(node: &LogicalPlan) -> Option<&VectorSimilarTable> {
 }
 
 impl Tenant {
+    /// The parameters a statement takes, `$1` .. `$n` (or its `?` in order), each with
+    /// the type the statement gives it where planning fixes one (compared with a column,
+    /// a column of an INSERT), else `Utf8`: a value of any type may be bound there.
+    pub async fn parameter_schema(&self, sql: &str) -> Result<SchemaRef> {
+        let statement = Self::one_statement(sql, &[])?;
+        let count = placeholder_count(&statement);
+        if count == 0 {
+            return Ok(Arc::new(Schema::empty()));
+        }
+        let state = self.inner.ctx.state();
+        let known = match state.statement_to_plan(statement).await {
+            Ok(plan) => plan.get_parameter_types().unwrap_or_default(),
+            Err(_) => HashMap::new(),
+        };
+        let fields = (1..=count).map(|n| {
+            let name = format!("${n}");
+            let ty = known
+                .get(&name)
+                .cloned()
+                .flatten()
+                .unwrap_or(DataType::Utf8);
+            Field::new(name, ty, true)
+        });
+        Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
+    }
+
     /// Prepares a statement of a remote client: as [`Tenant::prepare`], under
     /// [`Policy::Client`](super::Policy::Client).
     pub async fn client_prepare(&self, sql: &str) -> Result<PreparedStatement> {

@@ -278,6 +278,78 @@ async fn parameters_writes_ingest_and_metadata() {
     assert_eq!(strings(&batches, 0), ["Alan"]);
     prepared.close().await.unwrap();
 
+    // JDBC's form: `?` placeholders, and a parameter schema a driver builds its binders
+    // from, in the plain types (a VARCHAR cast is Utf8View inside DataFusion).
+    let mut prepared = acme
+        .prepare(
+            "SELECT CAST(name AS VARCHAR) AS name, properties FROM entities \
+             WHERE CAST(type AS VARCHAR) = ? AND created_at > ? ORDER BY name"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let parameters = prepared.parameter_schema().unwrap().clone();
+    let types: Vec<(&str, &DataType)> = parameters
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("$1", &DataType::Utf8),
+            (
+                "$2",
+                &DataType::Timestamp(
+                    datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                    Some("UTC".into())
+                )
+            )
+        ]
+    );
+    // Results carry Utf8, not the Utf8View DataFusion computes on.
+    let dataset = prepared.dataset_schema().unwrap().clone();
+    assert_eq!(dataset.field(0).data_type(), &DataType::Utf8, "{dataset:?}");
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("0", DataType::Utf8, false),
+            Field::new("1", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["person"])) as ArrayRef,
+            Arc::new(StringArray::from(vec!["2000-01-01T00:00:00Z"])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    prepared.set_parameters(params).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let batches = fetch(&mut acme, &info).await.unwrap();
+    assert_eq!(strings(&batches, 0), ["Ada", "Alan"]);
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.schema().fields() == dataset.fields())
+    );
+    let info_schema = info.clone().try_decode_schema().unwrap();
+    assert_eq!(info_schema.fields(), dataset.fields());
+    prepared.close().await.unwrap();
+    let sql = "SELECT CAST(name AS VARCHAR), [CAST(id AS VARCHAR)], CAST(x'01' AS BYTEA) \
+               FROM entities WHERE id = 'ada'";
+    let batches = query(&mut acme, sql).await.unwrap();
+    let types: Vec<DataType> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    assert_eq!(types[0], DataType::Utf8);
+    assert_eq!(types[2], DataType::Binary);
+    assert!(
+        matches!(&types[1], DataType::List(item) if item.data_type() == &DataType::Utf8),
+        "{types:?}"
+    );
+
     // A vector parameter (a list of doubles, as Python clients send) in vector_similar.
     let mut search = acme
         .prepare(
@@ -455,9 +527,83 @@ async fn parameters_writes_ingest_and_metadata() {
     for t in ["BIGINT", "BOOLEAN", "TIMESTAMP", "VARCHAR"] {
         assert!(types.iter().any(|x| x == t), "{types:?}");
     }
+    check_sql_info(&mut acme).await;
 
     let _ = server.stop.take().map(|s| s.send(()));
     server.task.await.unwrap().unwrap();
+}
+
+/// `--keep-view-types`: results are sent in the view types DataFusion computes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_types_are_kept_when_asked() {
+    let mut server = start_with(ServeOptions {
+        keep_view_types: true,
+        ..Default::default()
+    })
+    .await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+    let sql = "SELECT CAST(name AS VARCHAR) FROM entities WHERE id = 'ada'";
+    let info = acme.execute(sql.into(), None).await.unwrap();
+    let schema = info.clone().try_decode_schema().unwrap();
+    assert_eq!(schema.field(0).data_type(), &DataType::Utf8View);
+    let batches = fetch(&mut acme, &info).await.unwrap();
+    assert_eq!(batches[0].column(0).data_type(), &DataType::Utf8View);
+    assert_eq!(strings(&batches, 0), ["Ada"]);
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
+
+/// GetSqlInfo answers every id the Arrow Flight SQL JDBC driver's `DatabaseMetaData`
+/// reads, each in the union member the driver casts it to (a missing one or another
+/// member is a driver exception).
+async fn check_sql_info(client: &mut FlightSqlServiceClient<Channel>) {
+    use datafusion::arrow::array::{UInt32Array, UnionArray};
+    // Union members: 0 string, 1 bool, 2 i64, 3 i32 bitmask, 4 string list, 5 map.
+    let strings = [0, 1, 504, 513, 514, 529, 530, 531];
+    let bools = [
+        3, 515, 516, 518, 519, 520, 521, 523, 524, 527, 532, 536, 537, 539, 556, 563, 565, 566,
+        572, 573, 574, 575, 576,
+    ];
+    let longs: Vec<u32> = (541..=562).filter(|id| *id != 556).collect();
+    let bitmasks = [522, 525, 526, 528, 533, 534, 535, 538, 540, 564, 567];
+    let lists = [508, 509, 510, 511, 512];
+    let expected: Vec<(u32, i8)> = [
+        (&strings[..], 0),
+        (&bools[..], 1),
+        (&longs[..], 2),
+        (&bitmasks[..], 3),
+        (&lists[..], 4),
+        (&[517][..], 5),
+    ]
+    .iter()
+    .flat_map(|(ids, member)| ids.iter().map(move |id| (*id, *member)))
+    .collect();
+    let info = client.get_sql_info(vec![]).await.unwrap();
+    let batches = fetch(client, &info).await.unwrap();
+    let mut answered = std::collections::HashMap::new();
+    for b in &batches {
+        let names = b.column(0).as_any().downcast_ref::<UInt32Array>().unwrap();
+        let values = b.column(1).as_any().downcast_ref::<UnionArray>().unwrap();
+        for i in 0..b.num_rows() {
+            answered.insert(names.value(i), (values.type_id(i), values.value(i)));
+        }
+    }
+    for (id, member) in expected {
+        let Some((got, _)) = answered.get(&id) else {
+            panic!("GetSqlInfo does not answer id {id}");
+        };
+        assert_eq!(*got, member, "id {id}");
+    }
+    // The function lists are DataFusion's own.
+    let (_, numeric) = &answered[&509];
+    let numeric = numeric
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap()
+        .value(0);
+    let numeric = numeric.as_any().downcast_ref::<StringArray>().unwrap();
+    assert!(numeric.iter().any(|f| f == Some("sqrt")), "{numeric:?}");
 }
 
 /// An ingest that appends to `entities`.
