@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import Server, make_database
+from flight_sql_wire import message
 
 
 def connect_acme(server, password="pw-acme", **kwargs):
@@ -185,24 +186,8 @@ def test_ticket_replayed_under_another_tenant_is_refused(server, database):
 
 
 def command_statement_query(sql):
-    """A CommandStatementQuery packed in google.protobuf.Any, encoded by hand (field 1 of
-    CommandStatementQuery is the query; Any is type_url = 1, value = 2)."""
-
-    def field(number, payload):
-        return bytes([number << 3 | 2]) + varint(len(payload)) + payload
-
-    def varint(n):
-        out = bytearray()
-        while True:
-            byte = n & 0x7F
-            n >>= 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
-    inner = field(1, sql.encode())
-    type_url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
-    return field(1, type_url) + field(2, inner)
+    """A CommandStatementQuery packed in google.protobuf.Any."""
+    return message("CommandStatementQuery", (1, sql))
 
 
 def test_sigterm_shuts_down_gracefully():
