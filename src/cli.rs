@@ -194,6 +194,12 @@ pub struct ServeArgs {
     /// rather than Utf8, Binary and List, for clients that read them (ADBC, pyarrow).
     #[arg(long)]
     pub keep_view_types: bool,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn open(db: &DbArgs) -> Result<Db> {
@@ -417,6 +423,22 @@ fn read_password() -> Result<String> {
     Ok(password)
 }
 
+/// The certificate and key of `--tls-cert` / `--tls-key`, read before the server
+/// listens, so that a missing file is an error at start.
+fn tls_identity(args: &ServeArgs) -> Result<Option<crate::server::TlsIdentity>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| Error::invalid(format!("cannot read {what} {}: {e}", path.display())))
+    };
+    Ok(Some(crate::server::TlsIdentity {
+        cert_pem: read(cert, "--tls-cert")?,
+        key_pem: read(key, "--tls-key")?,
+    }))
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let db = std::sync::Arc::new(open(&args.db)?);
     // At most a year: a larger figure (1e30) does not fit a Duration.
@@ -434,6 +456,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_param_rows: args.max_param_rows,
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         keep_view_types: args.keep_view_types,
+        tls: tls_identity(&args)?,
         ..Default::default()
     };
     // Watch SIGTERM before announcing the address: a supervisor may send it right away.
@@ -443,7 +466,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
     println!(
-        "remdb serving Flight SQL on {addr} (database {})",
+        "remdb serving Flight SQL{} on {addr} (database {})",
+        if options.tls.is_some() {
+            " over TLS"
+        } else {
+            ""
+        },
         args.db.path.display()
     );
     use std::io::Write;

@@ -77,6 +77,22 @@ pub struct ServeOptions {
     /// Send results in DataFusion's view types (`Utf8View`, ...) instead of the plain
     /// types every client reads (see `server/types.rs`).
     pub keep_view_types: bool,
+    /// Serve TLS with this certificate and key (none: plain TCP).
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A server's certificate chain and private key, PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.write_str("TlsIdentity(..)")
+    }
 }
 
 impl Default for ServeOptions {
@@ -90,6 +106,7 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(30),
             max_prepared_per_tenant: 1024,
             keep_view_types: false,
+            tls: None,
         }
     }
 }
@@ -768,6 +785,15 @@ pub async fn serve(
 ) -> Result<()> {
     let grace = options.shutdown_grace;
     let max_message = options.max_message_bytes;
+    let mut builder = Server::builder();
+    if let Some(tls) = &options.tls {
+        let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| {
+                Error::invalid(format!("the TLS certificate or key is not usable: {e}"))
+            })?;
+    }
     let service = RemFlightSql::new(Arc::clone(&db), options);
     let service = FlightServiceServer::new(service)
         .max_decoding_message_size(max_message)
@@ -779,7 +805,7 @@ pub async fn serve(
         let _ = stopping_tx.send(());
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
+    let server = builder
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, signal);
     let cancel = async move {
