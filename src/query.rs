@@ -18,6 +18,7 @@
 //! Errors cross this boundary as [`crate::Error`] in both directions.
 
 pub mod access;
+mod bounded;
 pub mod convert;
 pub mod exec;
 pub mod graph;
@@ -122,6 +123,7 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
         .with_physical_optimizer_rule(Arc::new(order::OrderRule))
         .build();
     datafusion_functions_json::register_all(&mut state)?;
+    bounded::bound_functions(&mut state, bounded::MAX_FUNCTION_RESULT_BYTES)?;
     let ctx = SessionContext::new_with_state(state);
     ctx.register_udtf(
         "vector_similar",

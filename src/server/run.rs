@@ -321,10 +321,15 @@ impl RemFlightSql {
         let work = async {
             let mut changed = 0u64;
             for (i, row) in rows.iter().enumerate() {
+                // Counted as the batches come: a query sent as an update is not
+                // collected whole.
                 let outcome = async {
-                    let stream = tenant.client_stream(sql, row, &self.limits).await?;
-                    let batches: Vec<RecordBatch> = stream.try_collect().await?;
-                    Ok::<_, Error>(count_of(&batches))
+                    let mut stream = tenant.client_stream(sql, row, &self.limits).await?;
+                    let mut n = 0;
+                    while let Some(batch) = stream.try_next().await? {
+                        n += count_of(std::slice::from_ref(&batch));
+                    }
+                    Ok::<_, Error>(n)
                 }
                 .await;
                 match outcome {

@@ -208,6 +208,12 @@ async fn each_credential_reaches_only_its_tenant() {
         ("COPY (SELECT 1) TO '/tmp/remdb-copy.csv'", "COPY"),
         ("SET datafusion.execution.batch_size = 1", "SET"),
         ("SELECT * FROM '/etc/passwd'", "passwd"),
+        // 1.5 GB from 33 bytes of SQL: refused before it is made.
+        ("SELECT repeat('x', 1500000000)", "bounded at"),
+        (
+            "SELECT count(*) FROM (SELECT unnest(range(1, 10000000000)))",
+            "bounded at",
+        ),
     ] {
         let err = query(&mut acme, sql).await.unwrap_err();
         assert!(err.contains(expected), "{sql}: {err}");
