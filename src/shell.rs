@@ -203,6 +203,9 @@ pub struct Shell {
     interactive: bool,
 }
 
+/// How long a cancelled statement is waited for before the prompt comes back.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 const HELP: &str = "\
 Statements end with ';' and may span lines. Shell commands:
   \\d              list the tables and table functions
@@ -368,7 +371,8 @@ impl Shell {
         eprintln!("error: {e}");
     }
 
-    /// Runs one statement and prints its result. On a terminal, Ctrl-C cancels it.
+    /// Runs one statement and prints its result. On a terminal, Ctrl-C cancels it and
+    /// gives the prompt back within [`CANCEL_WAIT`].
     async fn run_statement(&mut self, sql: &str) -> Result<()> {
         let started = Instant::now();
         let tenant = self.tenant.clone();
@@ -377,12 +381,20 @@ impl Shell {
         let batches = if self.interactive {
             tokio::select! {
                 joined = &mut task => joined,
-                                _ = tokio::signal::ctrl_c() => {
-                    // Dropping the query's streams stops its scans at their next batch;
-                    // wait for that, so that the next statement does not run beside it.
+                _ = tokio::signal::ctrl_c() => {
+                    // Dropping the query's streams stops its scans at their next batch:
+                    // wait a moment for that, so that the next statement does not run
+                    // beside it. An operator inside one long computation (a function
+                    // over a huge value) does not look up until it ends: the prompt
+                    // comes back anyway, and that computation ends in the background.
                     task.abort();
-                    let _ = task.await;
-                    return Err(Error::Query("query cancelled".into()));
+                    if tokio::time::timeout(CANCEL_WAIT, &mut task).await.is_err() {
+                        eprintln!(
+                            "(the cancelled query's current computation finishes in the \
+                             background; its result is dropped)"
+                        );
+                    }
+                    return Err(Error::Cancelled("query cancelled by Ctrl-C".into()));
                 }
             }
         } else {

@@ -37,6 +37,16 @@ def test_interactive_shell_cancels_with_ctrl_c_and_keeps_history():
     sh.sendintr()
     sh.expect("query cancelled")
     sh.expect("acme> ")
+    # Also inside one long computation (a minute of levenshtein in one call, which
+    # never reaches a batch boundary): the prompt is back within a second or two.
+    sh.sendline("SELECT levenshtein(repeat('a', 150000), repeat('b', 150000));")
+    sh.expect_exact("levenshtein(")
+    time.sleep(1.5)
+    started = time.monotonic()
+    sh.sendintr()
+    sh.expect("query cancelled", timeout=5)
+    sh.expect("acme> ", timeout=5)
+    assert time.monotonic() - started < 3
     sh.sendline("\\timing on")
     sh.expect("timing is on")
     sh.sendline("SELECT 'still here' AS s;")
