@@ -89,12 +89,15 @@ pub struct ShellArgs {
     /// How results are printed.
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::shell::Format,
-    /// Rows a table shows at most (0: all).
-    #[arg(long, default_value_t = 40)]
-    pub maxrows: usize,
-    /// Print how long each statement took.
+    /// Rows a table shows at most (`inf` or 0: all).
+    #[arg(long, default_value = "40")]
+    pub maxrows: String,
+    /// Print the footer (rows, time) after each statement, also when not on a terminal.
     #[arg(long)]
     pub timing: bool,
+    /// No footer after results on a terminal.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,8 +253,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             let tenant = open_tenant(&db, &args.sql.tenant, args.sql.create)?;
             let settings = crate::shell::Settings {
                 format: args.format,
-                max_rows: (args.maxrows > 0).then_some(args.maxrows),
+                max_rows: crate::shell::parse_max_rows(&args.maxrows)?,
                 timing: args.timing,
+                quiet: args.quiet,
             };
             let mut shell = crate::shell::Shell::new(tenant, settings);
             match script {
@@ -492,6 +496,7 @@ async fn run_script(tenant: &Tenant, script: &str) -> Result<()> {
         format: crate::shell::Format::Table,
         max_rows: None,
         timing: false,
+        quiet: true,
     };
     for sql in crate::session::split_statements(script)? {
         let result = tenant.sql(&sql).await?;

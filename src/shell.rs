@@ -8,184 +8,22 @@
 //! error prints and the shell goes on, and the exit status tells whether any statement
 //! failed.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::ValueEnum;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use rustyline::error::ReadlineError;
+
+mod editor;
+mod output;
+use editor::{SqlHelper, outside_quotes, statement_complete};
+pub use output::{Format, Settings, footer, parse_max_rows, write_result};
 
 use crate::error::{Error, Result};
 use crate::session::{QueryResult, Tenant};
-use crate::storage::Table;
-
-/// How result rows are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// An aligned table (at most `--maxrows` rows).
-    Table,
-    /// Comma-separated values with a header line.
-    Csv,
-    /// One JSON array of objects.
-    Json,
-    /// One JSON object per line.
-    Ndjson,
-}
-
-impl std::str::FromStr for Format {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Format> {
-        <Format as ValueEnum>::from_str(s.trim(), true).map_err(|_| {
-            Error::invalid(format!(
-                "unknown format '{}' (choose table, csv, json or ndjson)",
-                s.trim()
-            ))
-        })
-    }
-}
-
-/// Output settings, changed by `\format` and `\timing`.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub format: Format,
-    /// Rows a table shows at most (`None`: all).
-    pub max_rows: Option<usize>,
-    pub timing: bool,
-}
-
-/// Writes a statement's result in the chosen format. A result without rows still shows
-/// its columns (the table's header and `(0 rows)`, CSV's header line); a statement that
-/// returns no columns (an index command) writes nothing.
-pub fn write_result(out: &mut dyn Write, result: &QueryResult, settings: &Settings) -> Result<()> {
-    let rows = result.num_rows();
-    let io = |e: std::io::Error| Error::Storage(format!("cannot write output: {e}"));
-    let arrow = |e: datafusion::arrow::error::ArrowError| Error::Query(e.to_string());
-    if result.schema.fields().is_empty() {
-        return Ok(());
-    }
-    // The writers take their columns from the first batch: an empty result gets one.
-    let empty = [RecordBatch::new_empty(Arc::clone(&result.schema))];
-    let batches: &[RecordBatch] = if result.is_empty() { &empty } else { result };
-    match settings.format {
-        Format::Table => {
-            let shown = settings.max_rows.unwrap_or(usize::MAX).min(rows);
-            let table = pretty_format_batches_with_schema(
-                Arc::clone(&result.schema),
-                &first_rows(batches, shown),
-            )
-            .map_err(arrow)?;
-            writeln!(out, "{table}").map_err(io)?;
-            if rows == 0 {
-                writeln!(out, "(0 rows)").map_err(io)?;
-            } else if shown < rows {
-                writeln!(out, "({rows} rows, the first {shown} shown; see --maxrows)")
-                    .map_err(io)?;
-            }
-        }
-        Format::Csv => {
-            let mut writer = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut *out);
-            for batch in batches {
-                writer.write(batch).map_err(arrow)?;
-            }
-        }
-        Format::Json => {
-            let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut *out);
-            for batch in batches {
-                writer.write(batch).map_err(arrow)?;
-            }
-            writer.finish().map_err(arrow)?;
-            writeln!(out).map_err(io)?;
-        }
-        Format::Ndjson => {
-            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
-            for batch in batches {
-                writer.write(batch).map_err(arrow)?;
-            }
-            writer.finish().map_err(arrow)?;
-        }
-    }
-    out.flush().map_err(io)
-}
-
-fn first_rows(batches: &[RecordBatch], n: usize) -> Vec<RecordBatch> {
-    let mut left = n;
-    let mut out = Vec::new();
-    for batch in batches {
-        if left == 0 {
-            break;
-        }
-        let take = left.min(batch.num_rows());
-        out.push(batch.slice(0, take));
-        left -= take;
-    }
-    if out.is_empty() {
-        out.extend(batches.first().map(|b| b.slice(0, 0)));
-    }
-    out
-}
-
-/// True when `text` ends with a `;` outside quotes and comments: the statement is whole.
-pub fn statement_complete(text: &str) -> bool {
-    #[derive(PartialEq)]
-    enum State {
-        Code,
-        Single,
-        Double,
-        Line,
-        Block,
-    }
-    let mut state = State::Code;
-    let mut last_code: Option<char> = None;
-    let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        match state {
-            State::Code => match c {
-                '\'' => state = State::Single,
-                '"' => state = State::Double,
-                '-' if next == Some('-') => {
-                    state = State::Line;
-                    i += 1;
-                }
-                '/' if next == Some('*') => {
-                    state = State::Block;
-                    i += 1;
-                }
-                c if c.is_whitespace() => {}
-                c => last_code = Some(c),
-            },
-            // A doubled quote inside a literal is an escaped quote.
-            State::Single if c == '\'' => {
-                if next == Some('\'') {
-                    i += 1;
-                } else {
-                    state = State::Code;
-                    last_code = Some('\'');
-                }
-            }
-            State::Double if c == '"' => {
-                state = State::Code;
-                last_code = Some('"');
-            }
-            State::Line if c == '\n' => state = State::Code,
-            State::Block if c == '*' && next == Some('/') => {
-                state = State::Code;
-                i += 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    matches!(state, State::Code | State::Line) && last_code == Some(';')
-}
 
 /// What a line of input did.
 enum Step {
@@ -207,13 +45,18 @@ pub struct Shell {
 const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 const HELP: &str = "\
-Statements end with ';' and may span lines. Shell commands:
-  \\d              list the tables and table functions
-  \\d NAME         describe a table (columns and indexes)
-  \\timing [on|off] show how long each statement took
-  \\format FORMAT  print results as table, csv, json or ndjson
-  \\?              this help
-  \\q              quit
+Statements end with ';' and may span lines (one history entry). Tab completes keywords,
+tables, columns, functions and commands. Shell commands (also inside a statement):
+  \\d                 list the tables and table functions
+  \\d NAME            describe a table: its columns and indexes
+  \\i FILE            run the statements of a file
+  \\h FUNCTION        what a function does and how it is called
+  \\format FORMAT     print results as table, csv, tsv, json or ndjson
+  \\maxrows N|inf     rows a table shows at most
+  \\timing [on|off]   the footer (rows, time) also when not on a terminal
+  \\quiet [on|off]    no footer
+  \\?                 this help
+  \\q                 quit
 REM verbs work as statements: LOOKUP 'k1', 'k2'; TRAVERSE FROM 'id' DEPTH 2 DIRECTION out;
 SEARCH <vector> IN resources LIMIT 10;";
 
@@ -271,8 +114,10 @@ impl Shell {
             .map_err(|e| Error::invalid(e.to_string()))?
             .auto_add_history(false)
             .build();
-        let mut editor = rustyline::DefaultEditor::with_config(config)
-            .map_err(|e| Error::invalid(format!("cannot start line editing: {e}")))?;
+        let mut editor =
+            rustyline::Editor::<SqlHelper, rustyline::history::DefaultHistory>::with_config(config)
+                .map_err(|e| Error::invalid(format!("cannot start line editing: {e}")))?;
+        editor.set_helper(Some(SqlHelper::new(&self.tenant)));
         let history = history_path();
         if let Some(path) = &history {
             // A missing history file is the first run, not an error.
@@ -288,12 +133,24 @@ impl Shell {
             } else {
                 format!("{}-> ", " ".repeat(self.tenant.id().len()))
             };
+            if let Some(helper) = editor.helper_mut() {
+                helper.pending.clone_from(&self.buffer);
+            }
+            // The validator holds the lines of a statement together: one input, one
+            // history entry.
             match editor.readline(&prompt) {
-                Ok(line) => {
-                    if !line.trim().is_empty() {
-                        let _ = editor.add_history_entry(line.as_str());
+                Ok(input) => {
+                    if !input.trim().is_empty() {
+                        let _ = editor.add_history_entry(input.as_str());
                     }
-                    if let Step::Quit = self.feed(&line).await {
+                    let mut quit = false;
+                    for line in input.split('\n') {
+                        if let Step::Quit = self.feed(line).await {
+                            quit = true;
+                            break;
+                        }
+                    }
+                    if quit {
                         break;
                     }
                 }
@@ -314,11 +171,11 @@ impl Shell {
         Ok(())
     }
 
-    /// Handles one line: a shell command, or part of a statement.
+    /// Handles one line: a shell command (also inside an unfinished statement, which
+    /// it leaves as it is, as psql does: `\q` there quits), or part of a statement.
     async fn feed(&mut self, line: &str) -> Step {
         let trimmed = line.trim();
-        if self.buffer.trim().is_empty() && trimmed.starts_with('\\') {
-            self.buffer.clear();
+        if trimmed.starts_with('\\') && outside_quotes(&self.buffer) {
             return match self.command(trimmed).await {
                 Ok(step) => step,
                 Err(e) => {
@@ -378,7 +235,7 @@ impl Shell {
         let tenant = self.tenant.clone();
         let owned = sql.to_string();
         let mut task = tokio::spawn(async move { tenant.sql(&owned).await });
-        let batches = if self.interactive {
+        let result = if self.interactive {
             tokio::select! {
                 joined = &mut task => joined,
                 _ = tokio::signal::ctrl_c() => {
@@ -401,17 +258,16 @@ impl Shell {
             (&mut task).await
         }
         .map_err(|e| Error::Query(format!("query task failed: {e}")))??;
-        let elapsed = started.elapsed();
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        write_result(&mut out, &batches, &self.settings)?;
-        if self.settings.timing {
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            eprintln!(
-                "{rows} row{} in {:.3} ms",
-                if rows == 1 { "" } else { "s" },
-                elapsed.as_secs_f64() * 1e3
-            );
+        self.print(&result, started.elapsed())
+    }
+
+    /// Prints a result in the chosen format, and the footer on a terminal (unless
+    /// `\quiet`) or with `\timing`.
+    fn print(&self, result: &QueryResult, elapsed: std::time::Duration) -> Result<()> {
+        write_result(&mut std::io::stdout().lock(), result, &self.settings)?;
+        let footer_wanted = self.settings.timing || (self.interactive && !self.settings.quiet);
+        if footer_wanted && !result.schema.fields().is_empty() {
+            println!("{}", footer(result.num_rows(), elapsed));
         }
         Ok(())
     }
@@ -425,25 +281,39 @@ impl Shell {
                 "too many arguments to {name} (\\? for help)"
             )));
         }
+        let on_off = |arg: Option<&str>, now: bool, what: &str| match arg {
+            None => Ok(!now),
+            Some("on") => Ok(true),
+            Some("off") => Ok(false),
+            Some(other) => Err(Error::invalid(format!(
+                "\\{what} takes on or off, not '{other}'"
+            ))),
+        };
         match (name, arg) {
             ("\\q" | "\\quit", None) => return Ok(Step::Quit),
             ("\\?" | "\\h" | "\\help", None) => println!("{HELP}"),
-            ("\\d", None) => self.list_tables()?,
-            ("\\d", Some(table)) => self.describe(table)?,
+            ("\\h" | "\\help", Some(function)) => self.function_help(function)?,
+            ("\\d", None) => self.list_tables().await?,
+            ("\\d", Some(table)) => self.describe(table).await?,
+            ("\\i" | "\\include", Some(file)) => {
+                let script = std::fs::read_to_string(file)
+                    .map_err(|e| Error::invalid(format!("cannot read {file}: {e}")))?;
+                for sql in crate::session::split_statements(&script)? {
+                    self.run_statement(&sql).await?;
+                }
+            }
             ("\\timing", arg) => {
-                self.settings.timing = match arg {
-                    None => !self.settings.timing,
-                    Some("on") => true,
-                    Some("off") => false,
-                    Some(other) => {
-                        return Err(Error::invalid(format!(
-                            "\\timing takes on or off, not '{other}'"
-                        )));
-                    }
-                };
+                self.settings.timing = on_off(arg, self.settings.timing, "timing")?;
                 println!(
                     "timing is {}",
                     if self.settings.timing { "on" } else { "off" }
+                );
+            }
+            ("\\quiet", arg) => {
+                self.settings.quiet = on_off(arg, self.settings.quiet, "quiet")?;
+                println!(
+                    "quiet is {}",
+                    if self.settings.quiet { "on" } else { "off" }
                 );
             }
             ("\\format", Some(format)) => {
@@ -451,6 +321,13 @@ impl Shell {
                 println!("format is {format}");
             }
             ("\\format", None) => println!("format is {:?}", self.settings.format),
+            ("\\maxrows", Some(rows)) => {
+                self.settings.max_rows = parse_max_rows(rows)?;
+                match self.settings.max_rows {
+                    Some(n) => println!("maxrows is {n}"),
+                    None => println!("maxrows is inf"),
+                }
+            }
             _ => {
                 return Err(Error::invalid(format!(
                     "unknown command {line} (\\? for help)"
@@ -460,58 +337,99 @@ impl Shell {
         Ok(Step::Continue)
     }
 
-    fn list_tables(&self) -> Result<()> {
-        println!("tables:");
-        // (No row counts: counting reads every key of a table.)
-        for table in Table::ALL {
-            let columns = crate::query::convert::table_schema(table).fields().len();
-            println!("  {:<10} {columns} columns", table.name());
-        }
-        println!("table functions:");
-        for (name, what) in TABLE_FUNCTIONS {
-            println!("  {name:<48} {what}");
-        }
-        Ok(())
+    /// `\d`: the tables (from `information_schema`), then the table functions.
+    async fn list_tables(&self) -> Result<()> {
+        let tables = self
+            .tenant
+            .sql(
+                "SELECT table_name, table_type FROM information_schema.tables \
+                 WHERE table_schema = 'public' ORDER BY table_name",
+            )
+            .await?;
+        write_result(&mut std::io::stdout().lock(), &tables, &self.settings)?;
+        let (names, what): (Vec<&str>, Vec<&str>) = TABLE_FUNCTIONS.iter().copied().unzip();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_function", DataType::Utf8, false),
+            Field::new("returns", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(what)),
+            ],
+        )
+        .map_err(|e| Error::Query(e.to_string()))?;
+        let functions = QueryResult::new(schema, vec![batch]);
+        write_result(&mut std::io::stdout().lock(), &functions, &self.settings)
     }
 
-    fn describe(&self, name: &str) -> Result<()> {
-        let table = Table::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "table '{name}' (the tables are resources, entities, edges, moments)"
-                ))
-            })?;
-        let schema = crate::query::convert::table_schema(table);
-        println!("{:<20} {:<40} nullable", "column", "type");
-        for field in schema.fields() {
-            println!(
-                "{:<20} {:<40} {}",
-                field.name(),
-                field.data_type().to_string(),
-                if field.is_nullable() { "yes" } else { "no" }
-            );
-        }
-        let indexes: Vec<_> = self
+    /// `\d NAME`: a table's columns (from `information_schema`) and its indexes, built-in
+    /// and declared (from `list_indexes()`).
+    async fn describe(&self, name: &str) -> Result<()> {
+        let name = name.trim_matches('"');
+        let quoted = name.replace('\'', "''");
+        let columns = self
             .tenant
-            .list_indexes()?
-            .into_iter()
-            .filter(|d| d.table == table.name())
-            .collect();
-        if !indexes.is_empty() {
-            println!("declared indexes:");
-            for index in indexes {
-                println!(
-                    "  {} on {}->{} ({:?})",
-                    index.name,
-                    index.column,
-                    index.path.join("->"),
-                    index.kind
-                );
-            }
+            .sql(&format!(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND table_name = '{quoted}' \
+                 ORDER BY ordinal_position"
+            ))
+            .await?;
+        if columns.num_rows() == 0 {
+            return Err(Error::NotFound(format!(
+                "table '{name}' (\\d lists the tables)"
+            )));
         }
-        Ok(())
+        write_result(&mut std::io::stdout().lock(), &columns, &self.settings)?;
+        let indexes = self
+            .tenant
+            .sql(&format!(
+                "SELECT * FROM list_indexes() WHERE table_name = '{quoted}' ORDER BY name"
+            ))
+            .await?;
+        write_result(&mut std::io::stdout().lock(), &indexes, &self.settings)
+    }
+
+    /// `\h NAME`: a function's documentation, as DataFusion keeps it.
+    fn function_help(&self, name: &str) -> Result<()> {
+        let state = self.tenant.context().state();
+        let lower = name.to_lowercase();
+        let doc = state
+            .scalar_functions()
+            .get(&lower)
+            .and_then(|f| f.documentation().cloned())
+            .or_else(|| {
+                state
+                    .aggregate_functions()
+                    .get(&lower)
+                    .and_then(|f| f.documentation().cloned())
+            })
+            .or_else(|| {
+                state
+                    .window_functions()
+                    .get(&lower)
+                    .and_then(|f| f.documentation().cloned())
+            });
+        if let Some(doc) = doc {
+            println!("{name}: {}\n\n  {}", doc.description, doc.syntax_example);
+            if let Some(example) = &doc.sql_example {
+                println!("\n{example}");
+            }
+            return Ok(());
+        }
+        if let Some((call, what)) = TABLE_FUNCTIONS.iter().find(|(call, _)| {
+            call.split('(')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        }) {
+            println!("{name}: {what}\n\n  {call}");
+            return Ok(());
+        }
+        Err(Error::NotFound(format!(
+            "function '{name}' (Tab after a prefix lists the known ones)"
+        )))
     }
 }
 
@@ -542,22 +460,6 @@ fn history_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statements_end_at_a_semicolon_outside_quotes_and_comments() {
-        assert!(statement_complete("SELECT 1;"));
-        assert!(statement_complete("SELECT 1;  \n"));
-        assert!(statement_complete("SELECT 1; -- done"));
-        assert!(statement_complete("SELECT\n 'a;b'\n;"));
-        assert!(statement_complete("SELECT 'it''s';"));
-        assert!(!statement_complete("SELECT 1"));
-        assert!(!statement_complete("SELECT 'a;"));
-        assert!(!statement_complete("SELECT 'it'';"));
-        assert!(!statement_complete("SELECT 1 -- ;"));
-        assert!(!statement_complete("SELECT 1 /* ; */"));
-        assert!(!statement_complete("SELECT \"a;"));
-        assert!(!statement_complete(""));
-    }
 
     #[test]
     fn formats_parse_case_insensitively_and_refuse_others() {

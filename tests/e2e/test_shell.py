@@ -24,10 +24,21 @@ def test_interactive_shell_cancels_with_ctrl_c_and_keeps_history():
     sh = spawn(path, history)
     sh.expect("acme> ")
     # A statement over two lines: the continuation prompt, then the result.
+    # A statement over two lines: one input (the validator reads the SQL tokens), then
+    # the result and the footer.
     sh.sendline("SELECT 40 + 2")
-    sh.expect("-> ")
     sh.sendline("  AS answer;")
     sh.expect(r"\| 42 +\|")
+    sh.expect(r"1 row fetched\. Elapsed \d+\.\d{3} seconds\.")
+    sh.expect("acme> ")
+    # Tab completes a table name and a column.
+    sh.send("SELECT na\t")
+    sh.expect_exact("SELECT name")
+    sh.send(" FROM entit\t")
+    sh.expect_exact("FROM entities")
+    sh.sendline(";")
+    sh.expect(r"\| name \|")
+    sh.expect("0 rows")
     sh.expect("acme> ")
     # Ctrl-C cancels a long query and the shell stays.
     sh.sendline("SELECT count(*) FROM generate_series(1, 100000000000) WHERE value % 7 = 3;")
@@ -51,22 +62,26 @@ def test_interactive_shell_cancels_with_ctrl_c_and_keeps_history():
     sh.expect("timing is on")
     sh.sendline("SELECT 'still here' AS s;")
     sh.expect("still here")
-    sh.expect("1 row in")
+    sh.expect("1 row fetched. Elapsed")
     # Ctrl-C while typing drops the line, not the shell.
     sh.send("SELECT 'dropped'")
     sh.sendintr()
     sh.expect("acme> ")
+    # \\q inside an unfinished statement quits, as in psql.
+    sh.sendline("SELECT 'unfinished'")
     sh.sendline("\\q")
     sh.expect(pexpect.EOF)
     sh.close()
     assert sh.exitstatus == 0
-    # The history survives the session.
+    # The history survives the session, a statement of two lines as one entry.
     with open(history) as f:
         saved = f.read()
     assert "SELECT 'still here' AS s;" in saved
+    entries = [line for line in saved.splitlines() if "40 + 2" in line]
+    assert len(entries) == 1 and "AS answer;" in entries[0], saved
     sh = spawn(path, history)
     sh.expect("acme> ")
-    sh.sendcontrol("p")  # the saved history: \\q, then the statement before it
+    sh.sendcontrol("p")  # the saved history: the unfinished statement with its \\q
     sh.expect(r"\\q")
     sh.sendcontrol("p")
     sh.expect("still here")

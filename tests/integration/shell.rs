@@ -32,8 +32,15 @@ fn piped_statements_span_lines_and_commands_work() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let path = path.to_str().unwrap();
+    let included = dir.path().join("more.sql");
+    std::fs::write(
+        &included,
+        "SELECT 'from the file' AS src;\nSELECT 2 AS two;",
+    )
+    .unwrap();
 
-    let script = "\
+    let script = format!(
+        "\
 INSERT INTO entities (id, type, name)
   VALUES ('e1', 'person', 'Ada'),
          ('e2', 'person', 'Alan; Turing');
@@ -44,28 +51,62 @@ ORDER BY name;
 \\d entities
 \\format csv
 SELECT id, name FROM entities ORDER BY id;
+\\d edges
+\\format tsv
+SELECT id, name FROM entities ORDER BY id;
 \\format ndjson
 SELECT id FROM entities WHERE id = 'e1';
+\\format table
+\\maxrows 1
+SELECT id FROM entities ORDER BY id;
+\\maxrows inf
+\\i {}
+\\h repeat
+SELECT 'a command inside'
 \\timing on
-SELECT 1 AS one;
+  AS unfinished;
 \\q
 SELECT 'never reached';
-";
-    let (ok, out, err) = shell(path, &[], script);
+",
+        included.display()
+    );
+    let (ok, out, err) = shell(path, &[], &script);
     assert!(ok, "{err}");
     // The multi-line statement ran, the ';' inside the literal did not end it.
     assert!(out.contains("| Alan; Turing |"), "{out}");
-    // \d lists the tables; \d entities describes the columns.
+    // \d lists the tables from information_schema, by the result writers.
+    assert!(out.contains("| entities   | BASE TABLE |"), "{out}");
+    assert!(out.contains("| traverse("), "{out}");
+    // \d entities: columns and indexes, in the table format.
+    assert!(out.contains("| properties  | Utf8"), "{out}");
+    assert!(out.contains("| entities_type"), "{out}");
+    // \d edges under \format csv is CSV too.
     assert!(
-        out.contains("  entities   ") && out.contains("  moments    "),
+        out.contains("column_name,data_type,is_nullable\nsrc,Utf8,YES"),
         "{out}"
     );
-    assert!(out.contains("properties"), "{out}");
-    // csv, then ndjson.
+    // csv, tsv, then ndjson.
     assert!(out.contains("id,name\ne1,Ada\ne2,Alan; Turing\n"), "{out}");
+    assert!(
+        out.contains("id\tname\ne1\tAda\ne2\tAlan; Turing\n"),
+        "{out}"
+    );
     assert!(out.contains("{\"id\":\"e1\"}"), "{out}");
-    // \timing prints to standard error; \q stops before the last statement.
-    assert!(err.contains("1 row in"), "{err}");
+    // \maxrows 1, then all rows again for \i's statements.
+    assert!(out.contains("(2 rows, the first 1 shown"), "{out}");
+    assert!(
+        out.contains("from the file") && out.contains("| 2   |"),
+        "{out}"
+    );
+    // \h repeat: DataFusion's documentation of the function.
+    assert!(
+        out.contains("repeat: Returns a string with an input string repeated"),
+        "{out}"
+    );
+    // A command inside an unfinished statement runs, and the statement goes on; with
+    // \timing the footer follows each result; \q stops before the last statement.
+    assert!(out.contains("a command inside"), "{out}");
+    assert!(out.contains("1 row fetched. Elapsed "), "{out}");
     assert!(!out.contains("never reached"), "{out}");
 }
 
