@@ -36,12 +36,16 @@ async fn run() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REMDB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("remdb=info"));
     // Colors only on a terminal: logs of `remdb serve` usually go to files.
+    // REMDB_LOG_FORMAT=json: one JSON object per line, for log collectors.
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("REMDB_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let cli = remdb::cli::Cli::parse();
     match remdb::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -46,6 +46,7 @@ use crate::session::{ClientLimits, Db, Param, PreparedStatement, Tenant};
 use crate::storage::Table;
 
 mod metadata;
+pub mod metrics;
 mod params;
 mod replies;
 mod run;
@@ -188,6 +189,7 @@ pub struct RemFlightSql {
     options: ServeOptions,
     limits: ClientLimits,
     next_query: AtomicU64,
+    metrics: Arc<metrics::Metrics>,
 }
 
 type DoGetStream = <RemFlightSql as FlightService>::DoGetStream;
@@ -343,8 +345,11 @@ impl FlightSqlService for RemFlightSql {
             self.options.query_timeout,
         )
         .await?;
+        self.metrics
+            .received(batches.iter().map(RecordBatch::get_array_memory_size).sum());
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         tracing::info!(parent: &span, table = %command.table, rows, "ingest started");
+        let started = std::time::Instant::now();
         let written = tokio::time::timeout(
             self.options.query_timeout,
             tenant
@@ -352,11 +357,17 @@ impl FlightSqlService for RemFlightSql {
                 .instrument(span.clone()),
         )
         .await
-        .map_err(|_| timed_out(self.options.query_timeout))?
-        .map_err(|e| {
-            tracing::info!(parent: &span, "ingest failed: {e}");
-            status(e)
-        })?;
+        .map_err(|_| timed_out(self.options.query_timeout))
+        .and_then(|r| {
+            r.map_err(|e| {
+                tracing::info!(parent: &span, "ingest failed: {e}");
+                status(e)
+            })
+        });
+        let code = written.as_ref().err().map(Status::code);
+        self.metrics
+            .finished(metrics::Kind::Ingest, tenant.id(), started.elapsed(), code);
+        let written = written?;
         tracing::info!(parent: &span, written, "ingest finished");
         Ok(written as i64)
     }
@@ -454,6 +465,8 @@ impl FlightSqlService for RemFlightSql {
             self.options.query_timeout,
         )
         .await?;
+        self.metrics
+            .received(batches.iter().map(RecordBatch::get_array_memory_size).sum());
         let rows = param_rows(&batches).map_err(status)?;
         let key = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
         if let Some(p) = self.prepared.lock().get_mut(&key) {
@@ -514,6 +527,8 @@ impl FlightSqlService for RemFlightSql {
             self.options.query_timeout,
         )
         .await?;
+        self.metrics
+            .received(batches.iter().map(RecordBatch::get_array_memory_size).sum());
         // executemany sends its rows here; a plain execute of a prepared update may
         // have bound them before.
         let rows = param_rows(&batches).map_err(status)?;
@@ -783,6 +798,18 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_with_metrics(db, options, listener, None, shutdown).await
+}
+
+/// [`serve`], and the metrics and health check (see `server/metrics.rs`) on
+/// `metrics_listener`, until the server stops.
+pub async fn serve_with_metrics(
+    db: Arc<Db>,
+    options: ServeOptions,
+    listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let grace = options.shutdown_grace;
     let max_message = options.max_message_bytes;
     let mut builder = Server::builder();
@@ -794,7 +821,19 @@ pub async fn serve(
                 Error::invalid(format!("the TLS certificate or key is not usable: {e}"))
             })?;
     }
-    let service = RemFlightSql::new(Arc::clone(&db), options);
+    let metrics = metrics::Metrics::new()?;
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = metrics_listener {
+        let serving = metrics::serve_metrics(Arc::clone(&metrics), listener, async move {
+            let _ = metrics_stopped.await;
+        });
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!("{e}");
+            }
+        });
+    }
+    let service = RemFlightSql::new(Arc::clone(&db), options, metrics);
     let service = FlightServiceServer::new(service)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
@@ -819,6 +858,7 @@ pub async fn serve(
         served = server => served.map_err(|e| Error::Storage(format!("server failed: {e}")))?,
         _ = cancel => tracing::warn!("grace period over: in-flight requests cancelled"),
     }
+    let _ = metrics_stop.send(());
     for id in db.list_tenants() {
         if let Ok(tenant) = db.tenant(&id)
             && let Err(e) = tenant.save_vectors()

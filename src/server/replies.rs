@@ -65,51 +65,76 @@ pub(super) fn truncate(sql: &str) -> String {
     format!("{}...", &sql[..end])
 }
 
+/// What a result stream reports when it ends: its log line and its metrics.
+pub(super) struct Ending {
+    pub metrics: std::sync::Arc<super::metrics::Metrics>,
+    pub tenant: String,
+    pub span: tracing::Span,
+    pub started: Instant,
+}
+
+impl Ending {
+    fn finished(&self, code: Option<tonic::Code>) {
+        self.metrics.finished(
+            super::metrics::Kind::Query,
+            &self.tenant,
+            self.started.elapsed(),
+            code,
+        );
+    }
+}
+
 /// Ends a result stream with a deadline-exceeded error once the deadline passes, and
-/// logs how the query ended.
+/// logs and counts how the query ended.
 pub(super) fn with_deadline(
     stream: Pin<Box<dyn Stream<Item = datafusion::error::Result<RecordBatch>> + Send>>,
     deadline: tokio::time::Instant,
     timeout: Duration,
-    span: tracing::Span,
-    started: Instant,
+    end: Ending,
 ) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send {
     struct State {
         stream: Pin<Box<dyn Stream<Item = datafusion::error::Result<RecordBatch>> + Send>>,
         rows: usize,
         done: bool,
-        span: tracing::Span,
+        end: Ending,
     }
     let state = State {
         stream,
         rows: 0,
         done: false,
-        span,
+        end,
     };
     futures::stream::unfold(state, move |mut s| async move {
         if s.done {
             return None;
         }
-        let ms = || started.elapsed().as_secs_f64() * 1e3;
+        let ms = s.end.started.elapsed().as_secs_f64() * 1e3;
         match tokio::time::timeout_at(deadline, s.stream.next()).await {
             Ok(Some(Ok(batch))) => {
                 s.rows += batch.num_rows();
+                s.end
+                    .metrics
+                    .sent(batch.num_rows(), batch.get_array_memory_size());
                 Some((Ok(batch), s))
             }
             Ok(Some(Err(e))) => {
-                tracing::info!(parent: &s.span, ms = ms(), "query failed: {e}");
+                tracing::info!(parent: &s.end.span, ms, "query failed: {e}");
                 s.done = true;
                 let e = status(Error::from(e));
+                s.end.finished(Some(e.code()));
                 Some((Err(FlightError::Tonic(Box::new(e))), s))
             }
             Ok(None) => {
-                tracing::info!(parent: &s.span, rows = s.rows, ms = ms(), "query finished");
+                tracing::info!(parent: &s.end.span, rows = s.rows, ms, "query finished");
+                s.end.finished(None);
                 None
             }
             Err(_) => {
-                tracing::info!(parent: &s.span, ms = ms(), "query timed out");
+                tracing::info!(parent: &s.end.span, ms, "query timed out");
                 s.done = true;
-                Some((Err(FlightError::Tonic(Box::new(timed_out(timeout)))), s))
+                let e = timed_out(timeout);
+                s.end.finished(Some(e.code()));
+                Some((Err(FlightError::Tonic(Box::new(e))), s))
             }
         }
     })

@@ -18,6 +18,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::metrics::{Kind, Metrics};
 use super::replies::{flight_status, truncate, with_deadline};
 use super::upload::UploadLimit;
 use super::{
@@ -30,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::session::{ClientLimits, Db, Param, PreparedStatement, Tenant, count_of};
 
 impl RemFlightSql {
-    pub fn new(db: Arc<Db>, options: ServeOptions) -> RemFlightSql {
+    pub fn new(db: Arc<Db>, options: ServeOptions, metrics: Arc<Metrics>) -> RemFlightSql {
         let credentials = Arc::new(Credentials::open(db.storage().path()));
         let limits = ClientLimits {
             memory_bytes: options.memory_limit,
@@ -46,6 +47,7 @@ impl RemFlightSql {
             options,
             limits,
             next_query: AtomicU64::new(1),
+            metrics,
         }
     }
 
@@ -92,12 +94,14 @@ impl RemFlightSql {
         .map_err(|e| Status::internal(e.to_string()))?;
         match checked {
             Ok(signed_in) => {
+                self.metrics.sign_in(true);
                 if let Some(peer) = peer {
                     self.failed_sign_ins.lock().remove(&peer);
                 }
                 Ok(signed_in)
             }
             Err((user, e)) => {
+                self.metrics.sign_in(false);
                 tracing::warn!(user, ?peer, "sign-in refused: {e}");
                 if let Some(peer) = peer {
                     self.count_failed_sign_in(peer);
@@ -277,10 +281,17 @@ impl RemFlightSql {
             };
             let stream = tokio::time::timeout_at(deadline, run.instrument(span.clone()))
                 .await
-                .map_err(|_| timed_out(timeout))?
-                .map_err(|e| {
-                    tracing::info!(parent: &span, "query failed: {e}");
-                    status(e)
+                .map_err(|_| timed_out(timeout))
+                .and_then(|r| {
+                    r.map_err(|e| {
+                        tracing::info!(parent: &span, "query failed: {e}");
+                        status(e)
+                    })
+                })
+                .inspect_err(|s| {
+                    let took = started.elapsed();
+                    self.metrics
+                        .finished(Kind::Query, tenant.id(), took, Some(s.code()));
                 })?;
             streams.push(stream);
         }
@@ -293,7 +304,13 @@ impl RemFlightSql {
         let batches = futures::stream::iter(streams)
             .flatten()
             .map(move |batch| Ok(boundary.batch(batch?, &to)?));
-        let limited = with_deadline(Box::pin(batches), deadline, timeout, span, started);
+        let end = super::replies::Ending {
+            metrics: Arc::clone(&self.metrics),
+            tenant: tenant.id().to_string(),
+            span,
+            started,
+        };
+        let limited = with_deadline(Box::pin(batches), deadline, timeout, end);
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_max_flight_data_size(self.options.max_message_bytes / 2)
@@ -351,11 +368,17 @@ impl RemFlightSql {
             .map_err(|_| {
                 tracing::info!(parent: &span, "update timed out");
                 timed_out(timeout)
-            })?
-            .map_err(|e| {
-                tracing::info!(parent: &span, "update failed: {e}");
-                status(e)
-            })?;
+            })
+            .and_then(|r| {
+                r.map_err(|e| {
+                    tracing::info!(parent: &span, "update failed: {e}");
+                    status(e)
+                })
+            });
+        let code = changed.as_ref().err().map(Status::code);
+        self.metrics
+            .finished(Kind::Update, tenant.id(), started.elapsed(), code);
+        let changed = changed?;
         tracing::info!(
             parent: &span,
             changed,
@@ -423,13 +446,18 @@ impl RemFlightSql {
         }
         let (_, span) = self.query_span(tenant);
         let first = params.first().cloned().unwrap_or_default();
+        let started = Instant::now();
         let schema = tenant
             .client_schema(sql, &first, &self.limits)
             .instrument(span.clone())
             .await
             .map_err(|e| {
                 tracing::info!(parent: &span, sql = %truncate(sql), "planning failed: {e}");
-                status(e)
+                let e = status(e);
+                // A query that does not plan ends here: it never reaches a ticket.
+                self.metrics
+                    .finished(Kind::Query, tenant.id(), started.elapsed(), Some(e.code()));
+                e
             })?;
         flight_info(&self.boundary().schema(&schema), query_ticket, descriptor)
     }

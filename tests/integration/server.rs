@@ -968,3 +968,71 @@ async fn tls_serves_clients_that_trust_the_certificate() {
         .unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
 }
+
+/// `--metrics-listen`: Prometheus counters of requests, errors, latency, bytes and
+/// sign-ins, per tenant where cheap, and a health check, over plain HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_errors_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Default::default()).unwrap();
+    let t = db.create_tenant("acme").unwrap();
+    t.create_entity(Entity {
+        id: "ada".into(),
+        entity_type: "person".into(),
+        name: "Ada".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    Credentials::open(dir.path())
+        .add_user("ada", "acme", "pw")
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(remdb::server::serve_with_metrics(
+        Arc::new(db),
+        ServeOptions::default(),
+        listener,
+        Some(metrics),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut acme = client(addr).await;
+    assert!(acme.handshake("ada", "nope").await.is_err());
+    acme.handshake("ada", "pw").await.unwrap();
+    let batches = query(&mut acme, "SELECT name FROM entities").await.unwrap();
+    assert_eq!(strings(&batches, 0), ["Ada"]);
+    assert!(query(&mut acme, "SELECT nope FROM entities").await.is_err());
+
+    let get = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    let health = get("/health").await;
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let text = get("/metrics").await;
+    for line in [
+        "remdb_requests_total{kind=\"query\"} 2",
+        "remdb_errors_total{code=\"InvalidArgument\",kind=\"query\"} 1",
+        "remdb_tenant_requests_total{tenant=\"acme\"} 2",
+        "remdb_rows_sent_total 1",
+        "remdb_sign_ins_total{outcome=\"ok\"} 1",
+        "remdb_sign_ins_total{outcome=\"refused\"} 1",
+        "remdb_request_seconds_count{kind=\"query\"} 2",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
