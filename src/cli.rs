@@ -9,10 +9,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod demo;
+
 use crate::auth::Credentials;
 use crate::error::{Error, Result};
-use crate::session::{Batch, Db, DbOptions, Policy, Tenant};
-use crate::storage::{Edge, Entity, Moment, Resource, StorageOptions};
+use crate::session::{Db, DbOptions, Policy, Tenant};
+use crate::storage::StorageOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -342,26 +344,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
-        Command::Demo { path } => {
-            let db = Db::open(&path, DbOptions::default())?;
-            let tenant = open_tenant(&db, "demo", true)?;
-            if tenant.count(crate::Table::Entities)? == 0 {
-                load_sample(&tenant)?;
-                println!(
-                    "loaded sample data into {} (tenant 'demo')\n",
-                    path.display()
-                );
-            }
-            for sql in DEMO_QUERIES {
-                println!("> {sql}");
-                run_script(&tenant, sql).await?;
-            }
-            println!(
-                "try: remdb sql --path {} --tenant demo -c \"SELECT * FROM entities\"",
-                path.display()
-            );
-            Ok(())
-        }
+        Command::Demo { path } => demo::run(&path).await,
     }
 }
 
@@ -506,95 +489,5 @@ async fn run_script(tenant: &Tenant, script: &str) -> Result<()> {
     if statements == 0 {
         return Err(Error::invalid("no SQL statement given"));
     }
-    Ok(())
-}
-
-const DEMO_QUERIES: [&str; 4] = [
-    "SELECT name, type, properties->>'role' AS role FROM entities WHERE type = 'person' ORDER BY name",
-    "SELECT e.name AS person, x.edge_type, t.name AS target FROM edges x JOIN entities e ON e.id = x.src JOIN entities t ON t.id = x.dst WHERE x.src = 'ada' ORDER BY target",
-    "SELECT type, count(*) AS moments FROM moments GROUP BY type ORDER BY type",
-    "SELECT uri, chunk_index, content FROM resources WHERE uri = 'doc://remdb/design' ORDER BY chunk_index",
-];
-
-/// A small REM graph: people, a project, documents and the moments that tie them.
-pub fn load_sample(tenant: &Tenant) -> Result<()> {
-    let person = |id: &str, name: &str, role: &str, aliases: &[&str]| Entity {
-        id: id.into(),
-        entity_type: "person".into(),
-        name: name.into(),
-        aliases: aliases.iter().map(|a| a.to_string()).collect(),
-        properties: format!(r#"{{"role":"{role}","team":"platform"}}"#),
-        ..Default::default()
-    };
-    let edge = |src: &str, ty: &str, dst: &str| Edge {
-        src: src.into(),
-        dst: dst.into(),
-        edge_type: ty.into(),
-        ..Default::default()
-    };
-    let chunk = |i: i64, text: &str| Resource {
-        id: format!("design-{i}"),
-        uri: Some("doc://remdb/design".into()),
-        chunk_index: i,
-        content: text.into(),
-        metadata: r#"{"language":"en","tags":["design"]}"#.into(),
-        ..Default::default()
-    };
-    let day = 86_400_000_000i64;
-    let t0 = 1_767_225_600_000_000i64; // 2026-01-01T00:00:00Z
-    let moment = |id: &str, ty: &str, offset_days: i64, refs: &[&str], ents: &[&str]| Moment {
-        id: id.into(),
-        timestamp: t0 + offset_days * day,
-        end_timestamp: Some(t0 + offset_days * day + 3_600_000_000),
-        moment_type: ty.into(),
-        classifications: vec![ty.into()],
-        resource_refs: refs.iter().map(|r| r.to_string()).collect(),
-        entity_refs: ents.iter().map(|e| e.to_string()).collect(),
-        ..Default::default()
-    };
-    let batch = Batch::new()
-        .insert(person(
-            "ada",
-            "Ada Lovelace",
-            "engineer",
-            &["Countess of Lovelace"],
-        ))
-        .insert(person(
-            "grace",
-            "Grace Hopper",
-            "manager",
-            &["Amazing Grace"],
-        ))
-        .insert(person("alan", "Alan Turing", "researcher", &[]))
-        .insert(Entity {
-            id: "remdb".into(),
-            entity_type: "project".into(),
-            name: "remdb".into(),
-            properties: r#"{"status":"active"}"#.into(),
-            ..Default::default()
-        })
-        .insert(edge("ada", "works_on", "remdb"))
-        .insert(edge("grace", "works_on", "remdb"))
-        .insert(edge("ada", "knows", "alan"))
-        .insert(edge("grace", "manages", "ada"))
-        .insert(chunk(
-            0,
-            "remdb stores REM memory: resources, entities and moments.",
-        ))
-        .insert(chunk(1, "Each tenant owns one RocksDB column family."))
-        .insert(chunk(
-            2,
-            "SQL runs on Apache DataFusion with index pushdown.",
-        ))
-        .insert(moment("m1", "meeting", 0, &["design-0"], &["ada", "grace"]))
-        .insert(moment(
-            "m2",
-            "conversation",
-            1,
-            &["design-1"],
-            &["ada", "alan"],
-        ))
-        .insert(moment("m3", "meeting", 7, &["design-2"], &["grace"]));
-    tenant.write(batch)?;
     Ok(())
 }

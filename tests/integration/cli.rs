@@ -154,6 +154,24 @@ fn demo_shows_rows() {
         out.contains("Ada Lovelace") && out.contains("engineer") && out.contains("works_on"),
         "{out}"
     );
+    // A vector search (the SQL chunk first), the same search filtered through the JSON
+    // index, its plan, a traversal and a time window.
+    let search = out.split("-- vector search").nth(1).unwrap_or_default();
+    let first_row = search
+        .lines()
+        .find(|l| l.starts_with("| design-"))
+        .unwrap_or_default();
+    assert!(first_row.starts_with("| design-2 "), "{out}");
+    assert!(
+        out.contains("candidates=index set idx_language = 'en'"),
+        "{out}"
+    );
+    assert!(out.contains("[grace, ada, alan]"), "{out}");
+    assert!(
+        out.contains("| m2 | conversation | 2026-01-02T00:00:00Z"),
+        "{out}"
+    );
+    assert!(!out.contains("| m3 "), "{out}");
     // A second run reuses the data instead of failing on duplicates.
     let (ok, _, err) = run(remdb().args(["demo", "--path", path.to_str().unwrap()]));
     assert!(ok, "{err}");
