@@ -233,6 +233,10 @@ fn open_tenant(db: &Db, tenant: &str, create: bool) -> Result<Tenant> {
 
 /// Runs the command line; the caller prints the error and exits non-zero.
 pub async fn run(cli: Cli) -> Result<()> {
+    // Long work shows a bar at a terminal; the server logs it instead.
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::progress::show_bars();
+    }
     match cli.command {
         Command::Sql(args) => {
             let script = match script_of(&args)? {

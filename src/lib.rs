@@ -29,6 +29,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod error;
+pub mod progress;
 pub mod query;
 pub mod server;
 pub mod session;

@@ -524,10 +524,9 @@ impl Tenant {
         stop: &AtomicBool,
     ) -> Result<IndexDef> {
         let path: Vec<String> = path.iter().map(|k| k.to_string()).collect();
-        let started = std::time::Instant::now();
-        let tenant = self.id().to_string();
-        let mut last_report = started;
-        self.inner
+        let mut progress: Option<crate::progress::Progress> = None;
+        let built = self
+            .inner
             .store
             .create_index(name, table, column, &path, kind, &mut |done, total| {
                 if stop.load(Ordering::Relaxed) {
@@ -535,13 +534,20 @@ impl Tenant {
                         "CREATE INDEX {name} stopped after {done} of {total} rows; no index was created"
                     )));
                 }
-                if total >= 10_000 && (done == total || last_report.elapsed().as_secs_f64() >= 1.0)
-                {
-                    last_report = std::time::Instant::now();
-                    tracing::info!(%tenant, index = name, done, total, "building index");
-                }
+                progress
+                    .get_or_insert_with(|| {
+                        crate::progress::Progress::start(
+                            format!("CREATE INDEX {name} ({})", self.id()),
+                            Some(total),
+                        )
+                    })
+                    .set(done);
                 Ok(())
-            })
+            });
+        if let Some(progress) = progress {
+            progress.finish();
+        }
+        built
     }
 
     /// Drops a user-declared index.

@@ -1,6 +1,6 @@
 //! Shared helpers of the workloads: deterministic data, latency percentiles, progress.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -67,15 +67,14 @@ pub fn load_entities(tenant: &Tenant, n: usize) {
     progress.finish();
 }
 
-/// Progress of a long load or build on standard error: a bar redrawn in place on a
-/// terminal (at most 10 times a second), one line per 10% otherwise (a log file).
+/// Progress of a long load or build on standard error: remdb's bar on a terminal
+/// (`remdb::progress`), one line per 10% otherwise (a log file).
 pub struct Progress {
     label: &'static str,
     total: usize,
     done: usize,
     started: Instant,
-    drawn: Instant,
-    terminal: bool,
+    bar: Option<remdb::progress::Progress>,
     last_tenth: usize,
     /// Small loads (a tenant of 1,000 rows) show nothing.
     quiet: bool,
@@ -83,63 +82,46 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(label: &'static str, total: usize) -> Self {
-        let now = Instant::now();
+        remdb::progress::show_bars();
+        let bar = std::io::stderr()
+            .is_terminal()
+            .then(|| remdb::progress::Progress::start(label, Some(total as u64)));
         Progress {
             label,
             total: total.max(1),
             done: 0,
-            started: now,
-            drawn: now,
-            terminal: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            bar,
             last_tenth: 0,
-            quiet: total < 10_000,
+            quiet: (total as u64) < remdb::progress::MIN_SHOWN,
         }
     }
 
     pub fn set(&mut self, done: usize) {
         self.done = done.min(self.total);
-        if self.quiet {
+        if let Some(bar) = &mut self.bar {
+            bar.set(self.done as u64);
             return;
         }
-        if self.terminal {
-            if self.drawn.elapsed() >= Duration::from_millis(100) || self.done == self.total {
-                self.drawn = Instant::now();
-                let filled = self.done * 30 / self.total;
-                eprint!(
-                    "\r{:>10} [{}{}] {}/{} {}",
-                    self.label,
-                    "#".repeat(filled),
-                    " ".repeat(30 - filled),
-                    self.done,
-                    self.total,
-                    self.rate()
-                );
-                let _ = std::io::stderr().flush();
-            }
-        } else {
-            let tenth = self.done * 10 / self.total;
-            if tenth > self.last_tenth {
-                self.last_tenth = tenth;
-                eprintln!(
-                    "{}: {}/{} {}",
-                    self.label,
-                    self.done,
-                    self.total,
-                    self.rate()
-                );
-            }
+        let tenth = self.done * 10 / self.total;
+        if !self.quiet && tenth > self.last_tenth {
+            self.last_tenth = tenth;
+            let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "{}: {}/{} ({:.0}/s, {:.1}s)",
+                self.label,
+                self.done,
+                self.total,
+                self.done as f64 / secs,
+                secs
+            );
         }
     }
 
-    fn rate(&self) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        format!("({:.0}/s, {:.1}s)", self.done as f64 / secs, secs)
-    }
-
-    /// Ends the bar's line.
+    /// Clears the bar.
     pub fn finish(self) {
-        if self.terminal && !self.quiet {
-            eprintln!();
+        if let Some(bar) = self.bar {
+            bar.finish();
         }
     }
 }

@@ -281,6 +281,8 @@ impl TenantStore {
         let prefix = keys::vector_prefix(Table::Resources);
         let started = std::time::Instant::now();
         let mut n = 0usize;
+        let mut progress =
+            crate::progress::Progress::start(format!("vector index of {}", self.tenant_id()), None);
         let mut chunk: Vec<(u64, Vec<f32>)> = Vec::with_capacity(REBUILD_CHUNK);
         let add = |chunk: &mut Vec<(u64, Vec<f32>)>| -> Result<()> {
             let items: Vec<(u64, &[f32])> =
@@ -300,16 +302,14 @@ impl TenantStore {
             n += 1;
             if chunk.len() == REBUILD_CHUNK {
                 add(&mut chunk)?;
-                tracing::info!(tenant = %self.tenant_id(), vectors = n, "rebuilding vector index");
+                progress.set(n as u64);
             }
         }
         add(&mut chunk)?;
+        progress.set(n as u64);
+        progress.finish();
         let seconds = started.elapsed().as_secs_f64();
-        if n >= 10_000 {
-            tracing::info!(tenant = %self.tenant_id(), vectors = n, seconds, "vector index rebuilt");
-        } else {
-            tracing::debug!(tenant = %self.tenant_id(), vectors = n, seconds, "vector index rebuilt");
-        }
+        tracing::debug!(tenant = %self.tenant_id(), vectors = n, seconds, "vector index rebuilt");
         Ok(index)
     }
 

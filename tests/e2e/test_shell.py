@@ -112,3 +112,27 @@ def test_a_typed_password_is_not_echoed():
     assert "s3cret-typed" not in shown, shown
     from conftest import remdb
     assert "ada" in remdb("tenant", "users", "--path", path).stdout
+
+
+def test_long_work_shows_a_progress_bar_on_a_terminal():
+    tmp = tempfile.mkdtemp(prefix="remdb-progress-")
+    sh = spawn(os.path.join(tmp, "db"), os.path.join(tmp, "history"))
+    sh.expect("acme> ")
+    # A bulk insert of 30,000 rows: a counter once it passes 10,000.
+    sh.sendline("INSERT INTO entities (id, type, name, properties) SELECT 'e' || value, "
+                "'person', 'n' || value, '{\"k\": 1}' FROM generate_series(1, 30000);")
+    sh.expect("rows into entities")
+    sh.expect(r"\| 30000 \|")
+    sh.expect("acme> ")
+    # An index build over them: a bar with the total.
+    sh.sendline("CREATE INDEX idx_k ON entities ((properties->>'k'));")
+    sh.expect(r"CREATE INDEX idx_k \(acme\) \[")
+    sh.expect("30,000/30,000")
+    sh.expect("acme> ")
+    # Small work shows nothing.
+    sh.sendline("INSERT INTO entities (id, type, name) VALUES ('x', 'person', 'X');")
+    sh.expect(r"\| 1     \|")
+    assert "rows into" not in sh.before
+    sh.expect("acme> ")
+    sh.sendline("\\q")
+    sh.expect(pexpect.EOF)

@@ -92,6 +92,9 @@ impl DataSink for RemSink {
         let mut pending: Vec<RecordBatch> = Vec::new();
         let mut pending_rows = 0usize;
         let mut written = 0u64;
+        // Known only as it goes: a bar (or log lines) once it passes 10,000 rows.
+        let mut progress =
+            crate::progress::Progress::start(format!("rows into {}", self.table.name()), None);
         let committed = |written: u64, e: DataFusionError| match written {
             0 => e,
             n => e.context(format!("{n} rows of the statement were committed before")),
@@ -111,12 +114,15 @@ impl DataSink for RemSink {
                     .map_err(|e| committed(written, e))?;
                 pending_rows = 0;
                 reservation.free();
+                progress.set(written);
             }
         }
         written += self
             .commit(pending)
             .await
             .map_err(|e| committed(written, e))?;
+        progress.set(written);
+        progress.finish();
         Ok(written)
     }
 }
