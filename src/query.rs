@@ -60,9 +60,38 @@ impl From<DataFusionError> for Error {
                 Error::Query(e.to_string())
             }
             DataFusionError::ResourcesExhausted(_) => Error::ResourcesExhausted(e.to_string()),
-            _ => Error::Query(e.to_string()),
+            _ => match misreported_user_error(&e.to_string()) {
+                Some(message) => Error::InvalidArgument(message),
+                None => Error::Query(e.to_string()),
+            },
         }
     }
+}
+
+/// DataFusion 55 reports some mistakes of the SQL as its own internal errors (with a
+/// plea to file a bug): values of two types BETWEEN cannot compare, a function called
+/// with arguments no signature takes. They are the statement's errors: said as such,
+/// without the plea.
+fn misreported_user_error(text: &str) -> Option<String> {
+    if let Some(start) = text.find("No function matches the given name and argument types") {
+        return Some(text[start..].to_string());
+    }
+    if let Some(at) = text.find("failed to match any signature") {
+        let start = text[..at].rfind("Function '").unwrap_or(at);
+        let end = text
+            .find("\nThis issue was likely caused by a bug")
+            .unwrap_or(text.len());
+        return Some(text[start..end.max(start)].replace("Error during planning: ", ""));
+    }
+    let start = text.find("Failed to coerce types")?;
+    let sentence = &text[start..];
+    let end = sentence
+        .find(" expression.")
+        .map_or(sentence.len(), |i| i + 12);
+    Some(format!(
+        "{} Compare values of one type (cast one of them).",
+        &sentence[..end]
+    ))
 }
 
 impl From<Error> for DataFusionError {

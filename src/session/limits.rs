@@ -12,7 +12,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement};
-use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{Expr, SetExpr, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
@@ -66,20 +66,23 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 
 fn parse_checked(sql: &str) -> Result<Vec<Statement>> {
     let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
-    if statements.iter().all(|s| depth_of(s) <= MAX_EXPR_DEPTH) {
+    let mut depth = Depth::default();
+    for statement in &statements {
+        let _ = visit(statement, &mut depth);
+        if depth.empty_subquery {
+            // DataFusion 55 panics planning `(SELECT FROM t)` as a value.
+            return Err(Error::invalid(
+                "a subquery used as a value selects no column: name the column it returns",
+            ));
+        }
+    }
+    if depth.deepest <= MAX_EXPR_DEPTH {
         return Ok(statements.into_iter().collect());
     }
     Err(Error::invalid(format!(
         "the statement nests expressions more than {MAX_EXPR_DEPTH} deep (a long chain of \
          operators such as a OR b OR ...; for a list of values use IN (...))"
     )))
-}
-
-/// The depth of the statement's deepest expression, counted up to one past the limit.
-fn depth_of(statement: &Statement) -> usize {
-    let mut depth = Depth::default();
-    let _ = visit(statement, &mut depth);
-    depth.deepest
 }
 
 fn visit(statement: &Statement, depth: &mut Depth) -> ControlFlow<()> {
@@ -99,16 +102,31 @@ fn visit(statement: &Statement, depth: &mut Depth) -> ControlFlow<()> {
     }
 }
 
+/// What a walk over a statement's expressions finds: the depth of the deepest one
+/// (counted up to one past the limit), and whether a subquery used as a value (scalar,
+/// IN, a comparison with ANY/ALL) selects no column.
 #[derive(Default)]
 struct Depth {
     current: usize,
     deepest: usize,
+    empty_subquery: bool,
 }
 
 impl Visitor for Depth {
     type Break = ();
 
-    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        let subquery = match expr {
+            Expr::Subquery(q) | Expr::InSubquery { subquery: q, .. } => Some(q),
+            _ => None,
+        };
+        if let Some(q) = subquery
+            && let SetExpr::Select(select) = q.body.as_ref()
+            && select.projection.is_empty()
+        {
+            self.empty_subquery = true;
+            return ControlFlow::Break(());
+        }
         self.current += 1;
         self.deepest = self.deepest.max(self.current);
         if self.current > MAX_EXPR_DEPTH {

@@ -92,3 +92,31 @@ fn long_texts_are_refused_without_overflowing_the_stack() {
 fn assert_refused_any(result: remdb::Result<remdb::QueryResult>) {
     assert!(result.is_err(), "a syntax error is reported");
 }
+
+/// Found by the SQL fuzzer: a subquery used as a value that selects no column panicked
+/// in DataFusion's planner; type errors DataFusion calls internal bugs (BETWEEN over two
+/// types, a function given arguments no signature takes) are the statement's errors.
+#[tokio::test]
+async fn statements_the_planner_mishandles_get_clear_errors() {
+    let (_dir, _db, t) = fresh("acme");
+    for sql in [
+        "SELECT id, (SELECT FROM entities) FROM entities",
+        "SELECT id FROM entities WHERE id IN (SELECT FROM entities)",
+    ] {
+        assert_refused(t.sql(sql).await, "selects no column");
+    }
+    for (sql, says) in [
+        (
+            "SELECT id FROM entities WHERE created_at BETWEEN aliases AND 1",
+            "Failed to coerce types",
+        ),
+        ("SELECT round(1, 2, 3)", "'round(Int64, Int64, Int64)'"),
+        ("SELECT substr('a', 1, 2, 3)", "substr"),
+    ] {
+        let result = t.sql(sql).await;
+        if let Err(e) = &result {
+            assert!(!e.to_string().contains("likely caused by a bug"), "{e}");
+        }
+        assert_refused(result, says);
+    }
+}

@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod differential;
 mod execution;
+mod fuzz;
 mod graph;
 mod hybrid;
 mod isolation;
