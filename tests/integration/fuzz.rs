@@ -187,7 +187,7 @@ impl Gen {
         }
         match self.rng.random_range(0..6) {
             0 => format!("length({})", self.text(depth - 1)),
-            1 => format!("json_get_int(properties, 'n')"),
+            1 => "json_get_int(properties, 'n')".to_string(),
             2 => format!(
                 "({} {} {})",
                 self.int(depth - 1),
