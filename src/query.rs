@@ -120,6 +120,33 @@ impl Default for QueryOptions {
     }
 }
 
+/// The table functions of a tenant's session, in the order `tenant_context` registers them.
+const TABLE_FUNCTIONS: [&str; 4] = ["vector_similar", "traverse", "lookup", "list_indexes"];
+
+/// The scalar functions of ours a tenant's session registers beside DataFusion's and the
+/// JSON functions.
+fn scalar_functions() -> [datafusion::logical_expr::ScalarUDF; 2] {
+    use datafusion::logical_expr::ScalarUDF;
+    [
+        ScalarUDF::new_from_impl(index_ddl::JsonArrayContains::default()),
+        ScalarUDF::new_from_impl(vector::VectorParamFunc::default()),
+    ]
+}
+
+/// The names of the functions a tenant's session has beyond DataFusion's own: ours, the
+/// table functions and the JSON functions, sorted (what clients are told exists, e.g. the
+/// Flight SQL `GetSqlInfo` function lists).
+pub fn extension_function_names() -> Result<Vec<String>> {
+    let mut state = SessionStateBuilder::new().build();
+    datafusion_functions_json::register_all(&mut state)?;
+    let mut names: Vec<String> = state.scalar_functions().keys().cloned().collect();
+    names.extend(scalar_functions().iter().map(|f| f.name().to_string()));
+    names.extend(TABLE_FUNCTIONS.iter().map(|f| f.to_string()));
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 /// Builds the SessionContext of one tenant: its tables, the JSON functions, and a
 /// configuration for low-latency embedded queries.
 pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<SessionContext> {
@@ -154,25 +181,20 @@ pub fn tenant_context(store: &TenantStore, options: QueryOptions) -> Result<Sess
     datafusion_functions_json::register_all(&mut state)?;
     bounded::bound_functions(&mut state, bounded::MAX_FUNCTION_RESULT_BYTES)?;
     let ctx = SessionContext::new_with_state(state);
+    let [vector_similar, traverse, lookup, list_indexes] = TABLE_FUNCTIONS;
     ctx.register_udtf(
-        "vector_similar",
+        vector_similar,
         Arc::new(vector::VectorSimilarFunc::new(store.clone(), options)),
     );
+    ctx.register_udtf(traverse, Arc::new(graph::TraverseFunc::new(store.clone())));
+    ctx.register_udtf(lookup, Arc::new(graph::LookupFunc::new(store.clone())));
     ctx.register_udtf(
-        "traverse",
-        Arc::new(graph::TraverseFunc::new(store.clone())),
-    );
-    ctx.register_udtf("lookup", Arc::new(graph::LookupFunc::new(store.clone())));
-    ctx.register_udtf(
-        "list_indexes",
+        list_indexes,
         Arc::new(index_ddl::ListIndexesFunc::new(store.clone())),
     );
-    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
-        index_ddl::JsonArrayContains::default(),
-    ));
-    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
-        vector::VectorParamFunc::default(),
-    ));
+    for udf in scalar_functions() {
+        ctx.register_udf(udf);
+    }
     for table in Table::ALL {
         let provider = RemTable::new(store.clone(), table, options.use_indexes);
         ctx.register_table(table.name(), Arc::new(provider))?;

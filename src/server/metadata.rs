@@ -117,10 +117,13 @@ static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::new(|| {
     strings.extend(names(datafusion::functions::unicode::functions()));
     strings.sort();
     b.append(SqlInfo::SqlStringFunctions, strings);
-    b.append(
-        SqlInfo::SqlSystemFunctions,
-        names(datafusion::functions::core::functions()),
-    );
+    // DataFusion's core functions, and remdb's own (vector_similar, traverse, the JSON
+    // functions, ...).
+    let mut system = names(datafusion::functions::core::functions());
+    system.extend(crate::query::extension_function_names().map_err(|e| e.to_string())?);
+    system.sort();
+    system.dedup();
+    b.append(SqlInfo::SqlSystemFunctions, system);
     b.append(
         SqlInfo::SqlDatetimeFunctions,
         names(datafusion::functions::datetime::functions()),

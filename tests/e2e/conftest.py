@@ -27,14 +27,14 @@ def remdb(*args, input=None, env=None, check=True):
 
 
 class Server:
-    def __init__(self, path, timeout, grace=5):
+    def __init__(self, path, timeout, grace=5, env=None):
         self.path = path
         self.log = open(os.path.join(path, "server.log"), "w+")
         self.proc = subprocess.Popen(
             [REMDB, "serve", "--path", path, "--listen", "127.0.0.1:0",
              "--query-timeout", str(timeout), "--shutdown-grace", str(grace)],
             stdout=subprocess.PIPE, stderr=self.log, text=True,
-            env=dict(os.environ, REMDB_LOG="remdb=info"),
+            env=dict(os.environ, REMDB_LOG="remdb=info", **(env or {})),
         )
         line = self.proc.stdout.readline()
         match = re.search(r"on (127\.0\.0\.1:\d+)", line)

@@ -203,6 +203,24 @@ def test_sigterm_shuts_down_gracefully():
     assert query_lines and all("tenant=acme" in l and "query_id=" in l for l in query_lines)
 
 
+def test_json_logs_are_one_object_per_line():
+    import json
+
+    srv = Server(make_database()["path"], timeout=5, env={"REMDB_LOG_FORMAT": "json"})
+    with connect_acme(srv) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 AS one")
+        assert cur.fetchone() == (1,)
+    assert srv.stop() == 0
+    lines = [json.loads(l) for l in srv.logs().splitlines() if l.strip()]
+    assert all({"timestamp", "level", "fields"} <= set(l) for l in lines), lines
+    messages = [l["fields"].get("message") for l in lines]
+    assert "server stopped" in messages, messages
+    # A query's lines carry its span: the tenant and the query id as fields.
+    started = [l for l in lines if l["fields"].get("message") == "query started"]
+    assert started and all(l["span"]["tenant"] == "acme" and "query_id" in l["span"]
+                           for l in started), started
+
+
 # The cancelled client's statement is closed after its server is gone: ADBC complains
 # from a destructor, which pytest reports as a warning.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

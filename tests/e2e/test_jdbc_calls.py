@@ -91,6 +91,8 @@ def test_database_metadata(connection):
     assert values[0].as_py() == "remdb"
     assert values[563].as_py() is False  # no transactions
     assert "sqrt" in values[509].as_py() and "SELECT" in values[508].as_py()
+    # remdb's own functions are listed with the system functions.
+    assert {"vector_similar", "traverse", "json_get", "coalesce"} <= set(values[511].as_py())
 
     # getTableTypes, getTables(null, null, "%", {"BASE TABLE"}), getColumns.
     _, types = fetch(connection, message("CommandGetTableTypes"))
