@@ -224,9 +224,9 @@ impl Storage {
         table_options.set_bloom_filter(10.0, false);
         // Index and filter blocks live in the bounded cache, partitioned, with the top
         // level (and L0's) pinned. Whole, in the cache, they made reads slow down with
-        // the size of the column family: a 1-hop walk over the same keys took 4.4 ms
-        // beside 1M moments and 0.4 ms beside 1k. Partitioned: 0.44 ms beside 1M (blocks
-        // outside the cache: 0.37 ms, but memory that grows with the data).
+        // the size of the column family (a 1-hop walk beside 1M moments was ten times
+        // slower than beside 1k; docs/FINDINGS.md); partitioned, reads stay flat. Outside
+        // the cache they would be as fast, but hold memory that grows with the data.
         table_options.set_cache_index_and_filter_blocks(true);
         table_options.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
         table_options.set_partition_filters(true);

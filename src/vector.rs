@@ -227,8 +227,8 @@ impl VectorOptions {
 /// below that, starting threads costs more than it saves.
 const MIN_ADDS_PER_THREAD: usize = 64;
 
-/// Exact scoring is split over threads only when each gets at least this many keys
-/// (about 1 ms of reads at 1M vectors of 768 dimensions; a thread costs ~30 us to start).
+/// Exact scoring is split over threads only when each gets at least this many keys:
+/// enough reads that starting a thread is a small part of them.
 const MIN_SCORES_PER_THREAD: usize = 1024;
 
 /// Runs `work` over `0..n` cut into one range per core (each at least `min_per_thread`
@@ -272,8 +272,9 @@ fn usearch_err(e: impl std::fmt::Display) -> Error {
 
 /// The vectors of a set of keys copied out of the index into one block, with their
 /// squared norms: scoring the candidates of a hot filter again reads memory in order
-/// instead of making one random read of the index per key (about 0.3 against 2-4 us per
-/// 768-d vector at 1M vectors). Distances equal [`VectorIndex::exact_distances`]'.
+/// instead of making one random read of the index per key (several times faster per
+/// vector; figures in docs/BENCHMARKS.md, W-HYB). Distances equal
+/// [`VectorIndex::exact_distances`]'.
 #[derive(Debug)]
 pub struct SetVectors {
     keys: Vec<u64>,

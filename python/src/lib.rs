@@ -12,8 +12,8 @@
 
 /// The extension's Rust allocations (the engine's rows, batches and plans) go to
 /// mimalloc rather than the process's malloc, which the interpreter and pyarrow share:
-/// measured in docs/BENCHMARKS.md, the engine runs ~15% faster in a Python process
-/// with it. RocksDB's C++ allocations stay with the process's malloc.
+/// the engine runs faster in a Python process with it (docs/BENCHMARKS.md, the Python
+/// package). RocksDB's C++ allocations stay with the process's malloc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

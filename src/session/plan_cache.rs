@@ -2,7 +2,7 @@
 //!
 //! An application that serves queries sends the same statement text again and again.
 //! Parsing, SQL-to-logical planning, the logical optimizer and physical planning take
-//! about 0.7 ms of a W-ENT P4 query whose execution takes 0.5 ms, so [`Tenant::sql`]
+//! longer than executing an indexed query (W-ENT P4 in docs/BENCHMARKS.md), so [`Tenant::sql`]
 //! keeps the physical plan of a read-only statement, keyed by its exact text, when the
 //! plan holds no state across runs (see [`reusable`]); the next run of the same text
 //! renews every node's run state and executes it, with no planning at all.

@@ -2,8 +2,8 @@
 //!
 //! A filtered vector search needs the rows its filter's indexes name (the candidate
 //! set) as a bitmap it can test inside the graph walk. Reading half a million ids from
-//! a RocksDB index costs about 0.25 us each (125 ms at 1M rows and 50% selectivity),
-//! far more than the search itself, so [`TenantStore::candidates`] keeps the sets it
+//! a RocksDB index (1M rows at 50% selectivity) costs far more than the search itself
+//! (docs/BENCHMARKS.md, W-HYB), so [`TenantStore::candidates`] keeps the sets it
 //! resolved, per access path, until the tenant's next write:
 //!
 //! - Every committed write (rows, index DDL) bumps the tenant's

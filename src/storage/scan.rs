@@ -23,9 +23,9 @@ pub(super) enum Source {
     Ordered(Box<OrderedWalk>),
 }
 
-/// Reading one row by id costs about as much as visiting this many index entries
-/// (~8 us against ~0.2 us here): an ordered walk gives up on the index after this many
-/// entries per row of its set, and sorts the rest of the set.
+/// Reading one row by id costs about as much as visiting this many index entries (a
+/// random read against a step of an iterator): an ordered walk gives up on the index
+/// after this many entries per row of its set, and sorts the rest of the set.
 pub(super) const ENTRIES_PER_ROW_READ: usize = 32;
 
 /// Reads a scan's rows chunk by chunk. It holds no RocksDB iterator between chunks, so a

@@ -161,7 +161,8 @@ impl KeyWalk {
 }
 
 /// An ordered walk that passes over this many entries of rows outside its set asks for
-/// the set's order to be listed in memory for the next walks (about 1 ms of walking).
+/// the set's order to be listed in memory for the next walks (a walk that long costs
+/// more than listing the order once).
 /// A walk that gives up on the index early (a set under 128 rows) does not ask.
 pub(super) const ORDER_AFTER_SKIPPED: usize = 4096;
 

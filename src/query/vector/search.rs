@@ -71,8 +71,9 @@ impl Strategy {
     }
 }
 
-/// Candidate sets up to this size are scored exactly (see docs/BENCHMARKS.md, W-HYB:
-/// about 1-2 us per candidate, the vector's 3 KB read from memory being most of it).
+/// Candidate sets up to this size are scored exactly: reading each candidate's vector is
+/// most of the cost, and up to here it is below a graph search's (docs/BENCHMARKS.md,
+/// W-HYB).
 pub const EXACT_MAX_CANDIDATES: usize = 8192;
 /// The most rows an over-fetching search asks the graph for before it widens again.
 pub(super) const WIDEN_FACTOR: usize = 4;
@@ -83,18 +84,19 @@ pub const CANDIDATE_CAP_SCALE: f64 = 262.0;
 /// The most candidate ids a search reads from the indexes in line (about sqrt(262 n):
 /// 5,100 of 100k vectors, 16,200 of 1M); with more, and no whole set in the tenant's
 /// candidate cache, it post-filters, and the set is read in the background for the
-/// searches after it (`TenantStore::candidates`). Resolving m ids costs about
-/// 0.4 us each, and post-filtering about 10 / s rows read at ~7 us plus a wider graph
-/// search, for selectivity s = m / n: the two meet near s = sqrt(262 / n).
+/// searches after it (`TenantStore::candidates`). Resolving m ids costs m id reads, and
+/// post-filtering about 10 / s row reads plus a wider graph search, for selectivity
+/// s = m / n: with the measured cost of a row read against an id read (docs/BENCHMARKS.md,
+/// W-HYB sweep) the two meet near s = sqrt(262 / n).
 pub fn candidate_cap(total: usize) -> usize {
     ((CANDIDATE_CAP_SCALE * total as f64).sqrt() as usize).max(EXACT_MAX_CANDIDATES)
 }
 
 /// The most candidates scored exactly in an index of `total` vectors: as many as a
 /// search reads in line ([`candidate_cap`]: 8,192 up to 256k vectors, 16,200 at 1M), at
-/// most [`MAX_KEPT_SET_VECTORS`]. Above 8,192 the first search pays ~2-4 us per candidate
-/// (one random read of the index each); it copies the set's vectors into memory, and
-/// later searches on that filter score them in order at ~0.3 us (docs/BENCHMARKS.md).
+/// most [`MAX_KEPT_SET_VECTORS`]. Above 8,192 the first search pays one random read of
+/// the index per candidate; it copies the set's vectors into memory, and later searches
+/// on that filter score them in order, several times faster (docs/BENCHMARKS.md).
 pub fn exact_max(total: usize) -> usize {
     candidate_cap(total).min(MAX_KEPT_SET_VECTORS)
 }
