@@ -16,7 +16,7 @@
 #   scripts/dev.sh compare remdb side by side with SQLite, DuckDB, LanceDB, usearch and
 #                          hnswlib on the same generated data (benches/compare; sizes from
 #                          REMDB_BENCH_ROWS, REMDB_VEC_ROWS, REMDB_VEC_QUERIES; arguments
-#                          go to compare.py)
+#                          go to compare.py), then the plots in docs/plots (plots.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -113,10 +113,14 @@ compare() {
   local venv=.venv-compare
   compare_venv
   cargo build --release --quiet --bin remdb
-  local data="${CARGO_TARGET_DIR:-target}/compare-data"
+  local target="${CARGO_TARGET_DIR:-target}"
+  local data="$target/compare-data"
   cargo bench --quiet --bench remdb -- export "$data"
+  # The tenant layouts' memory, for the tenants-against-memory plot.
+  cargo bench --quiet --bench remdb -- layouts | tee "$target/layouts.md"
   "$venv/bin/python" benches/compare/compare.py --data "$data" \
-    --remdb "${CARGO_TARGET_DIR:-target}/release/remdb" "$@"
+    --remdb "$target/release/remdb" --json "$target/compare-results.json" \
+    --plots docs/plots --tenants "$target/layouts.md" "$@"
 }
 
 # The Python package's bench: rem_db built in release into the comparison's virtualenv,

@@ -9,10 +9,12 @@ a loopback gRPC round trip (two for a statement: GetFlightInfo, then DoGet); the
 figures of the same queries come from the bench binary (`went`, `wvec`, `whyb`).
 
 Run it with `scripts/dev.sh compare` (it installs the pinned packages, builds remdb,
-exports the data, then calls this script). Prints Markdown tables on standard output.
+exports the data, then calls this script). Prints Markdown tables on standard output;
+`--json FILE` also writes the figures, `--plots DIR` draws them (plots.py).
 """
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -95,7 +97,7 @@ class Remdb:
             db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {self.token}"},
         )
         # One cursor for every statement, as an application keeps one: a new ADBC
-        # cursor per statement costs ~2.5 ms more in the driver (measured, see
+        # cursor per statement costs more in the driver than a point query (see
         # docs/BENCHMARKS.md).
         self.cur = self.conn.cursor()
 
@@ -228,6 +230,9 @@ def run_went(args, workdir, binary, table):
     rows = {s: [results[(name, s)][3] for name, _ in WENT] for s in systems}
     if len({tuple(v) for v in rows.values()}) != 1:
         print(f"\nRows returned differ between systems: {rows}")
+    return [{"query": name, "system": s, "p50_ms": results[(name, s)][0],
+             "p95_ms": results[(name, s)][1], "rows": results[(name, s)][3]}
+            for name, _ in WENT for s in systems]
 
 
 # ---------------------------------------------------------------------------------------
@@ -426,6 +431,10 @@ def run_wvec(args, workdir, binary, vectors, queries):
     print("|---|---|---|---|---|---|")
     for label, system, rec, p50, p95, mean_rows in hyb:
         print(f"| {label} | {system} | {rec:.4f} | {p50:.3f} | {p95:.3f} | {mean_rows:.1f} |")
+    return ([{"system": system, "setting": setting, "build_s": build, "recall": rec,
+              "p50_ms": p50, "p95_ms": p95} for system, setting, build, rec, p50, p95 in results],
+            [{"filter": label, "system": system, "recall": rec, "p50_ms": p50, "p95_ms": p95,
+              "mean_rows": float(mean_rows)} for label, system, rec, p50, p95, mean_rows in hyb])
 
 
 def main():
@@ -437,19 +446,36 @@ def main():
     parser.add_argument("--hyb-queries", type=int, default=200)
     parser.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64, 128])
     parser.add_argument("--only", choices=["went", "wvec"], default=None)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--plots", help="draw the plots (plots.py) as SVG files into this directory")
+    parser.add_argument("--tenants", help="the Markdown output of `cargo bench --bench remdb -- "
+                                          "layouts` to draw tenants against memory from")
     args = parser.parse_args()
 
-    print(f"\nMachine: {os.cpu_count()} cores; "
-          f"duckdb {duckdb.__version__}, lancedb {lancedb.__version__}, "
-          f"sqlite {sqlite3.sqlite_version}, hnswlib, usearch {usearch.__version__}, "
-          f"numpy {np.__version__}, pyarrow {pa.__version__}")
+    machine = (f"{os.cpu_count()} cores; "
+               f"duckdb {duckdb.__version__}, lancedb {lancedb.__version__}, "
+               f"sqlite {sqlite3.sqlite_version}, hnswlib, usearch {usearch.__version__}, "
+               f"numpy {np.__version__}, pyarrow {pa.__version__}")
+    print(f"\nMachine: {machine}")
+    report = {"machine": machine}
     with tempfile.TemporaryDirectory(prefix="remdb-compare-") as workdir:
         if args.only in (None, "went"):
-            run_went(args, workdir, args.remdb, read_arrow(os.path.join(args.data, "entities.arrow")))
+            report["went"] = run_went(args, workdir, args.remdb,
+                                      read_arrow(os.path.join(args.data, "entities.arrow")))
         if args.only in (None, "wvec"):
-            run_wvec(args, workdir, args.remdb,
-                     read_arrow(os.path.join(args.data, "vectors.arrow")),
-                     read_arrow(os.path.join(args.data, "queries.arrow")))
+            report["wvec"], report["whyb"] = run_wvec(
+                args, workdir, args.remdb,
+                read_arrow(os.path.join(args.data, "vectors.arrow")),
+                read_arrow(os.path.join(args.data, "queries.arrow")))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    if args.plots:
+        import plots
+
+        tenants = plots.read_layouts(args.tenants) if args.tenants else None
+        for path in plots.draw(report, args.plots, tenants):
+            log(f"wrote {path}")
 
 
 if __name__ == "__main__":
