@@ -743,7 +743,7 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
         wire < 64 << 10,
         "the upload is small on the wire: {wire} bytes"
     );
-    let err = match acme.do_put(futures::stream::iter(data)).await {
+    let err = match acme.do_put(futures::stream::iter(data.clone())).await {
         Ok(results) => results
             .try_collect::<Vec<_>>()
             .await
@@ -753,6 +753,34 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
     }
     .unwrap_err();
     assert!(err.contains("once decoded"), "{err}");
+
+    // 3b. The same message with the decompressed-length prefix of its largest buffer
+    // forged: claiming 1 TiB is refused before anything is allocated for it (decoding
+    // would ask for the whole capacity at once); claiming 16 bytes fails to decompress.
+    let forge = |claimed: i64| {
+        let mut data = data.clone();
+        let body = data.iter_mut().find(|d| !d.data_body.is_empty()).unwrap();
+        let message = datafusion::arrow::ipc::root_as_message(&body.data_header).unwrap();
+        let buffers = message.header_as_record_batch().unwrap().buffers().unwrap();
+        let largest = buffers.iter().max_by_key(|b| b.length()).unwrap();
+        let start = largest.offset() as usize;
+        let mut bytes = body.data_body.to_vec();
+        bytes[start..start + 8].copy_from_slice(&claimed.to_le_bytes());
+        body.data_body = bytes.into();
+        data
+    };
+    for (claimed, expected) in [(1i64 << 40, "once decoded"), (16, "")] {
+        let err = match acme.do_put(futures::stream::iter(forge(claimed))).await {
+            Ok(results) => results
+                .try_collect::<Vec<_>>()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+        .unwrap_err();
+        assert!(err.contains(expected), "prefix {claimed}: {err}");
+    }
 
     // 4. An ingest of 2^31-1 rows of null columns: no buffer on the wire, yet a value per
     // row and column once converted to the table's types.
