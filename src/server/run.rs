@@ -335,6 +335,8 @@ impl RemFlightSql {
             params
         };
         let total = rows.len();
+        // Rows of parameters whose statement committed: a timeout says how many.
+        let applied = std::sync::atomic::AtomicUsize::new(0);
         let work = async {
             let mut changed = 0u64;
             for (i, row) in rows.iter().enumerate() {
@@ -350,7 +352,10 @@ impl RemFlightSql {
                 }
                 .await;
                 match outcome {
-                    Ok(n) => changed += n,
+                    Ok(n) => {
+                        changed += n;
+                        applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(e) if total > 1 => {
                         return Err(Error::invalid(format!(
                             "parameter row {} of {total} failed ({i} rows before it were applied): {e}",
@@ -366,8 +371,20 @@ impl RemFlightSql {
         let changed = tokio::time::timeout(timeout, work.instrument(span.clone()))
             .await
             .map_err(|_| {
-                tracing::info!(parent: &span, "update timed out");
-                timed_out(timeout)
+                let applied = applied.load(std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(parent: &span, applied, "update timed out");
+                let status = timed_out(timeout);
+                if total > 1 {
+                    Status::new(
+                        status.code(),
+                        format!(
+                            "{} ({applied} of {total} rows of parameters had been applied when it fired)",
+                            status.message()
+                        ),
+                    )
+                } else {
+                    status
+                }
             })
             .and_then(|r| {
                 r.map_err(|e| {

@@ -814,6 +814,63 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
     server.task.await.unwrap().unwrap();
 }
 
+/// A prepared update over many rows of parameters that runs past the timeout says how
+/// many rows of parameters were applied, and that is what the table holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_timed_out_midway_says_how_many_rows_of_parameters_were_applied() {
+    let mut server = start_with(ServeOptions {
+        query_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+    // Each row of parameters inserts 5,000 rows: one commit (under the 8,192-row chunk).
+    const PER_ROW: usize = 5_000;
+    let mut insert = acme
+        .prepare(
+            format!(
+                "INSERT INTO entities (id, type, name) \
+                 SELECT $1 || '-' || value, 'bulk', 'n' FROM generate_series(1, {PER_ROW})"
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let total = 2_000;
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("0", DataType::Utf8, false)])),
+        vec![Arc::new(StringArray::from_iter_values(
+            (0..total).map(|i| format!("b{i}")),
+        )) as ArrayRef],
+    )
+    .unwrap();
+    insert.set_parameters(params).unwrap();
+    let err = insert.execute_update().await.unwrap_err().to_string();
+    let marker = format!(" of {total} rows of parameters had been applied");
+    let applied: usize = err
+        .split(marker.as_str())
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of applied rows: {err}"));
+    assert!(applied < total, "{err}");
+    let batches = query(
+        &mut acme,
+        "SELECT count(*) FROM entities WHERE type = 'bulk'",
+    )
+    .await
+    .unwrap();
+    let written: usize = strings(&batches, 0)[0].parse().unwrap();
+    // The statement running when the timeout fired may have committed its rows too.
+    assert!(
+        written == applied * PER_ROW || written == (applied + 1) * PER_ROW,
+        "{written} rows for {applied} rows of parameters applied"
+    );
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
+
 /// A peer that keeps sending wrong passwords is refused without a password check after
 /// `MAX_FAILED_SIGN_INS`, so its flood does not queue other peers' sign-ins behind its
 /// Argon2 hashes; another address signs in as usual.
