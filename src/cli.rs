@@ -192,6 +192,10 @@ pub struct ServeArgs {
     /// Most rows of parameters one upload may bind (executemany, a prepared query).
     #[arg(long, default_value_t = 100_000)]
     pub max_param_rows: usize,
+    /// Memory the bound parameters of one tenant's open prepared statements may hold
+    /// together, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub max_bound_params_mib: usize,
     /// After SIGTERM, seconds in-flight requests may take before they are cancelled.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
@@ -445,6 +449,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_message_bytes: args.max_message_mib.max(1) << 20,
         max_upload_bytes: args.max_upload_mib.max(1) << 20,
         max_param_rows: args.max_param_rows,
+        max_bound_param_bytes: args.max_bound_params_mib.max(1) << 20,
         shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         keep_view_types: args.keep_view_types,
         tls: tls_identity(&args)?,

@@ -86,6 +86,8 @@ struct Prepared {
     sql: String,
     /// Rows of bound parameters (none bound: run once without parameters).
     params: Vec<Vec<Param>>,
+    /// Memory of the bound parameters as uploaded (their Arrow values).
+    param_bytes: usize,
     /// A query planned once (see `Tenant::client_prepare`); writes, and statements that
     /// did not prepare, run from `sql`.
     statement: Option<Arc<PreparedStatement>>,
@@ -373,6 +375,7 @@ impl FlightSqlService for RemFlightSql {
                     last_used: Instant::now(),
                     sql: query.query,
                     params: vec![],
+                    param_bytes: 0,
                     statement,
                 },
             );
@@ -411,10 +414,38 @@ impl FlightSqlService for RemFlightSql {
         .await?;
         self.metrics
             .received(batches.iter().map(RecordBatch::get_array_memory_size).sum());
+        // What the values take, not the buffers decoded arrays share with their message.
+        let bytes = batches
+            .iter()
+            .flat_map(|b| b.columns())
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(usize::MAX))
+            .fold(0usize, usize::saturating_add);
         let rows = param_rows(&batches).map_err(status)?;
         let key = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
-        if let Some(p) = self.prepared.lock().get_mut(&key) {
+        let mut map = self.prepared.lock();
+        // Bound parameters stay until their statement closes: a tenant's together are
+        // bounded, so that many statements each bound near the upload limit cannot
+        // hold the server's memory.
+        let held: usize = map
+            .iter()
+            .filter(|(k, p)| p.tenant == tenant.id() && **k != key)
+            .map(|(_, p)| p.param_bytes)
+            .sum();
+        let max = self.options.max_bound_param_bytes;
+        if held.saturating_add(bytes) > max {
+            let mib = |b: usize| b as f64 / f64::from(1 << 20);
+            return Err(Status::resource_exhausted(format!(
+                "this tenant's other prepared statements hold {:.2} MiB of bound parameters \
+                 and these take {:.2} MiB, more than the server's limit of {:.2} MiB together \
+                 (--max-bound-params-mib): close some first",
+                mib(held),
+                mib(bytes),
+                mib(max)
+            )));
+        }
+        if let Some(p) = map.get_mut(&key) {
             p.params = rows;
+            p.param_bytes = bytes;
         }
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),

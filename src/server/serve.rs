@@ -32,6 +32,9 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Prepared statements one tenant may hold open at once.
     pub max_prepared_per_tenant: usize,
+    /// Memory the bound parameters of one tenant's open prepared statements may hold
+    /// together (as uploaded).
+    pub max_bound_param_bytes: usize,
     /// Send results in DataFusion's view types (`Utf8View`, ...) instead of the plain
     /// types every client reads (see `server/types.rs`).
     pub keep_view_types: bool,
@@ -63,6 +66,7 @@ impl Default for ServeOptions {
             max_param_rows: 100_000,
             shutdown_grace: Duration::from_secs(30),
             max_prepared_per_tenant: 1024,
+            max_bound_param_bytes: 1 << 30,
             keep_view_types: false,
             tls: None,
         }

@@ -814,6 +814,54 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
     server.task.await.unwrap().unwrap();
 }
 
+/// The parameters bound to a tenant's open prepared statements are bounded together:
+/// a client cannot hold memory by binding near the upload limit to statement after
+/// statement; closing one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_bound_to_open_statements_are_bounded_per_tenant() {
+    let mut server = start_with(ServeOptions {
+        query_timeout: Duration::from_secs(10),
+        max_upload_bytes: 64 << 10,
+        max_bound_param_bytes: 100 << 10,
+        ..Default::default()
+    })
+    .await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+    let value = || {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("0", DataType::Utf8, false)])),
+            vec![Arc::new(StringArray::from(vec!["x".repeat(40 << 10)])) as ArrayRef],
+        )
+        .unwrap()
+    };
+    let mut open = vec![];
+    for _ in 0..2 {
+        let mut p = acme
+            .prepare("SELECT length($1) AS n".into(), None)
+            .await
+            .unwrap();
+        p.set_parameters(value()).unwrap();
+        p.execute().await.unwrap();
+        open.push(p);
+    }
+    let mut third = acme
+        .prepare("SELECT length($1) AS n".into(), None)
+        .await
+        .unwrap();
+    third.set_parameters(value()).unwrap();
+    let err = third.execute().await.unwrap_err().to_string();
+    assert!(err.contains("--max-bound-params-mib"), "{err}");
+    // Binding again to a statement replaces what it held.
+    open[0].set_parameters(value()).unwrap();
+    open[0].execute().await.unwrap();
+    open.remove(0).close().await.unwrap();
+    third.set_parameters(value()).unwrap();
+    third.execute().await.unwrap();
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
+
 /// A prepared update over many rows of parameters that runs past the timeout says how
 /// many rows of parameters were applied, and that is what the table holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
