@@ -10,23 +10,32 @@
 //! [`MAX_FUNCTION_RESULT_BYTES`] before it allocates. Constant folding runs them
 //! through the wrapper too, so such a literal fails at planning.
 //!
-//! Not bounded here: a chain of operators (`x || x || ...`) over values that are each
-//! under the bound; its length is bounded by the SQL's size and depth limits.
+//!
+//! The concatenation operator (`a || b` on text or binary) is bounded the same way: an
+//! analyzer rule, run after type coercion, puts [`ConcatOperator`] in place of each
+//! `||`, so a chain `x || x || ...` of values each under the bound is refused at the
+//! link where it passes it.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::kernels::concat_elements::concat_elements_dyn;
 use datafusion::arrow::compute::kernels::length::length;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
-use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature,
+    BinaryExpr, ColumnarValue, Documentation, Expr, LogicalPlan, Operator, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::optimizer::AnalyzerRule;
 
 /// The most one call of a bounded function may produce, for all rows of its batch.
 pub const MAX_FUNCTION_RESULT_BYTES: u64 = 256 << 20;
@@ -78,7 +87,113 @@ pub fn bound_functions(state: &mut SessionState, max_bytes: u64) -> DfResult<()>
             max_bytes,
         })))?;
     }
+    state.add_analyzer_rule(Arc::new(BoundConcatOperator {
+        function: Arc::new(ScalarUDF::new_from_impl(ConcatOperator {
+            signature: Signature::any(2, Volatility::Immutable),
+            max_bytes,
+        })),
+    }));
     Ok(())
+}
+
+/// Puts [`ConcatOperator`] in place of every `a || b` left after type coercion (on
+/// lists, `||` is planned as `array_concat`, already bounded), keeping the names of
+/// the columns it appears in.
+#[derive(Debug)]
+struct BoundConcatOperator {
+    function: Arc<ScalarUDF>,
+}
+
+impl AnalyzerRule for BoundConcatOperator {
+    fn name(&self) -> &str {
+        "bound_concat_operator"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            let names = NamePreserver::new(&node);
+            node.map_expressions(|expr| {
+                let name = names.save(&expr);
+                let rewritten = expr.transform_up(|e| match e {
+                    Expr::BinaryExpr(BinaryExpr {
+                        left,
+                        op: Operator::StringConcat,
+                        right,
+                    }) => Ok(Transformed::yes(Expr::ScalarFunction(
+                        ScalarFunction::new_udf(Arc::clone(&self.function), vec![*left, *right]),
+                    ))),
+                    e => Ok(Transformed::no(e)),
+                })?;
+                Ok(rewritten.update_data(|e| name.restore(e)))
+            })
+        })
+        .map(|t| t.data)
+    }
+}
+
+/// `a || b` on two values of one text or binary type (what type coercion leaves), with
+/// the bound of the functions above; NULL when either side is.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ConcatOperator {
+    signature: Signature,
+    max_bytes: u64,
+}
+
+impl ScalarUDFImpl for ConcatOperator {
+    fn name(&self) -> &str {
+        "concat_operator"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        arg_types.first().cloned().ok_or_else(|| {
+            DataFusionError::Internal("the concatenation operator takes two values".into())
+        })
+    }
+
+    /// Named as the operator is, so that columns keep their names.
+    fn schema_name(&self, args: &[Expr]) -> DfResult<String> {
+        match args {
+            [left, right] => Ok(format!("{} || {}", left.schema_name(), right.schema_name())),
+            _ => Err(DataFusionError::Internal(
+                "the concatenation operator takes two values".into(),
+            )),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [left, right] = args.args.as_slice() else {
+            return Err(DataFusionError::Internal(
+                "the concatenation operator takes two values".into(),
+            ));
+        };
+        let scalars = matches!(
+            (left, right),
+            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
+        );
+        let rows = if scalars { 1 } else { args.number_rows };
+        let estimate = byte_lengths(left, rows)?
+            .into_iter()
+            .chain(byte_lengths(right, rows)?)
+            .fold(0u64, u64::saturating_add);
+        if estimate > self.max_bytes {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "a || b would make up to {} KiB in one call; a function's result is \
+                 bounded at {} KiB",
+                estimate >> 10,
+                self.max_bytes >> 10
+            )));
+        }
+        let joined = concat_elements_dyn(&left.to_array(rows)?, &right.to_array(rows)?)?;
+        if scalars {
+            ScalarValue::try_from_array(&joined, 0).map(ColumnarValue::Scalar)
+        } else {
+            Ok(ColumnarValue::Array(joined))
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -319,6 +434,9 @@ mod tests {
             "SELECT regexp_replace(repeat('x', 1000), '', repeat('y', 1000), 'g')",
             "SELECT concat(repeat('x', 600000), repeat('y', 600000))",
             "SELECT concat_ws(',', repeat('x', 600000), repeat('y', 600000))",
+            // A chain of operators, each side under the bound.
+            "SELECT repeat('x', 400000) || repeat('y', 400000) || repeat('z', 400000)",
+            "SELECT s || s || s FROM (VALUES (repeat('x', 400000))) AS t(s)",
             // Per row too: the values come from a column.
             "SELECT repeat('x', n) FROM (VALUES (2000000), (1)) AS t(n)",
         ] {
@@ -332,6 +450,11 @@ mod tests {
             ("SELECT cardinality(range(1, 1001))", 1000),
             ("SELECT length(replace('aaa', 'a', 'bb'))", 6),
             ("SELECT length(concat('a', 'bc', NULL))", 3),
+            ("SELECT length('ab' || 'cd' || repeat('x', 1000))", 1004),
+            (
+                "SELECT sum(length(s || '!' || s)) FROM (VALUES ('a'), ('bc')) AS t(s)",
+                8,
+            ),
         ] {
             let got = run(&ctx, sql).await.unwrap();
             let got = cast(&got[0], &DataType::Int64).unwrap();
@@ -340,5 +463,14 @@ mod tests {
         let dates =
             "SELECT cardinality(range(DATE '2024-01-01', DATE '2024-01-11', INTERVAL '1' DAY))";
         assert!(run(&ctx, dates).await.is_ok());
+        // The operator keeps SQL's NULL and the column's name.
+        let nulls = run(&ctx, "SELECT 'a' || NULL IS NULL").await.unwrap();
+        assert!(nulls[0].as_boolean().value(0));
+        let sql = "SELECT s || 'x', s FROM (VALUES ('a')) AS t(s) WHERE s || 'y' = 'ay'";
+        let name = |ctx: SessionContext| async move {
+            let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            batches[0].schema().field(0).name().clone()
+        };
+        assert_eq!(name(ctx.clone()).await, name(SessionContext::new()).await);
     }
 }
