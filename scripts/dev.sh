@@ -119,7 +119,7 @@ compare() {
   # The tenant layouts' memory, for the tenants-against-memory plot.
   cargo bench --quiet --bench remdb -- layouts | tee "$target/layouts.md"
   "$venv/bin/python" benches/compare/compare.py --data "$data" \
-    --remdb "$target/release/remdb" --json "$target/compare-results.json" \
+    --remdb "$target/release/remdb" --json docs/plots/compare-results.json \
     --plots docs/plots --tenants "$target/layouts.md" "$@"
 }
 

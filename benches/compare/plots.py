@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 # The same file for the same figures: no date or random ids in the SVG.
 matplotlib.rcParams["svg.hashsalt"] = "remdb"
@@ -47,6 +48,13 @@ def read_layouts(path):
     return rows
 
 
+def _log_axis(axis):
+    """A log axis labelled in plain numbers at 1, 2 and 5 of each decade."""
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def _save(fig, out_dir, name):
     path = os.path.join(out_dir, name)
     fig.tight_layout()
@@ -68,6 +76,7 @@ def recall_latency(wvec, out_dir, title):
             if setting != "-":
                 ax.annotate(setting, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
+    _log_axis(ax.xaxis)
     ax.set_xlabel("p50 latency per query, ms (log scale)")
     ax.set_ylabel("recall@10")
     ax.set_title(title)
@@ -96,6 +105,8 @@ def filtered_latency(whyb, out_dir, title):
             ax.annotate(f"{rec:.3f}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.1%}".replace(".0%", "%")))
+    _log_axis(ax.yaxis)
     ax.set_xlabel("share of rows passing the filter (log scale)")
     ax.set_ylabel("p50 latency of a filtered top-10, ms (log scale)")
     ax.set_title(title + "\n(labels: recall@10)")
@@ -111,6 +122,8 @@ def tenants_memory(layouts, out_dir):
         ax.plot([p[0] for p in points], [max(p[1], 0.1) for p in points], marker="o", label=layout)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    _log_axis(ax.yaxis)
     ax.set_xlabel("tenants in one database (log scale)")
     ax.set_ylabel("RSS after loading, MiB (log scale)")
     ax.set_title("Tenants against memory per RocksDB layout (layouts bench)")
