@@ -55,6 +55,11 @@ def _log_axis(axis):
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
+def _systems(rows):
+    """The systems of `rows`, in the order they first appear."""
+    return list(dict.fromkeys(r["system"] for r in rows))
+
+
 def _save(fig, out_dir, name):
     path = os.path.join(out_dir, name)
     fig.tight_layout()
@@ -65,11 +70,7 @@ def _save(fig, out_dir, name):
 
 def recall_latency(wvec, out_dir, title):
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    systems = []
-    for row in wvec:
-        if row["system"] not in systems:
-            systems.append(row["system"])
-    for system in systems:
+    for system in _systems(wvec):
         points = sorted((r["p50_ms"], r["recall"], r["setting"]) for r in wvec if r["system"] == system)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=system)
         for x, y, setting in points:
@@ -93,11 +94,7 @@ def selectivity(label):
 
 def filtered_latency(whyb, out_dir, title):
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    systems = []
-    for row in whyb:
-        if row["system"] not in systems:
-            systems.append(row["system"])
-    for system in systems:
+    for system in _systems(whyb):
         points = sorted((selectivity(r["filter"]), r["p50_ms"], r["recall"])
                         for r in whyb if r["system"] == system and selectivity(r["filter"]))
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=system)

@@ -29,7 +29,6 @@ use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Documentation, Expr, LogicalPlan, Operator, ReturnFieldArgs,
@@ -97,8 +96,8 @@ pub fn bound_functions(state: &mut SessionState, max_bytes: u64) -> DfResult<()>
 }
 
 /// Puts [`ConcatOperator`] in place of every `a || b` left after type coercion (on
-/// lists, `||` is planned as `array_concat`, already bounded), keeping the names of
-/// the columns it appears in.
+/// lists, `||` is planned as `array_concat`, already bounded). The function is named as
+/// the operator is ([`ConcatOperator::schema_name`]), so columns keep their names.
 #[derive(Debug)]
 struct BoundConcatOperator {
     function: Arc<ScalarUDF>,
@@ -111,10 +110,8 @@ impl AnalyzerRule for BoundConcatOperator {
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
         plan.transform_up_with_subqueries(|node| {
-            let names = NamePreserver::new(&node);
             node.map_expressions(|expr| {
-                let name = names.save(&expr);
-                let rewritten = expr.transform_up(|e| match e {
+                expr.transform_up(|e| match e {
                     Expr::BinaryExpr(BinaryExpr {
                         left,
                         op: Operator::StringConcat,
@@ -123,8 +120,7 @@ impl AnalyzerRule for BoundConcatOperator {
                         ScalarFunction::new_udf(Arc::clone(&self.function), vec![*left, *right]),
                     ))),
                     e => Ok(Transformed::no(e)),
-                })?;
-                Ok(rewritten.update_data(|e| name.restore(e)))
+                })
             })
         })
         .map(|t| t.data)
