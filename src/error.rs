@@ -28,11 +28,27 @@ pub enum Error {
     ResourcesExhausted(String),
     /// The work was stopped before it finished (its caller gave up: a timeout).
     Cancelled(String),
+    /// A bug, in remdb or a library below it: code panicked while running a statement.
+    /// The statement failed as a whole; the process and every other statement go on.
+    Internal(String),
 }
 
 impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
+    }
+
+    /// The error a caught panic becomes: `doing` says what panicked, the payload why.
+    pub fn from_panic(doing: &str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        tracing::error!("{doing} panicked: {why}");
+        Error::Internal(format!(
+            "{doing} failed on a bug in the engine (a panic: {why}); nothing else was affected"
+        ))
     }
 
     /// The message without the kind in front of it.
@@ -45,7 +61,8 @@ impl Error {
             | Error::Storage(m)
             | Error::Corruption(m)
             | Error::ResourcesExhausted(m)
-            | Error::Cancelled(m) => m,
+            | Error::Cancelled(m)
+            | Error::Internal(m) => m,
         }
     }
 }
@@ -61,6 +78,7 @@ impl fmt::Display for Error {
             Error::Corruption(m) => write!(f, "corruption: {m}"),
             Error::ResourcesExhausted(m) => write!(f, "resources exhausted: {m}"),
             Error::Cancelled(m) => write!(f, "cancelled: {m}"),
+            Error::Internal(m) => write!(f, "internal error: {m}"),
         }
     }
 }

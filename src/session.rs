@@ -40,7 +40,7 @@ pub use prepared::PreparedStatement;
 
 use crate::error::{Error, Result};
 use crate::query::index_ddl::{IndexCommand, index_command};
-use crate::query::lazy::{SetOnDrop, on_own_thread};
+use crate::query::lazy::{SetOnDrop, on_own_thread_charged};
 use crate::query::vector::{VECTOR_PARAM_FUNC, encode_vector_param};
 use crate::query::{QueryOptions, tenant_context};
 use crate::storage::{
@@ -53,7 +53,8 @@ use plan_cache::PlanCache;
 /// Limits on the statements of a remote client (see [`Tenant::client_stream`]).
 #[derive(Debug, Clone)]
 pub struct ClientLimits {
-    /// Memory a query's sorts, joins and aggregates may hold (they fail beyond it).
+    /// Memory a query's sorts, joins and aggregates, and the result batches it has made
+    /// and not yet handed over, may hold (the query fails beyond it).
     pub memory_bytes: usize,
 }
 
@@ -251,24 +252,27 @@ impl Tenant {
     /// the last run when it can (see [`Tenant::plan_cache_stats`]): no parsing and no
     /// planning.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
-        let options = Arc::clone(self.inner.ctx.state_ref().read().config().options());
-        // Read before planning: an index created meanwhile makes the kept plan stale
-        // (a mismatch on the next run), never the other way round.
-        let indexes = self.inner.store.user_indexes()?;
-        if let Some((plan, task)) = self.inner.plans.get(sql, &options, &indexes)? {
-            return collect_result(plan, task).await;
-        }
-        let mut statements = parse(sql)?;
-        if statements.len() != 1 {
-            return Err(Error::invalid(format!(
-                "expected one SQL statement, got {} (use sql_script for several)",
-                statements.len()
-            )));
-        }
-        let statement = statements
-            .pop()
-            .ok_or_else(|| Error::invalid("empty SQL"))?;
-        self.run(statement, Some((sql, indexes))).await
+        guarded(async {
+            let options = Arc::clone(self.inner.ctx.state_ref().read().config().options());
+            // Read before planning: an index created meanwhile makes the kept plan stale
+            // (a mismatch on the next run), never the other way round.
+            let indexes = self.inner.store.user_indexes()?;
+            if let Some((plan, task)) = self.inner.plans.get(sql, &options, &indexes)? {
+                return collect_result(plan, task).await;
+            }
+            let mut statements = parse(sql)?;
+            if statements.len() != 1 {
+                return Err(Error::invalid(format!(
+                    "expected one SQL statement, got {} (use sql_script for several)",
+                    statements.len()
+                )));
+            }
+            let statement = statements
+                .pop()
+                .ok_or_else(|| Error::invalid("empty SQL"))?;
+            self.run(statement, Some((sql, indexes))).await
+        })
+        .await
     }
 
     /// How [`Tenant::sql`] has reused the plans of repeated statement texts: the texts
@@ -279,13 +283,16 @@ impl Tenant {
 
     /// Runs `;`-separated statements in order, stopping at the first error.
     pub async fn sql_script(&self, script: &str) -> Result<Vec<StatementResult>> {
-        let mut out = Vec::new();
-        for statement in parse(script)? {
-            let sql = statement.to_string();
-            let result = self.run(statement, None).await?;
-            out.push(StatementResult { sql, result });
-        }
-        Ok(out)
+        guarded(async {
+            let mut out = Vec::new();
+            for statement in parse(script)? {
+                let sql = statement.to_string();
+                let result = self.run(statement, None).await?;
+                out.push(StatementResult { sql, result });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Runs one statement. A query run from its text (`keep`: the text, and the declared
@@ -387,33 +394,44 @@ impl Tenant {
         params: &[Param],
         limits: &ClientLimits,
     ) -> Result<SchemaRef> {
-        let statement = Self::one_statement(sql, params)?;
-        Ok(match self.client_plan(statement, limits).await? {
-            Some(frame) => Arc::new(frame.schema().as_arrow().clone()),
-            None => Arc::new(Schema::empty()),
+        guarded(async {
+            let statement = Self::one_statement(sql, params)?;
+            Ok(match self.client_plan(statement, limits).await? {
+                Some(frame) => Arc::new(frame.schema().as_arrow().clone()),
+                None => Arc::new(Schema::empty()),
+            })
         })
+        .await
     }
 
     /// Runs a client statement and streams its result (see [`ClientLimits`]), polled on
-    /// a thread of its own (see [`on_own_thread`]).
+    /// a thread of its own, its batches charged to its memory limit on their way out
+    /// (see [`on_own_thread_charged`]).
     pub async fn client_stream(
         &self,
         sql: &str,
         params: &[Param],
         limits: &ClientLimits,
     ) -> Result<SendableRecordBatchStream> {
-        let statement = Self::one_statement(sql, params)?;
-        match self.client_plan(statement.clone(), limits).await? {
-            Some(frame) => Ok(on_own_thread(frame.execute_stream().await?)),
-            None => {
-                if let Some(command) = index_command(&statement)? {
-                    self.run_index_command(command).await?;
+        guarded(async {
+            let statement = Self::one_statement(sql, params)?;
+            match self.client_plan(statement.clone(), limits).await? {
+                Some(frame) => {
+                    let pool = Arc::clone(frame.task_ctx().memory_pool());
+                    let stream = frame.execute_stream().await?;
+                    Ok(on_own_thread_charged(stream, Some(&pool)))
                 }
-                Ok(Box::pin(EmptyRecordBatchStream::new(Arc::new(
-                    Schema::empty(),
-                ))))
+                None => {
+                    if let Some(command) = index_command(&statement)? {
+                        self.run_index_command(command).await?;
+                    }
+                    let empty: SendableRecordBatchStream =
+                        Box::pin(EmptyRecordBatchStream::new(Arc::new(Schema::empty())));
+                    Ok(empty)
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Appends Arrow batches to a table (bulk ingest): columns are matched by name,
@@ -563,9 +581,24 @@ impl Tenant {
     /// Runs one SQL statement whose `$1`, `$2`, ... are replaced by `params` (a vector
     /// parameter becomes an array literal, so it works inside `vector_similar`).
     pub async fn sql_with_params(&self, sql: &str, params: &[Param]) -> Result<QueryResult> {
-        let mut statement = Self::one_statement(sql, &[])?;
-        bind_params(&mut statement, params)?;
-        self.run(statement, None).await
+        guarded(async {
+            let mut statement = Self::one_statement(sql, &[])?;
+            bind_params(&mut statement, params)?;
+            self.run(statement, None).await
+        })
+        .await
+    }
+}
+
+/// Runs `work`, a panic in it (DataFusion asserts in places where it should return
+/// errors) becoming [`Error::Internal`]: the statement fails, the process and the
+/// tenant's other statements go on. DataFusion's own tasks hand their panics to the
+/// thread that polls them, so this catches those too.
+pub(crate) async fn guarded<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(payload) => Err(Error::from_panic("the statement", &*payload)),
     }
 }
 

@@ -71,6 +71,12 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     _rem_db,
+    InternalError,
+    RemDbError,
+    "A bug: the engine panicked running the call; the call failed, nothing else did."
+);
+pyo3::create_exception!(
+    _rem_db,
     CorruptionError,
     RemDbError,
     "Stored bytes could not be decoded."
@@ -100,6 +106,7 @@ fn py_err(e: Error) -> PyErr {
         Error::Corruption(m) => CorruptionError::new_err(m),
         Error::ResourcesExhausted(m) => ResourcesExhausted::new_err(m),
         Error::Cancelled(m) => Cancelled::new_err(m),
+        Error::Internal(m) => InternalError::new_err(m),
     }
 }
 
@@ -256,5 +263,6 @@ fn _rem_db(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CorruptionError", py.get_type::<CorruptionError>())?;
     m.add("ResourcesExhausted", py.get_type::<ResourcesExhausted>())?;
     m.add("Cancelled", py.get_type::<Cancelled>())?;
+    m.add("InternalError", py.get_type::<InternalError>())?;
     Ok(())
 }

@@ -17,13 +17,16 @@
 //! it twice, a third of its time), a long statement pays it once per chunk.
 
 use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use datafusion::arrow::array::Array;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::metrics::BaselineMetrics;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
@@ -203,8 +206,24 @@ pub fn chunk_stream<W: Chunks>(
 /// nodes' steps run on that thread too. Once the returned stream is dropped, the query
 /// stops at its next yield (and a long step of ours at its next check of [`Stop`]).
 pub fn on_own_thread(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    on_own_thread_charged(stream, None)
+}
+
+/// [`on_own_thread`], with every batch the query hands out charged to `pool` (the
+/// query's own) from when it is made until its reader asks for the one after it: the
+/// batches in the channel and the one being sent count against the query's limit with
+/// its sorts and joins, and a query whose answer outgrows the limit fails with
+/// ResourcesExhausted instead of holding the memory. A batch counts its own slice of its
+/// buffers: slices of one sorted buffer are not each counted whole.
+pub fn on_own_thread_charged(
+    stream: SendableRecordBatchStream,
+    pool: Option<&Arc<dyn MemoryPool>>,
+) -> SendableRecordBatchStream {
     let schema = stream.schema();
-    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    // Grown by each batch, then split: the batch's own reservation frees it when dropped.
+    let charged = pool.map(|pool| MemoryConsumer::new("result batches").register(pool));
+    let (sender, receiver) =
+        tokio::sync::mpsc::channel::<(DfResult<RecordBatch>, Option<MemoryReservation>)>(2);
     let runtime = tokio::runtime::Handle::current();
     let gone = SetOnDrop(Arc::new(AtomicBool::new(false)));
     let client = Arc::clone(&gone.0);
@@ -214,24 +233,71 @@ pub fn on_own_thread(stream: SendableRecordBatchStream) -> SendableRecordBatchSt
             loop {
                 // A dropped receiver stops the query at its next yield (DataFusion's
                 // operators yield at least once per batch and within tokio's budget).
-                let next = runtime.block_on(async {
-                    tokio::select! {
-                        biased;
-                        () = sender.closed() => None,
-                        item = stream.next() => item,
+                let next = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    runtime.block_on(async {
+                        tokio::select! {
+                            biased;
+                            () = sender.closed() => None,
+                            item = stream.next() => item,
+                        }
+                    })
+                }));
+                // A panic below (DataFusion asserts where it should return errors) ends
+                // the query with an error: were the thread left to die, the channel
+                // would close and the reader would take the rows so far for the whole
+                // answer.
+                let (next, panicked) = match next {
+                    Ok(next) => (next, false),
+                    Err(payload) => {
+                        let error = crate::error::Error::from_panic("the query", &*payload);
+                        (Some(Err(DataFusionError::External(Box::new(error)))), true)
                     }
-                });
+                };
                 let Some(item) = next else { return };
-                if sender.blocking_send(item).is_err() {
+                let mut stop = panicked;
+                let (item, charge) = match (item, &charged) {
+                    (Ok(batch), Some(charged)) => {
+                        let bytes = slice_bytes(&batch);
+                        match charged.try_grow(bytes) {
+                            Ok(()) => (Ok(batch), Some(charged.split(bytes))),
+                            Err(e) => {
+                                stop = true;
+                                (Err(e), None)
+                            }
+                        }
+                    }
+                    (item, _) => (item, None),
+                };
+                if sender.blocking_send((item, charge)).is_err() || stop {
                     return;
                 }
             }
         })
     });
-    let batches = futures::stream::unfold((receiver, gone), |(mut receiver, gone)| async move {
-        receiver.recv().await.map(|item| (item, (receiver, gone)))
-    });
+    // The reader holds the charge of the batch it was handed last until it asks again.
+    let held: Option<MemoryReservation> = None;
+    let batches = futures::stream::unfold(
+        (receiver, gone, held),
+        |(mut receiver, gone, held)| async move {
+            drop(held);
+            let (item, charge) = receiver.recv().await?;
+            Some((item, (receiver, gone, charge)))
+        },
+    );
     Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
+/// The bytes of the values a batch holds: its slice of its buffers, not their capacity.
+fn slice_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// Work that makes one batch once (a search, a walk): `run` is called on the first

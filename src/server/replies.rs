@@ -25,6 +25,7 @@ pub(super) fn status(e: Error) -> Status {
         Error::ResourcesExhausted(m) => Status::resource_exhausted(m),
         Error::Cancelled(m) => Status::cancelled(m),
         Error::Query(m) => Status::invalid_argument(m),
+        Error::Internal(m) => Status::internal(m),
         // The message may name the server's files: it goes to the log, not the client.
         Error::Storage(m) | Error::Corruption(m) => {
             tracing::error!("internal error: {m}");

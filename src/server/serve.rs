@@ -2,8 +2,14 @@
 //! endpoint beside it, and the shutdown (stop accepting, a grace period, then cancel and
 //! save the vector indexes).
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tonic::transport::Server;
@@ -129,6 +135,7 @@ pub async fn serve_with_metrics(
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = builder
+        .layer(tower::layer::layer_fn(CatchPanic))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, signal);
     let cancel = async move {
@@ -152,4 +159,41 @@ pub async fn serve_with_metrics(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Turns a panic in a call's handler into the call's `internal` error: the client hears
+/// what happened, its connection and the other calls on it go on. (A panic while a
+/// result streams is caught where the query is polled, `query::lazy`; one in planning,
+/// by the session.)
+#[derive(Clone)]
+struct CatchPanic<S>(S);
+
+type HttpRequest = http::Request<tonic::body::Body>;
+
+impl<S> tower::Service<HttpRequest> for CatchPanic<S>
+where
+    S: tower::Service<HttpRequest, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        let call = std::panic::catch_unwind(AssertUnwindSafe(|| self.0.call(request)));
+        Box::pin(async move {
+            let outcome = match call {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(payload) => Err(payload),
+            };
+            outcome.unwrap_or_else(|payload| {
+                let e = Error::from_panic("the call", &*payload);
+                Ok(tonic::Status::internal(e.message()).into_http())
+            })
+        })
+    }
 }

@@ -37,10 +37,10 @@ use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, visit_expressions}
 use parking_lot::Mutex;
 
 use super::plan_cache::reusable;
-use super::{ClientLimits, Param, Tenant, bind_params, client_runtime};
+use super::{ClientLimits, Param, Tenant, bind_params, client_runtime, guarded};
 use crate::error::{Error, Result};
 use crate::query::index_ddl::index_command;
-use crate::query::lazy::on_own_thread;
+use crate::query::lazy::on_own_thread_charged;
 use crate::query::vector::{VectorSearchExec, VectorSimilarTable};
 use crate::storage::{IndexDef, TenantStore};
 
@@ -89,38 +89,41 @@ impl Tenant {
     /// [`PreparedStatement::execute`] with a value for each. Index commands cannot be
     /// prepared; DDL and session statements (`SET`) are refused.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedStatement> {
-        let statement = Self::one_statement(sql, &[])?;
-        if index_command(&statement)?.is_some() {
-            return Err(Error::invalid(
-                "CREATE INDEX and DROP INDEX cannot be prepared; run them as statements",
-            ));
-        }
-        let state = self.inner.ctx.state();
-        // A planning error may come from a placeholder where a constant is required:
-        // such a statement is planned per call. Without placeholders, a statement that
-        // does not plan now never will.
-        let placeholders = has_placeholders(&statement);
-        let plan = match state.statement_to_plan(statement.clone()).await {
-            Ok(plan) => plan,
-            Err(e) if !placeholders => return Err(e.into()),
-            Err(_) => return Ok(self.reparsed(statement)),
-        };
-        // What the policy refuses is refused now, placeholders or not.
-        self.policy.check(&plan)?;
-        // `now()` and the like are folded into constants by the optimizer: planned once,
-        // they would keep the time of `prepare`.
-        if calls_stable_functions(&plan)? {
-            return Ok(self.reparsed(statement));
-        }
-        let planned = match plan_once(&state, &plan) {
-            Ok(planned) => planned,
-            Err(e) if !placeholders => return Err(e),
-            Err(_) => return Ok(self.reparsed(statement)),
-        };
-        Ok(PreparedStatement {
-            tenant: self.clone(),
-            form: Form::Planned(Box::new(planned)),
+        guarded(async {
+            let statement = Self::one_statement(sql, &[])?;
+            if index_command(&statement)?.is_some() {
+                return Err(Error::invalid(
+                    "CREATE INDEX and DROP INDEX cannot be prepared; run them as statements",
+                ));
+            }
+            let state = self.inner.ctx.state();
+            // A planning error may come from a placeholder where a constant is required:
+            // such a statement is planned per call. Without placeholders, a statement that
+            // does not plan now never will.
+            let placeholders = has_placeholders(&statement);
+            let plan = match state.statement_to_plan(statement.clone()).await {
+                Ok(plan) => plan,
+                Err(e) if !placeholders => return Err(e.into()),
+                Err(_) => return Ok(self.reparsed(statement)),
+            };
+            // What the policy refuses is refused now, placeholders or not.
+            self.policy.check(&plan)?;
+            // `now()` and the like are folded into constants by the optimizer: planned once,
+            // they would keep the time of `prepare`.
+            if calls_stable_functions(&plan)? {
+                return Ok(self.reparsed(statement));
+            }
+            let planned = match plan_once(&state, &plan) {
+                Ok(planned) => planned,
+                Err(e) if !placeholders => return Err(e),
+                Err(_) => return Ok(self.reparsed(statement)),
+            };
+            Ok(PreparedStatement {
+                tenant: self.clone(),
+                form: Form::Planned(Box::new(planned)),
+            })
         })
+        .await
     }
 
     fn reparsed(&self, statement: Statement) -> PreparedStatement {
@@ -265,27 +268,36 @@ impl Tenant {
         params: &[Param],
         limits: &ClientLimits,
     ) -> Result<SendableRecordBatchStream> {
-        if !Arc::ptr_eq(&prepared.tenant.inner, &self.inner) {
-            return Err(Error::invalid(
-                "this prepared statement was made in another session (another tenant, or \
-                 the tenant was dropped and created again): prepare it again",
-            ));
-        }
-        match &prepared.form {
-            Form::Planned(p) => {
-                let physical = p.physical(&self.inner.store, params).await?;
-                let task = TaskContext::from(&p.state).with_runtime(client_runtime(limits)?);
-                Ok(on_own_thread(execute_stream(physical, Arc::new(task))?))
+        guarded(async {
+            if !Arc::ptr_eq(&prepared.tenant.inner, &self.inner) {
+                return Err(Error::invalid(
+                    "this prepared statement was made in another session (another tenant, or \
+                     the tenant was dropped and created again): prepare it again",
+                ));
             }
-            Form::Reparsed(statement) => {
-                let mut statement = statement.clone();
-                bind_params(&mut statement, params)?;
-                match self.client_plan(statement, limits).await? {
-                    Some(frame) => Ok(on_own_thread(frame.execute_stream().await?)),
-                    None => Err(Error::invalid("index commands cannot be prepared")),
+            match &prepared.form {
+                Form::Planned(p) => {
+                    let physical = p.physical(&self.inner.store, params).await?;
+                    let task = TaskContext::from(&p.state).with_runtime(client_runtime(limits)?);
+                    let pool = Arc::clone(task.memory_pool());
+                    let stream = execute_stream(physical, Arc::new(task))?;
+                    Ok(on_own_thread_charged(stream, Some(&pool)))
+                }
+                Form::Reparsed(statement) => {
+                    let mut statement = statement.clone();
+                    bind_params(&mut statement, params)?;
+                    match self.client_plan(statement, limits).await? {
+                        Some(frame) => {
+                            let pool = Arc::clone(frame.task_ctx().memory_pool());
+                            let stream = frame.execute_stream().await?;
+                            Ok(on_own_thread_charged(stream, Some(&pool)))
+                        }
+                        None => Err(Error::invalid("index commands cannot be prepared")),
+                    }
                 }
             }
-        }
+        })
+        .await
     }
 }
 
@@ -329,46 +341,55 @@ impl PreparedStatement {
 
     /// Runs the statement with these values for `$1`, `$2`, ... and collects its result.
     pub async fn execute(&self, params: &[Param]) -> Result<Vec<RecordBatch>> {
-        match &self.form {
-            Form::Planned(p) => {
-                let physical = p.physical(&self.tenant.inner.store, params).await?;
-                Ok(collect(physical, Arc::clone(&p.task)).await?)
+        guarded(async {
+            match &self.form {
+                Form::Planned(p) => {
+                    let physical = p.physical(&self.tenant.inner.store, params).await?;
+                    Ok(collect(physical, Arc::clone(&p.task)).await?)
+                }
+                Form::Reparsed(statement) => Ok(self
+                    .reparsed_frame(statement, params)
+                    .await?
+                    .collect()
+                    .await?),
             }
-            Form::Reparsed(statement) => Ok(self
-                .reparsed_frame(statement, params)
-                .await?
-                .collect()
-                .await?),
-        }
+        })
+        .await
     }
 
     /// Runs the statement and streams its result.
     pub async fn execute_stream(&self, params: &[Param]) -> Result<SendableRecordBatchStream> {
-        match &self.form {
-            Form::Planned(p) => {
-                let physical = p.physical(&self.tenant.inner.store, params).await?;
-                Ok(execute_stream(physical, Arc::clone(&p.task))?)
+        guarded(async {
+            match &self.form {
+                Form::Planned(p) => {
+                    let physical = p.physical(&self.tenant.inner.store, params).await?;
+                    Ok(execute_stream(physical, Arc::clone(&p.task))?)
+                }
+                Form::Reparsed(statement) => Ok(self
+                    .reparsed_frame(statement, params)
+                    .await?
+                    .execute_stream()
+                    .await?),
             }
-            Form::Reparsed(statement) => Ok(self
-                .reparsed_frame(statement, params)
-                .await?
-                .execute_stream()
-                .await?),
-        }
+        })
+        .await
     }
 
     /// The physical plan these values would run with, as `EXPLAIN` shows it.
     pub async fn explain(&self, params: &[Param]) -> Result<String> {
-        let physical = match &self.form {
-            Form::Planned(p) => p.physical(&self.tenant.inner.store, params).await?,
-            Form::Reparsed(statement) => {
-                self.reparsed_frame(statement, params)
-                    .await?
-                    .create_physical_plan()
-                    .await?
-            }
-        };
-        Ok(displayable(physical.as_ref()).indent(false).to_string())
+        guarded(async {
+            let physical = match &self.form {
+                Form::Planned(p) => p.physical(&self.tenant.inner.store, params).await?,
+                Form::Reparsed(statement) => {
+                    self.reparsed_frame(statement, params)
+                        .await?
+                        .create_physical_plan()
+                        .await?
+                }
+            };
+            Ok(displayable(physical.as_ref()).indent(false).to_string())
+        })
+        .await
     }
 
     /// A statement planned per call, with its values in place, under the same refusals

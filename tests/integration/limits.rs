@@ -120,3 +120,35 @@ async fn statements_the_planner_mishandles_get_clear_errors() {
         assert_refused(result, says);
     }
 }
+
+/// DataFusion 55 asserts, instead of returning an error, when `avg` is given an
+/// `ORDER BY` in a grouped query (apache/datafusion#25401, unfixed in 55.2): the statement fails with
+/// [`Error::Internal`] naming the panic, through every entry point, and the tenant goes
+/// on. Without the catch, the panic unwinds into the embedding application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_engine_is_the_statement_error() {
+    let (_dir, _db, t) = fresh("acme");
+    t.sql("INSERT INTO entities (id, type, name) VALUES ('a', 'person', 'Ada'), ('b', 'person', 'Alan')")
+        .await
+        .unwrap();
+    let panicking = "SELECT type, avg(length(name) ORDER BY name) FROM entities GROUP BY type";
+    let is_panic = |r: remdb::Result<_>| match r {
+        Err(Error::Internal(m)) => assert!(m.contains("single argument"), "{m}"),
+        Err(other) => panic!("expected Internal, got {other}"),
+        Ok(_) => panic!("expected Internal, got rows"),
+    };
+    for _ in 0..2 {
+        is_panic(t.sql(panicking).await.map(|_| ()));
+        is_panic(
+            t.sql_script(&format!("SELECT 1; {panicking}"))
+                .await
+                .map(|_| ()),
+        );
+        let prepared = t.prepare(panicking).await.unwrap();
+        is_panic(prepared.execute(&[]).await.map(|_| ()));
+        assert_eq!(
+            super::rows(&t, "SELECT count(*) FROM entities").await,
+            ["2"]
+        );
+    }
+}

@@ -1169,3 +1169,80 @@ async fn metrics_count_requests_errors_and_bytes() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+/// Prepares `sql`, runs it without parameters and fetches its result.
+async fn run_prepared(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, String> {
+    let mut prepared = client
+        .prepare(sql.to_string(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = prepared.execute().await.map_err(|e| e.to_string())?;
+    fetch(client, &info).await
+}
+
+/// DataFusion 55 asserts, instead of returning an error, when `avg` is given an
+/// `ORDER BY` in a grouped query (apache/datafusion#25401): the statement fails with `internal`, naming the
+/// panic, and is never taken for an empty answer; the same connection and the other
+/// tenants go on. Without the catch, the query's thread dies, its channel closes, and
+/// the client reads zero rows as the whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_engine_fails_its_statement_and_nothing_else() {
+    let mut server = start().await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+    let mut globex = client(server.addr).await;
+    globex.set_token(server.globex_token.clone());
+    let panicking = "SELECT type, avg(length(name) ORDER BY name) FROM entities GROUP BY type";
+    for round in 0..3 {
+        let err = query(&mut acme, panicking).await.unwrap_err();
+        assert!(
+            err.contains("Internal") && err.contains("panic"),
+            "round {round}: {err}"
+        );
+        // Prepared, planned once: the same.
+        let err = run_prepared(&mut acme, panicking).await.unwrap_err();
+        assert!(err.contains("panic"), "round {round}: {err}");
+        let names = query(&mut acme, "SELECT name FROM entities ORDER BY name").await;
+        assert_eq!(strings(&names.unwrap(), 0), ["Ada", "Alan"]);
+        let names = query(&mut globex, "SELECT name FROM entities ORDER BY name").await;
+        assert_eq!(strings(&names.unwrap(), 0), ["Grace", "Gus"]);
+    }
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
+
+/// The batches of a result count against the query's memory limit until they are
+/// sent: a query whose answer is larger than the limit fails with `resource_exhausted`
+/// (without the charge, its three batches of 1.2 MB each stream under a 1 MiB limit); a
+/// smaller answer, and a larger one in smaller batches, stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_batches_count_against_the_query_memory_limit() {
+    let mut server = start_with(ServeOptions {
+        memory_limit: 1 << 20,
+        ..Default::default()
+    })
+    .await;
+    let mut acme = client(server.addr).await;
+    acme.handshake("ada", "pw").await.unwrap();
+    let rows = "(VALUES (1), (2), (3)) AS t(i)";
+    let big = format!("SELECT i, repeat('x', 400000) AS v FROM {rows}");
+    let err = query(&mut acme, &big).await.unwrap_err();
+    assert!(
+        err.contains("Resources exhausted") && err.contains("result batches"),
+        "{err}"
+    );
+    let err = run_prepared(&mut acme, &big).await.unwrap_err();
+    assert!(err.contains("result batches"), "{err}");
+    let small = format!("SELECT i, repeat('x', 100000) AS v FROM {rows}");
+    for _ in 0..3 {
+        let batches = query(&mut acme, &small).await.unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+        let batches = run_prepared(&mut acme, &small).await.unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    }
+    let _ = server.stop.take().map(|s| s.send(()));
+    server.task.await.unwrap().unwrap();
+}
