@@ -325,9 +325,54 @@ impl SetVectors {
     }
 }
 
+/// Searches and adds that run in one index at once: one per core. usearch keeps a
+/// context (a visited set, a cast buffer) for each thread it was reserved for and fails
+/// a call that finds none free ("Reserve capacity ahead of searches!"); with queries on
+/// threads of their own, three clients searching one tenant on two cores were enough.
+/// The index is reserved for this many, and a call beyond them waits for a context
+/// (the calls are CPU-bound: more at once would not finish sooner).
+pub fn concurrent_calls() -> usize {
+    static CALLS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CALLS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A count of free usearch thread contexts (see [`concurrent_calls`]).
+struct Contexts {
+    free: parking_lot::Mutex<usize>,
+    freed: parking_lot::Condvar,
+}
+
+impl Contexts {
+    fn new() -> Self {
+        Contexts {
+            free: parking_lot::Mutex::new(concurrent_calls()),
+            freed: parking_lot::Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> ContextHeld<'_> {
+        let mut free = self.free.lock();
+        while *free == 0 {
+            self.freed.wait(&mut free);
+        }
+        *free -= 1;
+        ContextHeld(self)
+    }
+}
+
+struct ContextHeld<'a>(&'a Contexts);
+
+impl Drop for ContextHeld<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// One HNSW index. Searches share a read lock; adds and removes take the write lock.
 pub struct VectorIndex {
     index: RwLock<Index>,
+    contexts: Contexts,
     options: VectorOptions,
     /// The tenant's ef_search: the one option that can change on a loaded index.
     ef_search: std::sync::atomic::AtomicUsize,
@@ -362,9 +407,12 @@ impl VectorIndex {
     /// An empty index for vectors of `dimensions`.
     pub fn new(options: VectorOptions, dimensions: usize) -> Result<VectorIndex> {
         let index = Index::new(&Self::native_options(&options, dimensions)).map_err(usearch_err)?;
-        index.reserve(1024).map_err(usearch_err)?;
+        index
+            .reserve_capacity_and_threads(1024, concurrent_calls())
+            .map_err(usearch_err)?;
         Ok(VectorIndex {
             index: RwLock::new(index),
+            contexts: Contexts::new(),
             ef_search: std::sync::atomic::AtomicUsize::new(options.ef_search),
             options,
             dimensions,
@@ -428,11 +476,14 @@ impl VectorIndex {
             let needed = index.size() + items.len() + 1;
             if needed >= index.capacity() {
                 let grown = (index.capacity() * 2).max(needed).max(1024);
-                index.reserve(grown).map_err(usearch_err)?;
+                index
+                    .reserve_capacity_and_threads(grown, concurrent_calls())
+                    .map_err(usearch_err)?;
             }
         }
         let index = self.index.read();
         on_cores(items.len(), MIN_ADDS_PER_THREAD, |range| {
+            let _context = self.contexts.take();
             for (key, vector) in &items[range] {
                 index.add(*key, vector).map_err(usearch_err)?;
             }
@@ -469,12 +520,14 @@ impl VectorIndex {
         {
             let index = self.index.read();
             if index.expansion_search() == want_ef {
+                let _context = self.contexts.take();
                 return search_with(&index, query, k, filter);
             }
         }
         // A different expansion is an index-wide setting: change it under the write lock.
         let index = self.index.write();
         index.change_expansion_search(want_ef);
+        let _context = self.contexts.take();
         search_with(&index, query, k, filter)
     }
 
@@ -612,7 +665,14 @@ impl VectorIndex {
         for (covered, path) in files {
             let Some(p) = path.to_str() else { continue };
             let index = VectorIndex::new(options, dimensions)?;
-            let loaded = index.index.write().load(p);
+            let loaded = {
+                let native = index.index.write();
+                native.load(p).and_then(|()| {
+                    // As many contexts as a new index has.
+                    let room = native.capacity().max(native.size() + 1).max(1024);
+                    native.reserve_capacity_and_threads(room, concurrent_calls())
+                })
+            };
             match loaded {
                 Ok(()) if index.index.read().dimensions() == dimensions => {
                     return Ok(Some((index, covered)));

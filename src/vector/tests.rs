@@ -180,3 +180,41 @@ fn checks_refuse_bad_vectors() {
     assert!((Metric::Cosine.distance(&[1.0, 0.0], &[0.0, 1.0]) - 1.0).abs() < 1e-6);
     assert!((Metric::L2.distance(&[1.0, 0.0], &[0.0, 1.0]) - 2.0).abs() < 1e-6);
 }
+
+/// More searches at once than the machine has cores, while vectors are added, on a new
+/// index and on one loaded from a file: none fails. usearch reserves a context per core,
+/// and a search that finds none free fails ("Reserve capacity ahead of searches!"); past
+/// [`concurrent_calls`] a search waits for one.
+#[test]
+fn searches_beyond_the_core_count_run_at_once_with_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = VectorOptions {
+        dimensions: Some(16),
+        ..Default::default()
+    };
+    let built = VectorIndex::new(opts, 16).unwrap();
+    for i in 0..2000 {
+        built.upsert(i as u64, &unit(i, 16)).unwrap();
+    }
+    built.save(dir.path(), "resources", 1).unwrap();
+    let (loaded, _) = VectorIndex::load_latest(dir.path(), "resources", opts, 16)
+        .unwrap()
+        .unwrap();
+    for index in [&built, &loaded] {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 2000..2400 {
+                    index.upsert(i as u64, &unit(i, 16)).unwrap();
+                }
+            });
+            for t in 0..concurrent_calls() + 32 {
+                s.spawn(move || {
+                    for i in 0..20 {
+                        let ef = (i % 2 == 0).then_some(64 + t % 3);
+                        index.search(&unit(t * 20 + i, 16), 5, ef, None).unwrap();
+                    }
+                });
+            }
+        });
+    }
+}
