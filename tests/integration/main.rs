@@ -4,8 +4,10 @@
 mod api;
 mod cli;
 mod concurrency;
+mod crash;
 mod differential;
 mod execution;
+mod faults;
 mod fuzz;
 mod graph;
 mod hybrid;

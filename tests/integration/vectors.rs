@@ -1,15 +1,13 @@
-//! Vector search through the API, persistence of the index, and a crash test.
-
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+//! Vector search through the API and persistence of the index (the crash loop, in
+//! crash.rs, kills writers of vectors among the rest).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use remdb::{Batch, Db, DbOptions, Error, Param, Resource, StorageOptions, Table, VectorOptions};
+use remdb::{Batch, Db, Error, Param, Resource, VectorOptions};
 
 use super::{fresh, rows};
 
-fn random_unit(rng: &mut StdRng, d: usize) -> Vec<f32> {
+pub(crate) fn random_unit(rng: &mut StdRng, d: usize) -> Vec<f32> {
     let v: Vec<f32> = (0..d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / n).collect()
@@ -178,139 +176,6 @@ async fn index_survives_reopen_unload_and_a_lost_file() {
         "r9"
     );
     assert_eq!(t.vector_index_stats().unwrap().0, 299);
-}
-
-const CRASH_DIR: &str = "REMDB_CRASH_DIR";
-const DIMS: usize = 16;
-const PER_BATCH: usize = 50;
-
-/// The child of the crash test: writes synced batches forever, printing each
-/// acknowledged batch number; saves the index now and then. Run only by the parent.
-#[test]
-#[ignore = "run by crash_test as a child process"]
-fn crash_child() {
-    let Ok(dir) = std::env::var(CRASH_DIR) else {
-        return;
-    };
-    let storage = StorageOptions {
-        sync: true,
-        ..Default::default()
-    };
-    let db = Db::open(&dir, DbOptions { storage }).unwrap();
-    let t = if db.has_tenant("crash") {
-        db.tenant("crash").unwrap()
-    } else {
-        db.create_tenant("crash").unwrap()
-    };
-    let start = t.count(Table::Resources).unwrap() as usize / PER_BATCH;
-    let mut rng = StdRng::seed_from_u64(start as u64);
-    for b in start.. {
-        let mut batch = Batch::new();
-        for i in 0..PER_BATCH {
-            batch = batch.insert(resource(
-                &format!("b{b}-{i}"),
-                Some(random_unit(&mut rng, DIMS)),
-            ));
-        }
-        t.write(batch).unwrap();
-        println!("acked {b}");
-        if b % 7 == 3 {
-            t.save_vectors().unwrap();
-        }
-    }
-}
-
-#[test]
-fn crash_test() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = StdRng::seed_from_u64(11);
-    let mut acked: Option<usize> = None;
-    for round in 0..6 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "vectors::crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CRASH_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let kill_after = rng.random_range(1..6);
-        let mut seen = 0;
-        let note_ack = |line: std::io::Result<String>| {
-            let line = line.unwrap();
-            line.strip_prefix("acked ")
-                .map(|n| n.parse::<usize>().unwrap())
-        };
-        for line in lines.by_ref() {
-            if let Some(n) = note_ack(line) {
-                acked = Some(n);
-                seen += 1;
-                if seen == kill_after {
-                    break;
-                }
-            }
-        }
-        // SIGKILL: no destructor runs, nothing is saved on the way out.
-        child.kill().unwrap();
-        child.wait().unwrap();
-        // Acks the child printed before it died may still sit in the pipe: the last one
-        // is what it acknowledged.
-        for line in lines {
-            if let Some(n) = note_ack(line) {
-                acked = Some(n);
-            }
-        }
-        let acked = acked.expect("child acknowledged a batch");
-
-        let db = Db::open(dir.path(), Default::default()).unwrap();
-        let t = db.tenant("crash").unwrap();
-        let n = t.count(Table::Resources).unwrap() as usize;
-        assert_eq!(
-            n % PER_BATCH,
-            0,
-            "round {round}: a partial batch is visible ({n} rows)"
-        );
-        let batches = n / PER_BATCH;
-        assert!(
-            batches == acked + 1 || batches == acked + 2,
-            "round {round}: acked up to {acked}, found {batches} batches"
-        );
-        for b in 0..=acked {
-            assert!(
-                t.get_resource(&format!("b{b}-{}", PER_BATCH - 1))
-                    .unwrap()
-                    .is_some(),
-                "round {round}: acked batch {b} lost"
-            );
-        }
-        let (indexed, _) = t.vector_index_stats().unwrap();
-        assert_eq!(
-            indexed, n,
-            "round {round}: index count equals rows with embeddings"
-        );
-        let mut found = 0;
-        for b in 0..batches {
-            let r = t.get_resource(&format!("b{b}-0")).unwrap().unwrap();
-            if t.search_similar(r.embedding.as_ref().unwrap(), 1, None)
-                .unwrap()[0]
-                .0
-                .id
-                == r.id
-            {
-                found += 1;
-            }
-        }
-        assert!(
-            found * 100 >= batches * 99,
-            "round {round}: only {found} of {batches} vectors find themselves"
-        );
-    }
 }
 
 /// A saved index file covering changes the rows do not have, which is what a power loss
