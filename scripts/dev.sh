@@ -13,6 +13,10 @@
 #                          query while long statements run, and the peak RSS of a large
 #                          INSERT ... SELECT under --memory-limit-mib 64 (benches/serve;
 #                          arguments go to load.py)
+#   scripts/dev.sh soak    writers and readers on several tenants for minutes through the
+#                          library, then the invariants (REMDB_SOAK_SECS, REMDB_SOAK_TENANTS,
+#                          REMDB_SOAK_READERS; benches/remdb/soak.rs), and the crash loop
+#                          at 500 rounds (REMDB_CRASH_ROUNDS; tests/integration/crash.rs)
 #   scripts/dev.sh compare remdb side by side with SQLite, DuckDB, LanceDB, usearch and
 #                          hnswlib on the same generated data (benches/compare; sizes from
 #                          REMDB_BENCH_ROWS, REMDB_VEC_ROWS, REMDB_VEC_QUERIES; arguments
@@ -177,13 +181,19 @@ case "${1:-}" in
     shift
     bench_serve "$@"
     ;;
+  soak)
+    setup
+    cargo bench --quiet --bench remdb -- soak
+    REMDB_CRASH_ROUNDS="${REMDB_CRASH_ROUNDS:-500}" \
+      cargo test --quiet --test integration -- crash::kill_nine
+    ;;
   compare)
     setup
     shift
     compare "$@"
     ;;
   *)
-    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e|python|bench-python [args]|bench-serve [args]|compare [args]" >&2
+    echo "usage: scripts/dev.sh setup|run [remdb args]|test [cargo test args]|e2e|python|bench-python [args]|bench-serve [args]|soak|compare [args]" >&2
     exit 2
     ;;
 esac

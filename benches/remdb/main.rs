@@ -11,6 +11,7 @@
 //! | `graph` | W-GRAPH traversals and W-TIME windows over edges and moments |
 //! | `tenants` | W-TEN: 1, 100, 1,000 tenants (column families): time, memory, reopen |
 //! | `layouts` | tenants as RocksDB instances vs column families vs key prefixes |
+//! | `soak` | writers and readers on several tenants for minutes; throughput, p99, invariants (not part of `all`) |
 //! | `replay DIR TENANT FILE` | times given statements, prepared, on an existing database (the Python package's reference, `benches/python`) |
 //! | `export DIR` | writes the W-ENT, W-VEC and W-HYB data as Arrow IPC files (for `benches/compare`) |
 //! | `all` | went, wvec, whyb, graph, tenants and layouts, one after the other |
@@ -24,6 +25,7 @@ mod export;
 mod graph;
 mod layouts;
 mod replay;
+mod soak;
 mod tenants;
 mod went;
 mod whyb;
@@ -41,7 +43,7 @@ const WORKLOADS: [(&str, fn()); 6] = [
 fn usage() {
     eprintln!(
         "usage: cargo bench --bench remdb -- <workload>...\n\
-         workloads: {}, export DIR, replay DIR TENANT FILE, all",
+         workloads: {}, soak, export DIR, replay DIR TENANT FILE, all",
         WORKLOADS.map(|(name, _)| name).join(", ")
     );
 }
@@ -69,6 +71,7 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "all" => WORKLOADS.iter().for_each(|(_, run)| run()),
+            "soak" => soak::run(),
             "replay" => {
                 let (Some(dir), Some(tenant), Some(file)) = (args.next(), args.next(), args.next())
                 else {
