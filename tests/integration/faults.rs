@@ -5,7 +5,7 @@
 //! fault is gone. fsync failures cannot be injected this way (that takes a device
 //! mapper or a FUSE file system); they are not tested.
 //!
-//! Mounting needs the right to (root, as in CI's containers); where it is missing the
+//! Mounting needs the right to (root); where it is missing the
 //! tests say so on stderr and check nothing.
 
 use std::path::{Path, PathBuf};
