@@ -26,6 +26,13 @@ pub const MAX_SQL_BYTES: usize = 1 << 20;
 /// another, counting every operator of a chain (`a OR b OR c` is 3 deep at `a`).
 pub const MAX_EXPR_DEPTH: usize = 1_000;
 
+/// The most values a list written in the statement may have: an array (`[...]`,
+/// `ARRAY[...]`), an `IN (...)` list, a tuple or a function's arguments. Each value
+/// costs about a kilobyte while the statement is planned (a 500,000-value array in a
+/// 1 MiB text took 630 MB and 10 s in a debug build before anything ran), so a list is
+/// refused before planning; a vector literal needs at most [`crate::vector::MAX_DIMENSIONS`].
+pub const MAX_LIST_VALUES: usize = 65_536;
+
 /// Texts longer than this are parsed on a stack of their own: a chain of operators is
 /// at least 2 bytes a level, so a shorter text is at most [`MAX_EXPR_DEPTH`] deep, which
 /// any thread's stack holds; a longer one may be deep enough that dropping its tree (the
@@ -69,6 +76,13 @@ fn parse_checked(sql: &str) -> Result<Vec<Statement>> {
     let mut depth = Depth::default();
     for statement in &statements {
         let _ = visit(statement, &mut depth);
+        if let Some(values) = depth.long_list {
+            return Err(Error::invalid(format!(
+                "the statement writes a list of {values} values, more than the limit of \
+                 {MAX_LIST_VALUES} (bind a vector as one parameter; load many values into \
+                 a table and join it)"
+            )));
+        }
         if depth.empty_subquery {
             // DataFusion 55 panics planning `(SELECT FROM t)` as a value.
             return Err(Error::invalid(
@@ -103,13 +117,29 @@ fn visit(statement: &Statement, depth: &mut Depth) -> ControlFlow<()> {
 }
 
 /// What a walk over a statement's expressions finds: the depth of the deepest one
-/// (counted up to one past the limit), and whether a subquery used as a value (scalar,
-/// IN, a comparison with ANY/ALL) selects no column.
+/// (counted up to one past the limit), whether a subquery used as a value (scalar,
+/// IN, a comparison with ANY/ALL) selects no column, and the length of a list longer
+/// than [`MAX_LIST_VALUES`].
 #[derive(Default)]
 struct Depth {
     current: usize,
     deepest: usize,
     empty_subquery: bool,
+    long_list: Option<usize>,
+}
+
+/// The number of values of the list `expr` writes, if it is one.
+fn list_len(expr: &Expr) -> Option<usize> {
+    use datafusion::sql::sqlparser::ast::FunctionArguments;
+    match expr {
+        Expr::Array(array) => Some(array.elem.len()),
+        Expr::InList { list, .. } | Expr::Tuple(list) => Some(list.len()),
+        Expr::Function(f) => match &f.args {
+            FunctionArguments::List(list) => Some(list.args.len()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 impl Visitor for Depth {
@@ -125,6 +155,12 @@ impl Visitor for Depth {
             && select.projection.is_empty()
         {
             self.empty_subquery = true;
+            return ControlFlow::Break(());
+        }
+        if let Some(n) = list_len(expr)
+            && n > MAX_LIST_VALUES
+        {
+            self.long_list = Some(n);
             return ControlFlow::Break(());
         }
         self.current += 1;
@@ -143,31 +179,66 @@ impl Visitor for Depth {
 }
 
 /// The tokens of `sql` (PostgreSQL dialect, as the statements are parsed), each with the
-/// byte range of the text it was read from.
+/// byte range of the text it was read from. The tokenizer gives line and column (in
+/// characters); the tokens come in order, so one cursor walks the text forward once
+/// (counting each token's column from its line's start is quadratic: minutes for a
+/// 1 MiB statement on one line).
 pub(super) fn tokens_with_ranges(sql: &str) -> Result<Vec<(Token, std::ops::Range<usize>)>> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| Error::invalid(e.to_string()))?;
-    let lines = line_starts(sql);
-    let offset = |line: u64, column: u64| -> usize {
-        let start = usize::try_from(line.saturating_sub(1))
-            .ok()
-            .and_then(|l| lines.get(l).copied())
-            .unwrap_or(sql.len());
-        let chars = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
-        sql[start..]
-            .char_indices()
-            .nth(chars)
-            .map_or(sql.len(), |(i, _)| start + i)
-    };
+    let mut cursor = Cursor::new(sql);
     Ok(tokens
         .into_iter()
         .map(|t| {
-            let start = offset(t.span.start.line, t.span.start.column);
-            let end = offset(t.span.end.line, t.span.end.column);
+            let start = cursor.offset(t.span.start.line, t.span.start.column);
+            let end = cursor.offset(t.span.end.line, t.span.end.column);
             (t.token, start..end)
         })
         .collect())
+}
+
+/// Byte offsets of (line, column) positions of a text, read in increasing order in
+/// time proportional to the text (a position before the last one read is counted from
+/// its line's start).
+struct Cursor<'a> {
+    text: &'a str,
+    lines: Vec<usize>,
+    /// The last position read: its line, column and byte offset.
+    at: (u64, u64, usize),
+}
+
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Self {
+        let lines = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Cursor {
+            text,
+            lines,
+            at: (1, 1, 0),
+        }
+    }
+
+    fn offset(&mut self, line: u64, column: u64) -> usize {
+        let (at_line, at_column, at_byte) = self.at;
+        let (from_column, from_byte) = if line == at_line && column >= at_column {
+            (at_column, at_byte)
+        } else {
+            let start = usize::try_from(line.saturating_sub(1))
+                .ok()
+                .and_then(|l| self.lines.get(l).copied())
+                .unwrap_or(self.text.len());
+            (1, start)
+        };
+        let chars = usize::try_from(column.saturating_sub(from_column)).unwrap_or(usize::MAX);
+        let byte = self.text[from_byte..]
+            .char_indices()
+            .nth(chars)
+            .map_or(self.text.len(), |(i, _)| from_byte + i);
+        self.at = (line, column, byte);
+        byte
+    }
 }
 
 /// The texts between the top-level semicolons of `script` (string literals, quoted
@@ -203,13 +274,6 @@ pub fn split_at_semicolons(script: &str) -> Result<Vec<String>> {
     Ok(pieces)
 }
 
-/// The byte offset where each line of `text` starts.
-fn line_starts(text: &str) -> Vec<usize> {
-    std::iter::once(0)
-        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::split_at_semicolons;
@@ -225,5 +289,44 @@ mod tests {
                 "/* c; */ SELECT \"q;\""
             ]
         );
+    }
+
+    /// A statement of 1 MiB on one line is split in time proportional to its length
+    /// (quadratic, it takes minutes).
+    #[test]
+    fn a_long_line_is_split_in_linear_time() {
+        let values = vec!["0"; (super::MAX_SQL_BYTES - 64) / 2].join(",");
+        let script = format!("SELECT [{values}]; SELECT 'é;' AS x");
+        let started = std::time::Instant::now();
+        let pieces = split_at_semicolons(&script).unwrap();
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(pieces[0].len(), values.len() + 9);
+        assert_eq!(pieces[1], "SELECT 'é;' AS x");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// A list of more values than the limit is refused before planning, in each form a
+    /// statement can write one; a list at the limit parses.
+    #[test]
+    fn lists_longer_than_the_limit_are_refused() {
+        let values = |n: usize| vec!["0"; n].join(",");
+        let over = values(super::MAX_LIST_VALUES + 1);
+        for sql in [
+            format!("SELECT [{over}]"),
+            format!("SELECT ARRAY[{over}]"),
+            format!("SELECT 1 WHERE 0 IN ({over})"),
+            format!("SELECT ({over})"),
+            format!("SELECT make_array({over})"),
+            format!("SELECT * FROM entities WHERE vector_similar(embedding, [{over}], 10)"),
+        ] {
+            let err = super::parse(&sql).unwrap_err().to_string();
+            assert!(err.contains("a list of 65537 values"), "{err}");
+        }
+        let at = values(super::MAX_LIST_VALUES);
+        super::parse(&format!("SELECT 1 WHERE 0 IN ({at})")).unwrap();
     }
 }

@@ -672,8 +672,9 @@ async fn an_upload_over_the_limit_is_refused() {
 
 /// Hostile input a signed-in client can send, each refused with a clear error where it
 /// enters, the server answering the next request. Without the bounds, the first aborts
-/// the process (stack overflow), the second takes ~4 GiB, the third writes 4 MiB past a
-/// 64 KiB upload limit, the fourth converts 2^31 rows.
+/// the process (stack overflow), the next plans half a million values, the second takes
+/// ~4 GiB, the third writes 4 MiB past a 64 KiB upload limit, the fourth converts 2^31
+/// rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
     use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -693,6 +694,13 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
     let deep = format!("SELECT {}", vec!["1"; 2_000].join("+"));
     let err = query(&mut acme, &deep).await.unwrap_err();
     assert!(err.contains("more than 1000 deep"), "{err}");
+
+    // 1b. A vector literal of 500,000 values filling the 1 MiB text: refused before it
+    // is planned (planning took 630 MB and 10 s).
+    let values = vec!["0"; (1 << 20) / 2 - 100].join(",");
+    let long = format!("SELECT id FROM resources WHERE vector_similar(embedding, [{values}], 10)");
+    let err = query(&mut acme, &long).await.unwrap_err();
+    assert!(err.contains("values, more than the limit"), "{err}");
 
     // 2. 2^31-1 rows of null parameters: a few bytes on the wire, no buffer decoded.
     let mut prepared = acme.prepare("SELECT $1".into(), None).await.unwrap();
