@@ -513,12 +513,13 @@ async fn filtered_search_returns_k_rows_with_high_recall() {
         ),
         // 9,000 candidates, more than the index is read for in line (max(8192,
         // sqrt(262 n))): the first search post-filters, checking the filter on the rows
-        // it reads; the next ones over-fetch against the whole set, read meanwhile.
+        // it reads; the next ones score the whole set, read meanwhile, exactly (it is
+        // under max(16384, sqrt(262 n))).
         (
             "metadata->>'language' IS NOT NULL",
             Box::new(|m| m["language"].is_string()),
             "strategy_post_filter=1",
-            "strategy_overfetch=1",
+            "strategy_exact=1",
         ),
         (
             "json_array_contains(metadata, 'tags', 'important') AND metadata->>'language' = 'de'",
@@ -700,7 +701,7 @@ async fn candidate_sets_are_kept_until_the_next_write() {
     assert!(cold.contains("strategy_post_filter=1"), "{cold}");
     settle(&db, "h");
     let warm = analyze(&t, sql, &mut rng).await;
-    assert!(warm.contains("strategy_overfetch=1"), "{warm}");
+    assert!(warm.contains("strategy_exact=1"), "{warm}");
 
     // A new English row at exactly the query vector: the nearest row from now on.
     let q = vector(&mut rng);
@@ -732,7 +733,7 @@ async fn candidate_sets_are_kept_until_the_next_write() {
     // The set read after the write holds the new row: the search keeps it.
     settle(&db, "h");
     let warm = analyze(&t, sql, &mut rng).await;
-    assert!(warm.contains("strategy_overfetch=1"), "{warm}");
+    assert!(warm.contains("strategy_exact=1"), "{warm}");
     let got = t
         .sql_with_params(sql, &[Param::Vector(q.clone())])
         .await

@@ -71,34 +71,40 @@ impl Strategy {
     }
 }
 
-/// Candidate sets up to this size are scored exactly: reading each candidate's vector is
-/// most of the cost, and up to here it is below a graph search's (docs/BENCHMARKS.md,
-/// W-HYB).
-pub const EXACT_MAX_CANDIDATES: usize = 8192;
+/// Candidate sets up to this size are scored exactly, at any index size: from the kept
+/// block of a set's vectors, exact scoring of 10,000 of 100k vectors (768-d) took 1.7 ms
+/// at recall 1.000 where over-fetching took 3.1 ms at 0.962, and 20,000 took 3.1 ms
+/// against 1.6 ms (docs/BENCHMARKS.md, W-HYB sweep).
+pub const EXACT_MAX_CANDIDATES: usize = 16_384;
+/// The fewest candidate ids a search reads from the indexes in line (below
+/// [`candidate_cap`]'s square root).
+pub const CANDIDATE_CAP_FLOOR: usize = 8_192;
 /// The most rows an over-fetching search asks the graph for before it widens again.
 pub(super) const WIDEN_FACTOR: usize = 4;
 
 /// Scale of [`candidate_cap`].
 pub const CANDIDATE_CAP_SCALE: f64 = 262.0;
 
-/// The most candidate ids a search reads from the indexes in line (about sqrt(262 n):
-/// 5,100 of 100k vectors, 16,200 of 1M); with more, and no whole set in the tenant's
-/// candidate cache, it post-filters, and the set is read in the background for the
-/// searches after it (`TenantStore::candidates`). Resolving m ids costs m id reads, and
-/// post-filtering about 10 / s row reads plus a wider graph search, for selectivity
-/// s = m / n: with the measured cost of a row read against an id read (docs/BENCHMARKS.md,
-/// W-HYB sweep) the two meet near s = sqrt(262 / n).
+/// The most candidate ids a search reads from the indexes in line (about sqrt(262 n),
+/// at least [`CANDIDATE_CAP_FLOOR`]: 8,192 of 100k vectors, 16,200 of 1M); with more,
+/// and no whole set in the tenant's candidate cache, it post-filters, and the set is read
+/// in the background for the searches after it (`TenantStore::candidates`). Resolving m
+/// ids costs m id reads, and post-filtering about 10 / s row reads plus a wider graph
+/// search, for selectivity s = m / n: with the measured cost of a row read against an id
+/// read (docs/BENCHMARKS.md, W-HYB sweep) the two meet near s = sqrt(262 / n).
 pub fn candidate_cap(total: usize) -> usize {
-    ((CANDIDATE_CAP_SCALE * total as f64).sqrt() as usize).max(EXACT_MAX_CANDIDATES)
+    ((CANDIDATE_CAP_SCALE * total as f64).sqrt() as usize).max(CANDIDATE_CAP_FLOOR)
 }
 
-/// The most candidates scored exactly in an index of `total` vectors: as many as a
-/// search reads in line ([`candidate_cap`]: 8,192 up to 256k vectors, 16,200 at 1M), at
-/// most [`MAX_KEPT_SET_VECTORS`]. Above 8,192 the first search pays one random read of
-/// the index per candidate; it copies the set's vectors into memory, and later searches
-/// on that filter score them in order, several times faster (docs/BENCHMARKS.md).
+/// The most candidates scored exactly in an index of `total` vectors: at least
+/// [`EXACT_MAX_CANDIDATES`], as many as a search reads in line ([`candidate_cap`]) where
+/// that is more, at most [`MAX_KEPT_SET_VECTORS`]. A set over the in-line cap is scored
+/// exactly from its kept set, by the searches after the first (which post-filters while
+/// the set is read). The first exact search of a set pays one random read of the index
+/// per candidate; it copies the set's vectors into memory, and later searches on that
+/// filter score them in order, several times faster (docs/BENCHMARKS.md).
 pub fn exact_max(total: usize) -> usize {
-    candidate_cap(total).min(MAX_KEPT_SET_VECTORS)
+    candidate_cap(total).clamp(EXACT_MAX_CANDIDATES, MAX_KEPT_SET_VECTORS)
 }
 
 /// The strategy for a candidate set: exact scoring up to [`exact_max`], else
