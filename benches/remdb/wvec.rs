@@ -5,7 +5,8 @@
 //! `cargo bench --bench remdb -- wvec` prints Markdown tables: build rate and memory, then per ef
 //! recall@10, p50/p95/p99 single-threaded and QPS on 2 threads for both. Environment:
 //! `REMDB_VEC_ROWS` (default 100000), `REMDB_VEC_QUERIES` (1000), `REMDB_VEC_EF`
-//! (`16,32,64,128,256`), `REMDB_VEC_PRECISION` (`f32` or `f16`).
+//! (`16,32,64,128,256`), `REMDB_VEC_PRECISION` (`f32` or `f16`; unset, the default
+//! options' precision).
 
 use crate::common;
 
@@ -107,8 +108,10 @@ pub fn run() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let precision = Precision::parse(&std::env::var("REMDB_VEC_PRECISION").unwrap_or("f32".into()))
-        .expect("REMDB_VEC_PRECISION");
+    let precision = match std::env::var("REMDB_VEC_PRECISION") {
+        Ok(p) => Precision::parse(&p).expect("REMDB_VEC_PRECISION"),
+        Err(_) => VectorOptions::default().precision,
+    };
 
     let t = Instant::now();
     let (data, queries) = generate(n, nq);
