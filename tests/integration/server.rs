@@ -702,6 +702,15 @@ async fn deep_sql_parameter_rows_and_compressed_uploads_are_bounded() {
     let err = query(&mut acme, &long).await.unwrap_err();
     assert!(err.contains("values, more than the limit"), "{err}");
 
+    // 1c. A 1 MiB line of 100,000 statements and a REM verb: the verbs are found and
+    // the text refused in time proportional to its length (locating each `;` from the
+    // line's start took hours of a core).
+    let many = format!("{}LOOKUP 'a'", "SELECT 1;".repeat(100_000));
+    let started = std::time::Instant::now();
+    let err = query(&mut acme, &many).await.unwrap_err();
+    assert!(err.contains("expected one SQL statement"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{err}");
+
     // 2. 2^31-1 rows of null parameters: a few bytes on the wire, no buffer decoded.
     let mut prepared = acme.prepare("SELECT $1".into(), None).await.unwrap();
     let nulls = RecordBatch::try_new(
