@@ -79,7 +79,7 @@ pub fn rewrite(script: &str) -> Result<Cow<'_, str>> {
 /// in constant time: the byte offset of every character and the character index of
 /// every line start, built once (scanning each line from its start per location is
 /// quadratic: 5 x 10^11 character steps for a 1 MiB line of `;`s).
-struct LineIndex<'a> {
+pub(crate) struct LineIndex<'a> {
     text: &'a str,
     /// The byte offset of each character, then of the end.
     char_bytes: Vec<usize>,
@@ -88,7 +88,7 @@ struct LineIndex<'a> {
 }
 
 impl<'a> LineIndex<'a> {
-    fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         let mut char_bytes = Vec::with_capacity(text.len() + 1);
         let mut line_chars = vec![0];
         for (i, (byte, c)) in text.char_indices().enumerate() {
@@ -106,7 +106,7 @@ impl<'a> LineIndex<'a> {
     }
 
     /// The byte offset of a 1-based (line, column in characters) location.
-    fn offset(&self, at: Location) -> usize {
+    pub(crate) fn offset(&self, at: Location) -> usize {
         let Some(&start) = self.line_chars.get((at.line as usize).saturating_sub(1)) else {
             return self.text.len();
         };

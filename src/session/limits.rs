@@ -179,66 +179,19 @@ impl Visitor for Depth {
 }
 
 /// The tokens of `sql` (PostgreSQL dialect, as the statements are parsed), each with the
-/// byte range of the text it was read from. The tokenizer gives line and column (in
-/// characters); the tokens come in order, so one cursor walks the text forward once
-/// (counting each token's column from its line's start is quadratic: minutes for a
-/// 1 MiB statement on one line).
+/// byte range of the text it was read from.
 pub(super) fn tokens_with_ranges(sql: &str) -> Result<Vec<(Token, std::ops::Range<usize>)>> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| Error::invalid(e.to_string()))?;
-    let mut cursor = Cursor::new(sql);
+    let lines = crate::query::verbs::LineIndex::new(sql);
     Ok(tokens
         .into_iter()
         .map(|t| {
-            let start = cursor.offset(t.span.start.line, t.span.start.column);
-            let end = cursor.offset(t.span.end.line, t.span.end.column);
-            (t.token, start..end)
+            let range = lines.offset(t.span.start)..lines.offset(t.span.end);
+            (t.token, range)
         })
         .collect())
-}
-
-/// Byte offsets of (line, column) positions of a text, read in increasing order in
-/// time proportional to the text (a position before the last one read is counted from
-/// its line's start).
-struct Cursor<'a> {
-    text: &'a str,
-    lines: Vec<usize>,
-    /// The last position read: its line, column and byte offset.
-    at: (u64, u64, usize),
-}
-
-impl<'a> Cursor<'a> {
-    fn new(text: &'a str) -> Self {
-        let lines = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
-        Cursor {
-            text,
-            lines,
-            at: (1, 1, 0),
-        }
-    }
-
-    fn offset(&mut self, line: u64, column: u64) -> usize {
-        let (at_line, at_column, at_byte) = self.at;
-        let (from_column, from_byte) = if line == at_line && column >= at_column {
-            (at_column, at_byte)
-        } else {
-            let start = usize::try_from(line.saturating_sub(1))
-                .ok()
-                .and_then(|l| self.lines.get(l).copied())
-                .unwrap_or(self.text.len());
-            (1, start)
-        };
-        let chars = usize::try_from(column.saturating_sub(from_column)).unwrap_or(usize::MAX);
-        let byte = self.text[from_byte..]
-            .char_indices()
-            .nth(chars)
-            .map_or(self.text.len(), |(i, _)| from_byte + i);
-        self.at = (line, column, byte);
-        byte
-    }
 }
 
 /// The texts between the top-level semicolons of `script` (string literals, quoted
