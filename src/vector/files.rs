@@ -1,0 +1,130 @@
+//! Vector layer: saving and loading a [`VectorIndex`] (the file names and the atomic save
+//! described in the parent module).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{VectorIndex, VectorOptions, concurrent_calls, usearch_err};
+use crate::error::{Error, Result};
+
+impl VectorIndex {
+    /// Saves the index atomically into `dir` as covering change `covered`, then removes
+    /// older files of the same table, and the temporary files of saves that did not
+    /// finish (a crash midway). Callers serialize the saves of one table (the tenant's
+    /// write lock), so a temporary file other than this save's is a leftover.
+    pub fn save(&self, dir: &Path, table: &str, covered: u64) -> Result<PathBuf> {
+        fs::create_dir_all(dir)?;
+        let final_path = dir.join(format!("{table}.{covered:020}.usearch"));
+        let tmp_path = dir.join(format!("{table}.{covered:020}.usearch.tmp"));
+        let tmp = tmp_path
+            .to_str()
+            .ok_or_else(|| Error::invalid("vector directory is not UTF-8"))?;
+        let written = (|| -> Result<()> {
+            self.index.read().save(tmp).map_err(usearch_err)?;
+            fs::File::open(&tmp_path)?.sync_all()?;
+            fs::rename(&tmp_path, &final_path)?;
+            Ok(fs::File::open(dir)?.sync_all()?)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp_path);
+        }
+        written?;
+        for (n, path) in saved_files(dir, table)? {
+            if n < covered {
+                let _ = fs::remove_file(path);
+            }
+        }
+        for path in unfinished_files(dir, table) {
+            let _ = fs::remove_file(path);
+        }
+        Ok(final_path)
+    }
+
+    /// Removes the saved files of `table` in `dir` that cover change `next_change` or
+    /// later (changes the rows do not have); returns how many.
+    pub fn remove_saved_ahead(dir: &Path, table: &str, next_change: u64) -> usize {
+        let Ok(files) = saved_files(dir, table) else {
+            return 0;
+        };
+        files
+            .into_iter()
+            .filter(|(covered, path)| *covered >= next_change && fs::remove_file(path).is_ok())
+            .count()
+    }
+
+    /// Loads the newest saved index of `table` in `dir` that opens cleanly; returns it
+    /// with the change number it covers. Files that fail to load are skipped.
+    pub fn load_latest(
+        dir: &Path,
+        table: &str,
+        options: VectorOptions,
+        dimensions: usize,
+    ) -> Result<Option<(VectorIndex, u64)>> {
+        let mut files = saved_files(dir, table)?;
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (covered, path) in files {
+            let Some(p) = path.to_str() else { continue };
+            let index = VectorIndex::new(options, dimensions)?;
+            let loaded = {
+                let native = index.index.write();
+                native.load(p).and_then(|()| {
+                    // As many contexts as a new index has.
+                    let room = native.capacity().max(native.size() + 1).max(1024);
+                    native.reserve_capacity_and_threads(room, concurrent_calls())
+                })
+            };
+            match loaded {
+                Ok(()) if index.index.read().dimensions() == dimensions => {
+                    return Ok(Some((index, covered)));
+                }
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "vector index file has other dimensions; skipped")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "vector index file does not load; skipped")
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The temporary files of saves of `table` in `dir` (`<table>.<n>.usearch.tmp`).
+fn unfinished_files(dir: &Path, table: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return vec![];
+    };
+    let prefix = format!("{table}.");
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry.file_name().to_str().is_some_and(|name| {
+                name.strip_prefix(&prefix)
+                    .and_then(|r| r.strip_suffix(".usearch.tmp"))
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+            })
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// `(covered change, path)` of the saved index files of `table` in `dir`.
+pub(super) fn saved_files(dir: &Path, table: &str) -> Result<Vec<(u64, PathBuf)>> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(vec![]);
+    };
+    let prefix = format!("{table}.");
+    let mut out = vec![];
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(rest) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".usearch"))
+            && let Ok(n) = rest.parse::<u64>()
+        {
+            out.push((n, entry.path()));
+        }
+    }
+    Ok(out)
+}
