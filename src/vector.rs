@@ -47,9 +47,11 @@ impl Metric {
         }
     }
 
+    /// The metric of the usearch index: cosine is served as inner product on vectors
+    /// normalized as they enter the index (one multiply-add per dimension instead of three).
     fn kind(self) -> MetricKind {
         match self {
-            Metric::Cosine => MetricKind::Cos,
+            Metric::Cosine => MetricKind::IP,
             Metric::InnerProduct => MetricKind::IP,
             Metric::L2 => MetricKind::L2sq,
         }
@@ -113,13 +115,19 @@ fn sums<const N: usize>(a: &[f32], b: &[f32], terms: impl Fn(f32, f32) -> [f32; 
     out
 }
 
-/// Precision of the vectors kept in the index (RocksDB always keeps f32).
+/// Precision of the vectors kept in the index (RocksDB always keeps the f32 vector as
+/// written). With f16 and i8 the index only ranks: the hits a search keeps are scored
+/// again, exactly, from the f32 copy ([`VectorOptions::rescore_depth`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
-    #[default]
     F32,
+    /// Half the memory of f32 and faster distances, at the same recall on the benchmark
+    /// data (docs/BENCHMARKS.md, W-VEC).
+    #[default]
     F16,
+    /// A quarter of f32: each vector's direction scaled to -127..=127 (cosine only).
+    I8,
 }
 
 impl Precision {
@@ -127,15 +135,44 @@ impl Precision {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
+            "i8" => Ok(Precision::I8),
             other => Err(Error::invalid(format!(
-                "unknown precision '{other}' (f32, f16)"
+                "unknown precision '{other}' (f32, f16, i8)"
             ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::I8 => "i8",
+        }
+    }
+
+    /// The rescoring depth when none is declared: i8 ranks coarsely enough that the
+    /// nearest rows are often not its first k (docs/BENCHMARKS.md, W-VEC).
+    pub fn default_rescore(self) -> usize {
+        match self {
+            Precision::F32 | Precision::F16 => 1,
+            Precision::I8 => 4,
+        }
+    }
+
+    fn scalar(self) -> ScalarKind {
+        match self {
+            Precision::F32 => ScalarKind::F32,
+            Precision::F16 => ScalarKind::F16,
+            Precision::I8 => ScalarKind::I8,
         }
     }
 }
 
+/// The largest accepted rescoring depth.
+pub const MAX_RESCORE: usize = 64;
+
 /// Index parameters of one (tenant, table). Fixed once the first vector is stored,
-/// except `ef_search`.
+/// except `ef_search` and `rescore`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VectorOptions {
     /// Fixed by the first vector when not declared.
@@ -147,6 +184,12 @@ pub struct VectorOptions {
     /// Default search expansion; a query may ask for more.
     pub ef_search: usize,
     pub precision: Precision,
+    /// With f16 or i8: a search takes this many index hits per row it returns (`k *
+    /// rescore`), scores them exactly from the stored f32 vectors, and keeps the best k.
+    /// `None`: the precision's [`Precision::default_rescore`]. Ignored for f32, whose
+    /// index distances are exact.
+    #[serde(default)]
+    pub rescore: Option<usize>,
 }
 
 impl Default for VectorOptions {
@@ -157,7 +200,8 @@ impl Default for VectorOptions {
             connectivity: 16,
             ef_construction: 128,
             ef_search: 64,
-            precision: Precision::F32,
+            precision: Precision::default(),
+            rescore: None,
         }
     }
 }
@@ -185,7 +229,29 @@ impl VectorOptions {
                 "ef_construction and ef_search must be positive",
             ));
         }
+        if let Some(r) = self.rescore
+            && !(1..=MAX_RESCORE).contains(&r)
+        {
+            return Err(Error::invalid(format!(
+                "rescore must be within 1..={MAX_RESCORE}, got {r}"
+            )));
+        }
+        if self.precision == Precision::I8 && self.metric != Metric::Cosine {
+            return Err(Error::invalid(format!(
+                "precision i8 keeps only each vector's direction: it needs the cosine metric, not {}",
+                self.metric.name()
+            )));
+        }
         Ok(())
+    }
+
+    /// How many index hits per wanted row a search rescores from the f32 vectors; `None`
+    /// when the index's distances are exact (f32).
+    pub fn rescore_depth(&self) -> Option<usize> {
+        match self.precision {
+            Precision::F32 => None,
+            p => Some(self.rescore.unwrap_or(p.default_rescore())),
+        }
     }
 
     /// Checks a vector against these options (dimensions fixed, finite values);
@@ -371,8 +437,13 @@ pub struct VectorIndex {
     index: RwLock<Index>,
     contexts: Contexts,
     options: VectorOptions,
-    /// The tenant's ef_search: the one option that can change on a loaded index.
+    /// The tenant's ef_search and rescore (0: the precision's default): the options that
+    /// can change on a loaded index.
     ef_search: std::sync::atomic::AtomicUsize,
+    rescore: std::sync::atomic::AtomicUsize,
+    /// Vectors are normalized on the way in (cosine served as inner product). False for
+    /// an index file saved with usearch's cosine metric, which is served as it was built.
+    normalized: bool,
     dimensions: usize,
 }
 
@@ -390,10 +461,7 @@ impl VectorIndex {
         IndexOptions {
             dimensions,
             metric: options.metric.kind(),
-            quantization: match options.precision {
-                Precision::F32 => ScalarKind::F32,
-                Precision::F16 => ScalarKind::F16,
-            },
+            quantization: options.precision.scalar(),
             connectivity: options.connectivity,
             expansion_add: options.ef_construction,
             expansion_search: options.ef_search,
@@ -411,6 +479,8 @@ impl VectorIndex {
             index: RwLock::new(index),
             contexts: Contexts::new(),
             ef_search: std::sync::atomic::AtomicUsize::new(options.ef_search),
+            rescore: std::sync::atomic::AtomicUsize::new(options.rescore.unwrap_or(0)),
+            normalized: options.metric == Metric::Cosine,
             options,
             dimensions,
         })
@@ -421,10 +491,36 @@ impl VectorIndex {
         self.ef_search.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Changes [`VectorIndex::ef_search`] in place (no rebuild).
-    pub fn set_ef_search(&self, ef: usize) {
-        self.ef_search
-            .store(ef, std::sync::atomic::Ordering::Relaxed);
+    /// [`VectorOptions::rescore_depth`] of the tenant's current options.
+    pub fn rescore_depth(&self) -> Option<usize> {
+        let rescore = self.rescore.load(std::sync::atomic::Ordering::Relaxed);
+        VectorOptions {
+            rescore: (rescore > 0).then_some(rescore),
+            ..self.options
+        }
+        .rescore_depth()
+    }
+
+    /// Takes the options that change without a rebuild (ef_search, rescore) in place.
+    pub fn set_query_options(&self, options: &VectorOptions) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ef_search.store(options.ef_search, Relaxed);
+        self.rescore.store(options.rescore.unwrap_or(0), Relaxed);
+    }
+
+    /// `vector` as the index takes it: normalized to unit length when cosine is served as
+    /// inner product (a zero vector, refused for cosine by [`VectorOptions::check`], is
+    /// left as it is).
+    fn prepared<'a>(&self, vector: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        if !self.normalized {
+            return std::borrow::Cow::Borrowed(vector);
+        }
+        let [norm] = sums(vector, vector, |x, _| [x * x]);
+        if norm <= 0.0 || (norm - 1.0).abs() < 1e-6 {
+            return std::borrow::Cow::Borrowed(vector);
+        }
+        let scale = 1.0 / norm.sqrt();
+        std::borrow::Cow::Owned(vector.iter().map(|x| x * scale).collect())
     }
 
     /// The options the index was built with (`ef_search` as of then: see
@@ -482,7 +578,9 @@ impl VectorIndex {
         on_cores(items.len(), MIN_ADDS_PER_THREAD, |range| {
             let _context = self.contexts.take();
             for (key, vector) in &items[range] {
-                index.add(*key, vector).map_err(usearch_err)?;
+                index
+                    .add(*key, &self.prepared(vector))
+                    .map_err(usearch_err)?;
             }
             Ok(())
         })?;
@@ -514,6 +612,7 @@ impl VectorIndex {
             )));
         }
         let want_ef = ef.unwrap_or(self.ef_search()).max(k);
+        let query = &*self.prepared(query);
         {
             let index = self.index.read();
             if index.expansion_search() == want_ef {

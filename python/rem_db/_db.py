@@ -435,12 +435,16 @@ class REMDatabase:
         ef_construction: Optional[int] = None,
         ef_search: Optional[int] = None,
         precision: Optional[str] = None,
+        rescore: Optional[int] = None,
     ) -> None:
         """Declares the vector index: ``metric`` cosine | inner_product | l2, ``precision``
-        f32 | f16, HNSW ``connectivity`` (M), ``ef_construction``, ``ef_search``. All but
-        ``ef_search`` are fixed once the first vector is stored."""
+        f16 (the default) | f32 | i8 (cosine only), HNSW ``connectivity`` (M),
+        ``ef_construction``, ``ef_search``, and ``rescore``: with f16 or i8 a search takes
+        ``top_k * rescore`` index hits, scores them exactly from the stored f32 vectors and
+        keeps the best (default 1 for f16, 4 for i8). All but ``ef_search`` and
+        ``rescore`` are fixed once the first vector is stored."""
         self._tenant.configure_vectors(dimensions, metric, connectivity, ef_construction,
-                                       ef_search, precision)
+                                       ef_search, precision, rescore)
 
     def vector_options(self) -> Optional[Dict[str, Any]]:
         """The vector index's options, or None before any are set."""

@@ -5,9 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use remdb::{
-    Edge, Entity, IndexKind, Moment, Param, Precision, Resource, Row, Table, VectorOptions,
-};
+use remdb::{Edge, Entity, IndexKind, Moment, Param, Resource, Row, Table, VectorOptions};
 
 use crate::invalid;
 
@@ -303,12 +301,7 @@ pub(crate) fn vector_options_dict<'py>(
     d.set_item("connectivity", o.connectivity)?;
     d.set_item("ef_construction", o.ef_construction)?;
     d.set_item("ef_search", o.ef_search)?;
-    d.set_item(
-        "precision",
-        match o.precision {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-        },
-    )?;
+    d.set_item("precision", o.precision.name())?;
+    d.set_item("rescore", o.rescore)?;
     Ok(d)
 }

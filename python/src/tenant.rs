@@ -322,10 +322,10 @@ impl TenantHandle {
     }
 
     /// Declares the vector index's options (before the first vector is stored, except
-    /// `ef_search`); missing options keep their defaults.
+    /// `ef_search` and `rescore`); missing options keep their current values.
     // One Python keyword argument per option.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (dimensions=None, metric=None, connectivity=None, ef_construction=None, ef_search=None, precision=None))]
+    #[pyo3(signature = (dimensions=None, metric=None, connectivity=None, ef_construction=None, ef_search=None, precision=None, rescore=None))]
     fn configure_vectors(
         &self,
         py: Python<'_>,
@@ -335,6 +335,7 @@ impl TenantHandle {
         ef_construction: Option<usize>,
         ef_search: Option<usize>,
         precision: Option<&str>,
+        rescore: Option<usize>,
     ) -> PyResult<()> {
         let tenant = self.get()?;
         let mut options = tenant.vector_options().py()?.unwrap_or_default();
@@ -355,6 +356,9 @@ impl TenantHandle {
         }
         if let Some(p) = precision {
             options.precision = Precision::parse(p).py()?;
+        }
+        if rescore.is_some() {
+            options.rescore = rescore;
         }
         py.detach(|| tenant.configure_vectors(options)).py()
     }

@@ -133,8 +133,8 @@ impl Tenant {
     }
 
     /// Declares how this tenant's resource vectors are indexed (metric, dimensions, M,
-    /// ef_construction, ef_search, precision). Only `ef_search` can change once vectors
-    /// exist.
+    /// ef_construction, ef_search, precision, rescore). Only `ef_search` and `rescore`
+    /// can change once vectors exist.
     pub fn configure_vectors(&self, options: VectorOptions) -> Result<()> {
         self.inner.store.set_vector_options(options)
     }

@@ -10,7 +10,7 @@ use super::keys::decode_row_id;
 use super::write::WriterState;
 use super::{Table, TenantStore};
 use crate::error::{Error, Result};
-use crate::vector::{VectorIndex, VectorOptions, decode_vector, encode_vector};
+use crate::vector::{Metric, VectorIndex, VectorOptions, decode_vector, encode_vector};
 
 /// Vectors read from storage and added to the index at a time when it is rebuilt.
 pub(super) const REBUILD_CHUNK: usize = 10_000;
@@ -81,8 +81,8 @@ impl TenantStore {
         }
     }
 
-    /// Declares the vector options of the resources table. Only `ef_search` may change
-    /// once vectors exist.
+    /// Declares the vector options of the resources table. Only `ef_search` and
+    /// `rescore` may change once vectors exist.
     pub fn set_vector_options(&self, options: VectorOptions) -> Result<()> {
         options.validate()?;
         let family = self.family()?;
@@ -98,6 +98,7 @@ impl TenantStore {
         {
             let same = VectorOptions {
                 ef_search: options.ef_search,
+                rescore: options.rescore,
                 ..current
             };
             let requested = VectorOptions {
@@ -106,17 +107,17 @@ impl TenantStore {
             };
             if same != requested {
                 return Err(Error::invalid(format!(
-                    "resources already has vectors with {current:?}; only ef_search can change"
+                    "resources already has vectors with {current:?}; only ef_search and rescore can change"
                 )));
             }
         }
         let json = serde_json::to_vec(&options).map_err(|e| Error::Storage(e.to_string()))?;
         family.put(&keys::meta_key(keys::META_VECTOR_OPTIONS), &json)?;
         if has_vectors {
-            // Only ef_search changed (checked above): the loaded index takes it in place;
-            // rebuilding it from the rows would take minutes at 1M vectors.
+            // Only ef_search or rescore changed (checked above): the loaded index takes
+            // them in place; rebuilding it from the rows would take minutes at 1M vectors.
             if let Some(index) = self.state.vectors.loaded.read().as_ref() {
-                index.set_ef_search(options.ef_search);
+                index.set_query_options(&options);
             }
         } else {
             // The in-memory index is rebuilt with the new options on next use.
@@ -360,7 +361,33 @@ impl TenantStore {
             return Ok(vec![]);
         };
         index.options().check("the query vector", query)?;
-        index.search(query, k, ef, filter)
+        let Some(depth) = index.rescore_depth() else {
+            return index.search(query, k, ef, filter);
+        };
+        let hits = index.search(query, k * depth, ef, filter)?;
+        let mut exact = self.rescore(index.options().metric, query, &hits)?;
+        exact.truncate(k);
+        Ok(exact)
+    }
+
+    /// `hits` scored again under `metric` from the stored f32 vectors, nearest first (a
+    /// hit whose row has no vector any more is left out): what a search of an f16 or i8
+    /// index returns instead of the index's approximate distances.
+    pub fn rescore(
+        &self,
+        metric: Metric,
+        query: &[f32],
+        hits: &[(u64, f32)],
+    ) -> Result<Vec<(u64, f32)>> {
+        let ids: Vec<u64> = hits.iter().map(|(id, _)| *id).collect();
+        let vectors = self.vectors_of(Table::Resources, &ids)?;
+        let mut out: Vec<(u64, f32)> = ids
+            .into_iter()
+            .zip(vectors)
+            .filter_map(|(id, v)| v.map(|v| (id, metric.distance(query, &v))))
+            .collect();
+        out.sort_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(out)
     }
 
     /// The stored vectors of these rows (None where a row has none).

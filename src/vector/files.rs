@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{VectorIndex, VectorOptions, concurrent_calls, usearch_err};
+use usearch::MetricKind;
+
+use super::{Metric, VectorIndex, VectorOptions, concurrent_calls, usearch_err};
 use crate::error::{Error, Result};
 
 impl VectorIndex {
@@ -75,6 +77,11 @@ impl VectorIndex {
             };
             match loaded {
                 Ok(()) if index.index.read().dimensions() == dimensions => {
+                    // A file saved with usearch's cosine metric holds the vectors as
+                    // written: served as built, without normalizing what enters it.
+                    let mut index = index;
+                    index.normalized = options.metric == Metric::Cosine
+                        && index.index.read().metric_kind() == MetricKind::IP;
                     return Ok(Some((index, covered)));
                 }
                 Ok(()) => {

@@ -14,6 +14,7 @@ fn add_search_replace_remove_save_load() {
     let dir = tempfile::tempdir().unwrap();
     let opts = VectorOptions {
         dimensions: Some(8),
+        precision: Precision::F32,
         ..Default::default()
     };
     let index = VectorIndex::new(opts, 8).unwrap();
@@ -62,8 +63,9 @@ fn add_search_replace_remove_save_load() {
     );
 }
 
-/// Exact scoring gives the distance `Metric::distance` gives (and usearch, to float
-/// rounding), for every metric, and leaves out keys without a vector.
+/// Exact scoring gives the distance `Metric::distance` gives and usearch's, to float
+/// rounding (cosine vectors are kept normalized), for every metric, and leaves out keys
+/// without a vector.
 #[test]
 fn exact_distances_match_the_metric() {
     let d = 20;
@@ -76,6 +78,7 @@ fn exact_distances_match_the_metric() {
         let opts = VectorOptions {
             dimensions: Some(d),
             metric,
+            precision: Precision::F32,
             ..Default::default()
         };
         let index = VectorIndex::new(opts, d).unwrap();
@@ -88,10 +91,11 @@ fn exact_distances_match_the_metric() {
         // Every vector, from usearch's own exact search.
         let all = index.search(&query, 50, Some(50), None).unwrap();
         for (key, dist) in scored {
-            assert_eq!(
-                dist,
-                metric.distance(&query, &raw(key as usize)),
-                "{metric:?}"
+            // The index keeps cosine vectors normalized: equal to float rounding.
+            let ours = metric.distance(&query, &raw(key as usize));
+            assert!(
+                (dist - ours).abs() <= 1e-6 * ours.abs().max(1.0),
+                "{metric:?}: {dist} vs {ours}"
             );
             let theirs = all.iter().find(|(k, _)| *k == key).unwrap().1;
             let scale = dist.abs().max(1.0);
@@ -217,4 +221,101 @@ fn searches_beyond_the_core_count_run_at_once_with_adds() {
             }
         });
     }
+}
+
+/// Cosine is served as inner product on vectors normalized as they enter the index: the
+/// distances are cosine distances whatever the vectors' lengths. A file saved with
+/// usearch's cosine metric (vectors as written) is served as it was built.
+#[test]
+fn cosine_is_inner_product_on_normalized_vectors_and_old_files_still_load() {
+    let d = 8;
+    let opts = VectorOptions {
+        dimensions: Some(d),
+        precision: Precision::F32,
+        ..Default::default()
+    };
+    let long = |i: usize| -> Vec<f32> { unit(i, d).iter().map(|x| x * (1.0 + i as f32)).collect() };
+    let index = VectorIndex::new(opts, d).unwrap();
+    assert_eq!(index.index.read().metric_kind(), MetricKind::IP);
+    for i in 0..300 {
+        index.upsert(i as u64, &long(i)).unwrap();
+    }
+    let query: Vec<f32> = unit(17, d).iter().map(|x| x * 40.0).collect();
+    for (key, dist) in index.search(&query, 10, Some(300), None).unwrap() {
+        let cosine = Metric::Cosine.distance(&query, &long(key as usize));
+        assert!((dist - cosine).abs() < 1e-5, "{key}: {dist} vs {cosine}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = Index::new(&IndexOptions {
+        metric: MetricKind::Cos,
+        ..VectorIndex::native_options(&opts, d)
+    })
+    .unwrap();
+    old.reserve(300).unwrap();
+    for i in 0..300 {
+        old.add(i as u64, &long(i)).unwrap();
+    }
+    let path = dir.path().join("resources.00000000000000000005.usearch");
+    old.save(path.to_str().unwrap()).unwrap();
+    let (loaded, covered) = VectorIndex::load_latest(dir.path(), "resources", opts, d)
+        .unwrap()
+        .unwrap();
+    assert_eq!(covered, 5);
+    assert!(
+        !loaded.normalized,
+        "a cosine file keeps its vectors as written"
+    );
+    loaded.upsert(1000, &long(17)).unwrap();
+    let hits = loaded.search(&query, 10, Some(300), None).unwrap();
+    assert!(hits.iter().any(|(k, _)| *k == 1000));
+    for (key, dist) in hits {
+        let cosine =
+            Metric::Cosine.distance(&query, &long(if key == 1000 { 17 } else { key as usize }));
+        assert!((dist - cosine).abs() < 1e-5, "{key}: {dist} vs {cosine}");
+    }
+}
+
+#[test]
+fn rescore_depth_and_precision_options() {
+    let opts = |precision, rescore, metric| VectorOptions {
+        precision,
+        rescore,
+        metric,
+        ..Default::default()
+    };
+    assert_eq!(VectorOptions::default().precision, Precision::F16);
+    assert_eq!(
+        opts(Precision::F32, Some(3), Metric::Cosine).rescore_depth(),
+        None
+    );
+    assert_eq!(
+        opts(Precision::F16, None, Metric::Cosine).rescore_depth(),
+        Some(1)
+    );
+    assert_eq!(
+        opts(Precision::I8, None, Metric::Cosine).rescore_depth(),
+        Some(4)
+    );
+    assert_eq!(
+        opts(Precision::I8, Some(8), Metric::Cosine).rescore_depth(),
+        Some(8)
+    );
+    for bad in [
+        opts(Precision::I8, None, Metric::L2),
+        opts(Precision::I8, None, Metric::InnerProduct),
+        opts(Precision::F16, Some(0), Metric::Cosine),
+        opts(Precision::F16, Some(MAX_RESCORE + 1), Metric::Cosine),
+    ] {
+        assert!(
+            matches!(bad.validate(), Err(Error::InvalidArgument(_))),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(Precision::parse("I8").unwrap(), Precision::I8);
+    assert!(Precision::parse("b1").is_err());
+    // Options stored before `rescore` existed still read.
+    let stored = r#"{"dimensions":4,"metric":"cosine","connectivity":16,"ef_construction":128,"ef_search":64,"precision":"f32"}"#;
+    let read: VectorOptions = serde_json::from_str(stored).unwrap();
+    assert_eq!((read.precision, read.rescore), (Precision::F32, None));
 }

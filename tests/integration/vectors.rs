@@ -107,6 +107,130 @@ async fn api_search_and_errors() {
     );
 }
 
+/// f16 (the default) and i8 indexes only rank: a search's scores are the exact cosine
+/// similarities of the stored f32 vectors, through the API and SQL, `min_score` cuts on
+/// them, and with its rescoring depth i8 finds the exact top 10. Vectors of any length
+/// (the index normalizes them).
+#[tokio::test]
+async fn quantized_indexes_return_exact_scores() {
+    use remdb::{Metric, Precision};
+    let d = 32;
+    let mut rng = StdRng::seed_from_u64(23);
+    let vectors: Vec<Vec<f32>> = (0..2000)
+        .map(|_| {
+            let length = rng.random_range(0.5f32..20.0);
+            random_unit(&mut rng, d)
+                .iter()
+                .map(|x| x * length)
+                .collect()
+        })
+        .collect();
+    let queries: Vec<Vec<f32>> = (0..20).map(|_| random_unit(&mut rng, d)).collect();
+    let exact = |q: &[f32]| -> Vec<(usize, f32)> {
+        let mut all: Vec<(usize, f32)> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, 1.0 - Metric::Cosine.distance(q, v)))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.truncate(10);
+        all
+    };
+    for (precision, rescore, min_recall) in [
+        (Precision::F16, None, 0.95),
+        (Precision::I8, None, 0.9),
+        (Precision::I8, Some(8), 0.95),
+    ] {
+        let (_dir, _db, t) = fresh("acme");
+        t.configure_vectors(VectorOptions {
+            dimensions: Some(d),
+            precision,
+            rescore,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut batch = Batch::new();
+        for (i, v) in vectors.iter().enumerate() {
+            batch = batch.insert(resource(&format!("r{i}"), Some(v.clone())));
+        }
+        t.write(batch).unwrap();
+        let (mut found, mut wanted) = (0, 0);
+        for q in &queries {
+            let truth = exact(q);
+            let hits = t.search_similar(q, 10, None).unwrap();
+            assert_eq!(hits.len(), 10);
+            for (r, score) in &hits {
+                let i: usize = r.id[1..].parse().unwrap();
+                let ours = 1.0 - Metric::Cosine.distance(q, &vectors[i]);
+                assert!(
+                    (score - ours).abs() < 1e-6,
+                    "{precision:?}: {} scored {score}, exactly {ours}",
+                    r.id
+                );
+            }
+            assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+            let ids: Vec<String> = hits.iter().map(|(r, _)| r.id.clone()).collect();
+            found += truth
+                .iter()
+                .filter(|(i, _)| ids.contains(&format!("r{i}")))
+                .count();
+            wanted += truth.len();
+
+            // SQL gives the same rows and scores.
+            let batches = t
+                .sql_with_params(
+                    "SELECT id, score FROM vector_similar('resources', $1, 10)",
+                    &[Param::Vector(q.clone())],
+                )
+                .await
+                .unwrap();
+            let sql: Vec<Vec<String>> = super::slt::render(&batches);
+            let api: Vec<String> = hits.iter().map(|(r, _)| r.id.clone()).collect();
+            assert_eq!(
+                sql.iter().map(|row| row[0].clone()).collect::<Vec<_>>(),
+                api,
+                "{precision:?}"
+            );
+
+            // min_score cuts on the exact scores: the rows at or above the 4th best.
+            let cut = truth[3].1;
+            let above = t.search_similar(q, 10, Some(cut)).unwrap();
+            assert!(above.iter().all(|(_, s)| *s >= cut), "{precision:?}");
+            let batches = t
+                .sql_with_params(
+                    &format!("SELECT id FROM vector_similar('resources', $1, 10, {cut:.9})"),
+                    &[Param::Vector(q.clone())],
+                )
+                .await
+                .unwrap();
+            assert!(
+                super::slt::render(&batches).len() <= 4,
+                "{precision:?}: min_score {cut}"
+            );
+        }
+        let recall = found as f64 / wanted as f64;
+        assert!(
+            recall >= min_recall,
+            "{precision:?} rescore {rescore:?}: recall@10 {recall}"
+        );
+        // The rescoring depth changes under stored vectors; the precision does not.
+        let current = t.vector_options().unwrap().unwrap();
+        t.configure_vectors(VectorOptions {
+            rescore: Some(2),
+            ..current
+        })
+        .unwrap();
+        assert_eq!(t.search_similar(&queries[0], 10, None).unwrap().len(), 10);
+        assert!(
+            t.configure_vectors(VectorOptions {
+                precision: Precision::F32,
+                ..current
+            })
+            .is_err()
+        );
+    }
+}
+
 #[tokio::test]
 async fn index_survives_reopen_unload_and_a_lost_file() {
     let dir = tempfile::tempdir().unwrap();

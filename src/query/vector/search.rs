@@ -204,6 +204,12 @@ pub(super) struct Found {
     seen: std::collections::HashSet<u64>,
     /// Set when a hit scored under `min_score`: no farther hit can qualify.
     below_min: bool,
+    /// Rows to find: k, or k times the rescoring depth of an f16 / i8 index.
+    wanted: usize,
+    /// Whether hits are scored again from the stored f32 vectors before they are kept
+    /// (counted in `rescored`).
+    rescore: bool,
+    rescored: Count,
 }
 
 impl VectorSearchExec {
@@ -224,7 +230,11 @@ impl VectorSearch {
     }
 
     /// Reads the rows of `hits` (nearest first) not seen yet, keeps those that pass
-    /// `check` and `min_score`, until k are found.
+    /// `check` and `min_score`, until `found.wanted` are found. When rescoring, each part
+    /// of hits is scored exactly first and `min_score` applies to the exact scores; a part
+    /// with a hit under it is the last one read (hits are ranked by the index's
+    /// approximate distances, so a row just past the cut may still qualify: the part's
+    /// 64 or more hits are all checked).
     pub(super) fn collect(
         &self,
         hits: &[(u64, f32)],
@@ -241,16 +251,30 @@ impl VectorSearch {
             .collect();
         let wants_vectors = self.projection.contains(&EMBEDDING_COLUMN)
             || check.is_some_and(|c| c.columns.contains(&EMBEDDING_COLUMN));
-        let chunk = (self.k * 2).max(64);
+        let chunk = (found.wanted * 2).max(64);
         for part in fresh.chunks(chunk) {
-            if found.rows.len() >= self.k || found.below_min {
+            if found.rows.len() >= found.wanted || found.below_min {
                 return Ok(());
             }
             if stop.is_set() {
                 return Err(cancelled());
             }
             let mut part = part.to_vec();
-            if let Some(cut) = part
+            if found.rescore {
+                for (id, _) in &part {
+                    found.seen.insert(*id);
+                }
+                part = self
+                    .store
+                    .rescore(metric, &self.query, &part)
+                    .map_err(external)?;
+                found.rescored.add(part.len());
+                if let Some(min) = self.min_score {
+                    let before = part.len();
+                    part.retain(|(_, d)| metric.score(*d) >= min);
+                    found.below_min |= part.len() < before;
+                }
+            } else if let Some(cut) = part
                 .iter()
                 .position(|(_, d)| self.min_score.is_some_and(|m| metric.score(*d) < m))
             {
@@ -280,7 +304,7 @@ impl VectorSearch {
             };
             let distance_of: std::collections::HashMap<u64, f32> = part.iter().copied().collect();
             for ((id, row), pass) in rows.into_iter().zip(keep) {
-                if pass && found.rows.len() < self.k {
+                if pass && found.rows.len() < found.wanted {
                     let d = distance_of.get(&id).copied().unwrap_or(f32::NAN);
                     found.rows.push((id, d, row));
                 }
@@ -304,11 +328,6 @@ impl VectorSearch {
             metric("rows_checked"),
             metric("widenings"),
         );
-        let mut found = Found {
-            rows: Vec::with_capacity(self.k),
-            seen: std::collections::HashSet::new(),
-            below_min: false,
-        };
         let Some(index) = self
             .store
             .vector_index_until(&|| stop.is_set())
@@ -316,6 +335,16 @@ impl VectorSearch {
         else {
             return Ok((vec![], self.metric));
         };
+        let depth = index.rescore_depth();
+        let mut found = Found {
+            rows: Vec::with_capacity(self.k),
+            seen: std::collections::HashSet::new(),
+            below_min: false,
+            wanted: self.k * depth.unwrap_or(1),
+            rescore: depth.is_some(),
+            rescored: metric("rescored"),
+        };
+        let wanted = found.wanted;
         let index_metric = index.options().metric;
         index
             .options()
@@ -412,7 +441,7 @@ impl VectorSearch {
             distances.add(scored.len());
             // Usually only the nearest few rows are read: order those first, the rest
             // only when the filter or min_score leaves fewer than k of them.
-            let head = (self.k * WIDEN_FACTOR).max(64).min(scored.len());
+            let head = (wanted * WIDEN_FACTOR).max(64).min(scored.len());
             let by_distance = |a: &(u64, f32), b: &(u64, f32)| a.1.total_cmp(&b.1);
             if head < scored.len() {
                 scored.select_nth_unstable_by(head, by_distance);
@@ -420,11 +449,11 @@ impl VectorSearch {
             let (near, rest) = scored.split_at_mut(head);
             near.sort_by(by_distance);
             self.collect(near, index_metric, check, &mut found, &checked, stop)?;
-            if found.rows.len() < self.k && !found.below_min {
+            if found.rows.len() < wanted && !found.below_min {
                 rest.sort_by(by_distance);
                 self.collect(rest, index_metric, check, &mut found, &checked, stop)?;
             }
-            return Ok((found.rows, index_metric));
+            return Ok((self.nearest(found), index_metric));
         }
         let bits = set.as_deref();
         let visited = std::sync::atomic::AtomicUsize::new(0);
@@ -435,12 +464,12 @@ impl VectorSearch {
         // Over-fetching starts from the expected share of passing rows.
         let mut fetch = match (strategy, bits) {
             (Strategy::Overfetch, Some(set)) if !set.is_empty() => {
-                (self.k as f64 * total as f64 / set.len() as f64 * 1.5).ceil() as usize
+                (wanted as f64 * total as f64 / set.len() as f64 * 1.5).ceil() as usize
             }
-            (Strategy::Overfetch | Strategy::PostFilter, _) => self.k * WIDEN_FACTOR,
-            _ => self.k,
+            (Strategy::Overfetch | Strategy::PostFilter, _) => wanted * WIDEN_FACTOR,
+            _ => wanted,
         }
-        .clamp(self.k, total.max(self.k));
+        .clamp(wanted, total.max(wanted));
         loop {
             // The call's ef, else the tenant's ef_search; never below the rows wanted.
             let ef = self.ef.unwrap_or(index.ef_search()).max(fetch);
@@ -462,16 +491,23 @@ impl VectorSearch {
                 _ => hits,
             };
             self.collect(&hits, index_metric, check, &mut found, &checked, stop)?;
-            if found.rows.len() >= self.k || found.below_min || exhausted {
+            if found.rows.len() >= wanted || found.below_min || exhausted {
                 break;
             }
             widenings.add(1);
             fetch = (fetch * WIDEN_FACTOR).min(total);
         }
         metric("graph_filter_checks").add(visited.into_inner());
-        // A wider search can find a nearer row than an earlier round did.
-        found.rows.sort_by(|a, b| a.1.total_cmp(&b.1));
-        Ok((found.rows, index_metric))
+        Ok((self.nearest(found), index_metric))
+    }
+
+    /// The k nearest rows found. A wider search can find a nearer row than an earlier
+    /// round did, and rescored rows come a part at a time: they are sorted here.
+    fn nearest(&self, found: Found) -> Vec<Hit> {
+        let mut rows = found.rows;
+        rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+        rows.truncate(self.k);
+        rows
     }
 
     pub(super) fn run(
