@@ -5,8 +5,10 @@
 //! `cargo bench --bench remdb -- wvec` prints Markdown tables: build rate and memory, then per ef
 //! recall@10, p50/p95/p99 single-threaded and QPS on 2 threads for both. Environment:
 //! `REMDB_VEC_ROWS` (default 100000), `REMDB_VEC_QUERIES` (1000), `REMDB_VEC_EF`
-//! (`16,32,64,128,256`), `REMDB_VEC_PRECISION` (`f32` or `f16`; unset, the default
-//! options' precision).
+//! (`16,32,64,128,256`), `REMDB_VEC_PRECISION` (`f32`, `f16` or `i8`; unset, the default
+//! options' precision), `REMDB_VEC_RESCORE` (the rescoring depth; unset, the precision's
+//! default), `REMDB_VEC_RAW_COS=1` (also a usearch index with its cosine metric beside the
+//! inner-product one remdb's cosine is served as).
 
 use crate::common;
 
@@ -112,6 +114,9 @@ pub fn run() {
         Ok(p) => Precision::parse(&p).expect("REMDB_VEC_PRECISION"),
         Err(_) => VectorOptions::default().precision,
     };
+    let rescore = std::env::var("REMDB_VEC_RESCORE")
+        .ok()
+        .map(|r| r.parse::<usize>().expect("REMDB_VEC_RESCORE"));
 
     let t = Instant::now();
     let (data, queries) = generate(n, nq);
@@ -140,6 +145,7 @@ pub fn run() {
             ef_construction: EF_CONSTRUCTION,
             ef_search: 64,
             precision,
+            rescore,
         })
         .expect("configure");
     tenant.vector_index_stats().expect("load index");
@@ -184,38 +190,23 @@ pub fn run() {
         String::new()
     };
 
-    // Raw usearch at the same parameters, built with 2 threads.
-    let raw = Index::new(&IndexOptions {
-        dimensions: DIMS,
-        metric: MetricKind::Cos,
-        quantization: match precision {
-            Precision::F32 => ScalarKind::F32,
-            Precision::F16 => ScalarKind::F16,
-        },
-        connectivity: M,
-        expansion_add: EF_CONSTRUCTION,
-        expansion_search: 64,
-        multi: false,
-    })
-    .expect("usearch index");
-    raw.reserve(n).expect("reserve");
-    let t = Instant::now();
-    std::thread::scope(|s| {
-        for (part, chunk) in data.chunks(n.div_ceil(2)).enumerate() {
-            let raw = &raw;
-            let offset = part * n.div_ceil(2);
-            s.spawn(move || {
-                for (i, v) in chunk.iter().enumerate() {
-                    raw.add((offset + i) as u64, v).expect("usearch add");
-                }
-            });
-        }
-    });
-    let raw_build = t.elapsed().as_secs_f64();
+    // Raw usearch at the same parameters (the vectors are unit length: inner product is
+    // their cosine, as remdb serves it), built with 2 threads, without rescoring.
+    let (raw, raw_build) = raw_index(&data, MetricKind::IP, precision);
     let raw_bytes = raw.memory_usage();
+    let raw_cos =
+        (env("REMDB_VEC_RAW_COS", 0) == 1).then(|| raw_index(&data, MetricKind::Cos, precision));
 
+    let depth = VectorOptions {
+        precision,
+        rescore,
+        ..Default::default()
+    }
+    .rescore_depth()
+    .map_or(String::new(), |d| format!(", rescoring k x {d} from f32"));
     println!(
-        "\n### W-VEC at {n} x {DIMS}, cosine, M={M}, ef_construction={EF_CONSTRUCTION}, {precision:?}\n"
+        "\n### W-VEC at {n} x {DIMS}, cosine, M={M}, ef_construction={EF_CONSTRUCTION}, {}{depth}\n",
+        precision.name()
     );
     println!("| system | build s | vectors/s | index MiB | bytes/vector | notes |");
     println!("|---|---|---|---|---|---|");
@@ -227,11 +218,19 @@ pub fn run() {
         mib(remdb_rss.saturating_sub(base_rss)),
     );
     println!(
-        "| usearch | {raw_build:.1} | {:.0} | {:.1} | {:.0} | `Index::add` from 2 threads |",
+        "| usearch | {raw_build:.1} | {:.0} | {:.1} | {:.0} | `Index::add` from 2 threads, inner product |",
         n as f64 / raw_build,
         mib(raw_bytes as u64),
         raw_bytes as f64 / n as f64,
     );
+    if let Some((cos, build)) = &raw_cos {
+        println!(
+            "| usearch, cosine metric | {build:.1} | {:.0} | {:.1} | {:.0} | `Index::add` from 2 threads |",
+            n as f64 / build,
+            mib(cos.memory_usage() as u64),
+            cos.memory_usage() as f64 / n as f64,
+        );
+    }
 
     println!(
         "\n| ef | system | recall@10 | p50 ms | p95 ms | p99 ms | QPS (2 threads) | p50 ratio |"
@@ -269,6 +268,22 @@ pub fn run() {
         let prep_qps = qps_2_threads(&queries, |rt, q| {
             std::hint::black_box(prepared_search(rt, &prepared, q));
         });
+        if let Some((cos, _)) = &raw_cos {
+            cos.change_expansion_search(ef.max(K));
+            let mut found = vec![];
+            let times = common::sample(warm, queries.len(), |i| {
+                found.push(raw_search(cos, &queries[i]));
+            });
+            let cos_recall = recall(&found[warm..], &truth);
+            let qps = qps_2_threads(&queries, |_, q| {
+                std::hint::black_box(raw_search(cos, q));
+            });
+            let c = percentiles(times);
+            println!(
+                "| {ef} | usearch, cosine metric | {cos_recall:.4} | {:.3} | {:.3} | {:.3} | {qps:.0} | - |",
+                c.p50, c.p95, c.p99
+            );
+        }
         let (r, s) = (percentiles(raw_times), percentiles(sql_times));
         let p = percentiles(prep_times);
         println!(
@@ -290,4 +305,38 @@ pub fn run() {
             p.p50 / r.p50
         );
     }
+}
+
+/// A usearch index of `data` at the bench's parameters, built from 2 threads, and the
+/// seconds the build took.
+fn raw_index(data: &[Vec<f32>], metric: MetricKind, precision: Precision) -> (Index, f64) {
+    let raw = Index::new(&IndexOptions {
+        dimensions: DIMS,
+        metric,
+        quantization: match precision {
+            Precision::F32 => ScalarKind::F32,
+            Precision::F16 => ScalarKind::F16,
+            Precision::I8 => ScalarKind::I8,
+        },
+        connectivity: M,
+        expansion_add: EF_CONSTRUCTION,
+        expansion_search: 64,
+        multi: false,
+    })
+    .expect("usearch index");
+    raw.reserve(data.len()).expect("reserve");
+    let t = Instant::now();
+    let per_thread = data.len().div_ceil(2);
+    std::thread::scope(|s| {
+        for (part, chunk) in data.chunks(per_thread).enumerate() {
+            let raw = &raw;
+            s.spawn(move || {
+                for (i, v) in chunk.iter().enumerate() {
+                    raw.add((part * per_thread + i) as u64, v)
+                        .expect("usearch add");
+                }
+            });
+        }
+    });
+    (raw, t.elapsed().as_secs_f64())
 }
