@@ -312,9 +312,14 @@ impl Storage {
     /// Drops a tenant and all of its data.
     pub fn drop_tenant(&self, id: &str) -> Result<()> {
         validate_tenant_id(id)?;
+        let not_found = || Error::NotFound(format!("tenant '{id}'"));
+        let first = self.tenants.read().get(id).cloned().ok_or_else(not_found)?;
+        // A save or load of the tenant's vector index ends before its directory goes.
+        let _saving = first.vectors.saving.lock();
         let mut tenants = self.tenants.write();
-        let Some(state) = tenants.get(id).cloned() else {
-            return Err(Error::NotFound(format!("tenant '{id}'")));
+        // Another drop may have come first (and the name been created again since).
+        let Some(state) = tenants.get(id).filter(|s| Arc::ptr_eq(s, &first)).cloned() else {
+            return Err(not_found());
         };
         // Wait for in-flight writes of the tenant before the family disappears.
         let _writer = state.write_lock.lock();

@@ -738,6 +738,7 @@ pub fn decode_vector(bytes: &[u8]) -> Result<Vec<f32>> {
 }
 
 mod files;
+pub use files::save_image;
 #[cfg(test)]
 use files::saved_files;
 

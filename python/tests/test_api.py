@@ -320,6 +320,7 @@ def test_vectors_configured_and_searched_in_sql(db: REMDatabase) -> None:
     db.configure_vectors(dimensions=4, metric="cosine", ef_search=32)
     opts = db.vector_options()
     assert opts is not None and opts["dimensions"] == 4 and opts["ef_search"] == 32
+    assert opts["precision"] == "f16" and opts["rescore"] is None
     for i in range(10):
         db.create_resource(id=f"r{i}", content=f"c{i}", metadata={"even": i % 2 == 0},
                            embedding=[1.0, float(i), 0.0, 0.0])
@@ -332,6 +333,14 @@ def test_vectors_configured_and_searched_in_sql(db: REMDatabase) -> None:
     assert [h.id for h in hits] == ["r4", "r3"] or [h.id for h in hits] == ["r4", "r5"]
     with pytest.raises(ValueError):
         db.query_entities(Query().filter(Predicate.vector_similar(query=[1.0], top_k=1)))
+    # With vectors stored, the rescoring depth changes; the precision does not.
+    db.configure_vectors(rescore=8)
+    opts = db.vector_options()
+    assert opts is not None and opts["rescore"] == 8
+    with pytest.raises(InvalidArgument):
+        db.configure_vectors(precision="f32")
+    with pytest.raises(InvalidArgument):
+        db.configure_vectors(rescore=0)
 
 
 def test_resource_object_and_embedding_on_create(db: REMDatabase) -> None:

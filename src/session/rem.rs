@@ -182,6 +182,11 @@ impl Tenant {
         self.inner.store.unload_vectors()
     }
 
+    /// Whether the vector index is in memory now (without loading it).
+    pub fn vector_index_loaded(&self) -> bool {
+        self.inner.store.vector_index_loaded()
+    }
+
     /// Vectors held by the in-memory index and its size in bytes (0, 0 when not loaded).
     pub fn vector_index_stats(&self) -> Result<(usize, usize)> {
         Ok(match self.inner.store.vector_index()? {

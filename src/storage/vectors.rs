@@ -28,6 +28,12 @@ pub(super) struct VectorState {
     pub(super) dir: std::path::PathBuf,
     /// The HNSW index of `resources.embedding`, when loaded in memory.
     loaded: parking_lot::RwLock<Option<Arc<VectorIndex>>>,
+    /// Held by the one load (or rebuild) of the index at a time; searches that need the
+    /// index wait on it, writers do not.
+    loading: parking_lot::Mutex<()>,
+    /// Held by the one save at a time, and by a drop of the tenant (taken before the
+    /// write lock), so no file is written into a directory being removed.
+    pub(super) saving: parking_lot::Mutex<()>,
 }
 
 impl VectorState {
@@ -35,6 +41,8 @@ impl VectorState {
         VectorState {
             dir,
             loaded: parking_lot::RwLock::new(None),
+            loading: parking_lot::Mutex::new(()),
+            saving: parking_lot::Mutex::new(()),
         }
     }
 
@@ -206,55 +214,97 @@ impl TenantStore {
     /// so: a catch-up from the log checks it every [`STOP_CHECK`] changes and a rebuild
     /// every [`REBUILD_CHUNK`] vectors, and nothing half-built is kept. (Reading a saved
     /// file is one call into usearch and is not cut.)
+    ///
+    /// Writers go on while the index loads: the saved file is read (or the index rebuilt
+    /// from the stored vectors) and caught up from the vector log without the tenant's
+    /// write lock, which is taken only to read where the log ends and, at the end, to
+    /// replay the changes committed meanwhile and publish the index, so that every later
+    /// commit updates it. Replaying a change sets its row to the row's current vector, so a
+    /// change seen twice (by the rebuild's scan and by the log) leaves the same index.
     pub fn vector_index_until(&self, stop: &dyn Fn() -> bool) -> Result<Option<Arc<VectorIndex>>> {
         if let Some(index) = self.state.vectors.loaded.read().clone() {
             return Ok(Some(index));
         }
-        // Writers wait while the index loads, so no change slips between file and log.
-        let mut writer = self.lock_writer();
-        if let Some(index) = self.state.vectors.loaded.read().clone() {
+        let _loading = self.state.vectors.loading.lock();
+        // No save trims the log while the index loads from it (nor a drop removes its
+        // files); a save needs a loaded index, so this waits only for one that was under
+        // way when the index was dropped from memory.
+        let _saving = self.state.vectors.saving.lock();
+        loop {
+            if let Some(index) = self.state.vectors.loaded.read().clone() {
+                return Ok(Some(index));
+            }
+            let (options, next_change, trimmed) = {
+                let mut writer = self.lock_writer();
+                let Some(options) = self.vector_options()? else {
+                    return Ok(None);
+                };
+                let next_change = self.next_vector_change(&mut writer)?;
+                let trimmed = self.meta_u64(keys::META_VECTOR_LOG_TRIMMED)?.unwrap_or(0);
+                (options, next_change, trimmed)
+            };
+            let Some(dimensions) = options.dimensions else {
+                return Ok(None);
+            };
+            let dir = &self.state.vectors.dir;
+            // The log is trimmed only by a save, which needs a loaded index: none is.
+            let (index, from) =
+                match VectorIndex::load_latest(dir, "resources", options, dimensions)? {
+                    // Usable when the log still holds every change after the file.
+                    Some((index, covered)) if covered >= trimmed && covered < next_change => {
+                        (index, covered + 1)
+                    }
+                    _ => (
+                        self.rebuild_vector_index(options, dimensions, stop)?,
+                        next_change,
+                    ),
+                };
+            let caught_up = self.replay_vector_log(&index, from, stop)?;
+            let writer = self.lock_writer();
+            let current = self.vector_options()?;
+            let same = current.is_some_and(|c| {
+                c.dimensions == Some(dimensions)
+                    && VectorOptions {
+                        ef_search: options.ef_search,
+                        rescore: options.rescore,
+                        ..c
+                    } == options
+            });
+            if !same {
+                // The options changed while the index loaded (no vector was stored yet
+                // then): load again with the new ones.
+                drop(writer);
+                continue;
+            }
+            if let Some(current) = current {
+                index.set_query_options(&current);
+            }
+            let replayed = self.replay_vector_log(&index, caught_up, stop)?;
+            tracing::debug!(tenant = %self.tenant_id(), from, caught_up, replayed, "vector index loaded");
+            let index = Arc::new(index);
+            *self.state.vectors.loaded.write() = Some(Arc::clone(&index));
+            drop(writer);
             return Ok(Some(index));
         }
-        let Some(options) = self.vector_options()? else {
-            return Ok(None);
-        };
-        let Some(dimensions) = options.dimensions else {
-            return Ok(None);
-        };
-        let next_change = self.next_vector_change(&mut writer)?;
-        let trimmed = self.meta_u64(keys::META_VECTOR_LOG_TRIMMED)?.unwrap_or(0);
-        let dir = &self.state.vectors.dir;
-        let loaded = VectorIndex::load_latest(dir, "resources", options, dimensions)?;
-        let index = match loaded {
-            // Usable when the log still holds every change after the file.
-            Some((index, covered)) if covered >= trimmed && covered < next_change => {
-                let replayed = self.replay_vector_log(&index, covered + 1, stop)?;
-                tracing::debug!(tenant = %self.tenant_id(), covered, replayed, "vector index loaded");
-                index
-            }
-            _ => self.rebuild_vector_index(options, dimensions, stop)?,
-        };
-        let index = Arc::new(index);
-        *self.state.vectors.loaded.write() = Some(Arc::clone(&index));
-        drop(writer);
-        Ok(Some(index))
     }
 
+    /// Applies the vector log from change `from` to `index`; returns the number of the
+    /// change after the last one applied (`from` when there was none).
     pub(super) fn replay_vector_log(
         &self,
         index: &VectorIndex,
         from: u64,
         stop: &dyn Fn() -> bool,
-    ) -> Result<usize> {
+    ) -> Result<u64> {
         let family = self.family()?;
         let start = keys::vector_log_key(Table::Resources, from);
         let end = keys::prefix_successor(&[keys::VECTOR_LOG, Table::Resources.tag()]);
-        let mut n = 0;
-        for item in family.range(start, end) {
+        let mut next = from;
+        for (n, item) in family.range(start, end).enumerate() {
             if n % STOP_CHECK == 0 && stop() {
                 return Err(stopped_loading());
             }
-            let (_, value) = item?;
+            let (key, value) = item?;
             let row_id = decode_row_id(
                 value
                     .get(..8)
@@ -266,9 +316,11 @@ impl TenantStore {
                 }
                 _ => index.remove(row_id)?,
             }
-            n += 1;
+            next = keys::trailing_row_id(&key)
+                .ok_or_else(|| Error::Corruption("short vector log key".into()))?
+                + 1;
         }
-        Ok(n)
+        Ok(next)
     }
 
     pub(super) fn rebuild_vector_index(
@@ -315,23 +367,31 @@ impl TenantStore {
     }
 
     /// Saves the loaded vector index (atomically) and trims the log it covers. Returns
-    /// false when no index is loaded.
+    /// false when no index is loaded. Writers wait only while the index is copied in
+    /// memory ([`VectorIndex::image`]); the file is written and synced without the write
+    /// lock, while they commit (and the log keeps their changes for the next load).
     pub fn save_vectors(&self) -> Result<bool> {
         let Some(index) = self.state.vectors.loaded.read().clone() else {
             return Ok(false);
         };
         let family = self.family()?;
-        let mut writer = self.lock_writer();
-        let next_change = self.next_vector_change(&mut writer)?;
-        let covered = next_change - 1;
-        // The file must not cover changes a power loss can take back: with `sync` off,
-        // commits reach the write-ahead log's file but not the disk; sync it first.
-        family.flush_wal()?;
-        index.save(&self.state.vectors.dir, "resources", covered)?;
+        let _saving = self.state.vectors.saving.lock();
+        let (covered, image) = {
+            let mut writer = self.lock_writer();
+            let next_change = self.next_vector_change(&mut writer)?;
+            // The file must not cover changes a power loss can take back: with `sync` off,
+            // commits reach the write-ahead log's file but not the disk; sync it first.
+            family.flush_wal()?;
+            // Commits apply their changes to the index holding the write lock: none runs
+            // while it is copied, so the image is the index as of `next_change - 1`.
+            (next_change - 1, index.image()?)
+        };
+        crate::vector::save_image(&self.state.vectors.dir, "resources", covered, &image)?;
+        drop(image);
         let mut batch = family.batch();
         batch.delete_range(
             keys::vector_log_key(Table::Resources, 0),
-            keys::vector_log_key(Table::Resources, next_change),
+            keys::vector_log_key(Table::Resources, covered + 1),
         );
         batch.put(
             keys::meta_key(keys::META_VECTOR_LOG_TRIMMED),

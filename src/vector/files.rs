@@ -7,39 +7,23 @@ use std::path::{Path, PathBuf};
 use usearch::MetricKind;
 
 use super::{Metric, VectorIndex, VectorOptions, concurrent_calls, usearch_err};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 impl VectorIndex {
-    /// Saves the index atomically into `dir` as covering change `covered`, then removes
-    /// older files of the same table, and the temporary files of saves that did not
-    /// finish (a crash midway). Callers serialize the saves of one table (the tenant's
-    /// write lock), so a temporary file other than this save's is a leftover.
+    /// Saves the index atomically into `dir` as covering change `covered`: its
+    /// [`VectorIndex::image`] written by [`save_image`].
     pub fn save(&self, dir: &Path, table: &str, covered: u64) -> Result<PathBuf> {
-        fs::create_dir_all(dir)?;
-        let final_path = dir.join(format!("{table}.{covered:020}.usearch"));
-        let tmp_path = dir.join(format!("{table}.{covered:020}.usearch.tmp"));
-        let tmp = tmp_path
-            .to_str()
-            .ok_or_else(|| Error::invalid("vector directory is not UTF-8"))?;
-        let written = (|| -> Result<()> {
-            self.index.read().save(tmp).map_err(usearch_err)?;
-            fs::File::open(&tmp_path)?.sync_all()?;
-            fs::rename(&tmp_path, &final_path)?;
-            Ok(fs::File::open(dir)?.sync_all()?)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp_path);
-        }
-        written?;
-        for (n, path) in saved_files(dir, table)? {
-            if n < covered {
-                let _ = fs::remove_file(path);
-            }
-        }
-        for path in unfinished_files(dir, table) {
-            let _ = fs::remove_file(path);
-        }
-        Ok(final_path)
+        save_image(dir, table, covered, &self.image()?)
+    }
+
+    /// The index serialized in memory, as a saved file holds it: a copy at memory speed
+    /// (no disk write), so a caller that must keep adds out while the index is read (the
+    /// tenant's write lock) holds them off only that long. Searches go on meanwhile.
+    pub fn image(&self) -> Result<Vec<u8>> {
+        let index = self.index.read();
+        let mut image = vec![0u8; index.serialized_length()];
+        index.save_to_buffer(&mut image).map_err(usearch_err)?;
+        Ok(image)
     }
 
     /// Removes the saved files of `table` in `dir` that cover change `next_change` or
@@ -94,6 +78,37 @@ impl VectorIndex {
         }
         Ok(None)
     }
+}
+
+/// Writes an index `image` atomically into `dir` as covering change `covered` (temp
+/// file, fsync, rename, fsync of the directory), then removes older files of the same
+/// table, and the temporary files of saves that did not finish (a crash midway). Callers
+/// serialize the saves of one table, so a temporary file other than this save's is a
+/// leftover.
+pub fn save_image(dir: &Path, table: &str, covered: u64, image: &[u8]) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let final_path = dir.join(format!("{table}.{covered:020}.usearch"));
+    let tmp_path = dir.join(format!("{table}.{covered:020}.usearch.tmp"));
+    let written = (|| -> Result<()> {
+        let mut file = fs::File::create(&tmp_path)?;
+        std::io::Write::write_all(&mut file, image)?;
+        file.sync_all()?;
+        fs::rename(&tmp_path, &final_path)?;
+        Ok(fs::File::open(dir)?.sync_all()?)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp_path);
+    }
+    written?;
+    for (n, path) in saved_files(dir, table)? {
+        if n < covered {
+            let _ = fs::remove_file(path);
+        }
+    }
+    for path in unfinished_files(dir, table) {
+        let _ = fs::remove_file(path);
+    }
+    Ok(final_path)
 }
 
 /// The temporary files of saves of `table` in `dir` (`<table>.<n>.usearch.tmp`).

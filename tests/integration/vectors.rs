@@ -231,6 +231,94 @@ async fn quantized_indexes_return_exact_scores() {
     }
 }
 
+/// Writers are not held off while the vector index is rebuilt from the rows (or loaded
+/// and caught up): writes started after the load began return before it ends, and none
+/// of them, inserts or deletes, is missing from the index it publishes.
+#[tokio::test]
+async fn writes_go_on_while_the_index_rebuilds_and_none_is_lost() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), Default::default()).unwrap();
+    let t = db.create_tenant("acme").unwrap();
+    let d = 32;
+    let mut rng = StdRng::seed_from_u64(31);
+    let base: Vec<Vec<f32>> = (0..20_000).map(|_| random_unit(&mut rng, d)).collect();
+    for (n, chunk) in base.chunks(2000).enumerate() {
+        let mut batch = Batch::new();
+        for (i, v) in chunk.iter().enumerate() {
+            batch = batch.insert(resource(&format!("b{}", n * 2000 + i), Some(v.clone())));
+        }
+        t.write(batch).unwrap();
+    }
+    // Never loaded yet: the next use rebuilds the index from the rows.
+    assert!(!t.vector_index_loaded());
+
+    let extra: Vec<Vec<f32>> = (0..400).map(|_| random_unit(&mut rng, d)).collect();
+    let started = AtomicBool::new(false);
+    let (during, written) = std::thread::scope(|s| {
+        let loader = s.spawn(|| {
+            started.store(true, Ordering::SeqCst);
+            let t0 = std::time::Instant::now();
+            let (n, _) = t.vector_index_stats().unwrap();
+            (n, t0.elapsed())
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        // Long enough for the loader to be inside the load.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (mut during, mut written) = (0usize, 0usize);
+        for (i, v) in extra.iter().enumerate() {
+            t.create_resource(resource(&format!("x{i}"), Some(v.clone())))
+                .unwrap();
+            // Every fourth write also deletes a row the rebuild may have read.
+            if i % 4 == 0 {
+                assert!(t.delete_resource(&format!("b{i}")).unwrap());
+            }
+            written += 1;
+            if !t.vector_index_loaded() {
+                during += 1;
+            }
+            if loader.is_finished() && i >= 100 {
+                break;
+            }
+        }
+        let (indexed, took) = loader.join().unwrap();
+        assert!(indexed >= 20_000 - 100, "{indexed}");
+        eprintln!("rebuild of 20,000 vectors took {took:?}; {during} writes returned during it");
+        (during, written)
+    });
+    assert!(
+        during > 0,
+        "no write returned while the index was rebuilt ({written} written)"
+    );
+    // The published index holds exactly the stored vectors.
+    let expected = 20_000 + written - written.div_ceil(4);
+    assert_eq!(t.vector_index_stats().unwrap().0, expected);
+    // A search restricted to one id scores it exactly if, and only if, the index has it.
+    let indexed = async |id: String, v: &[f32]| {
+        let sql = format!("SELECT id FROM vector_similar('resources', $1, 1) WHERE id = '{id}'");
+        let batches = t
+            .sql_with_params(&sql, &[Param::Vector(v.to_vec())])
+            .await
+            .unwrap();
+        !super::slt::render(&batches).is_empty()
+    };
+    for (i, v) in extra.iter().take(written).enumerate() {
+        assert!(
+            indexed(format!("x{i}"), v).await,
+            "x{i} was written during the rebuild"
+        );
+    }
+    for (i, v) in base.iter().enumerate().take(written + 8) {
+        assert_eq!(
+            indexed(format!("b{i}"), v).await,
+            i % 4 != 0 || i >= written,
+            "b{i}, deleted during the rebuild if i % 4 == 0"
+        );
+    }
+}
+
 #[tokio::test]
 async fn index_survives_reopen_unload_and_a_lost_file() {
     let dir = tempfile::tempdir().unwrap();
