@@ -349,8 +349,9 @@ fn raw_index(data: &[Vec<f32>], metric: MetricKind, precision: Precision) -> (In
     (raw, t.elapsed().as_secs_f64())
 }
 
-/// Runs `work` while another thread writes one small row (no vector) at a time; returns
-/// what `work` returned, its seconds, and the longest of those writes in seconds.
+/// Runs `work` while another thread writes one small row (no vector) every 5 ms (a
+/// light load, so that `work` keeps the cores); returns what `work` returned, its
+/// seconds, and the longest of those writes in seconds.
 fn with_writes<R: Send>(
     tenant: &Tenant,
     prefix: &str,
@@ -372,6 +373,7 @@ fn with_writes<R: Send>(
                     .expect("write meanwhile");
                 longest = longest.max(t.elapsed().as_secs_f64());
                 i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             longest
         });

@@ -368,7 +368,7 @@ impl TenantStore {
 
     /// Saves the loaded vector index (atomically) and trims the log it covers. Returns
     /// false when no index is loaded. Writers wait only while the index is copied in
-    /// memory ([`VectorIndex::image`]); the file is written and synced without the write
+    /// memory ([`VectorIndex::image_into`]); the file is written and synced without the write
     /// lock, while they commit (and the log keeps their changes for the next load).
     pub fn save_vectors(&self) -> Result<bool> {
         let Some(index) = self.state.vectors.loaded.read().clone() else {
@@ -376,7 +376,8 @@ impl TenantStore {
         };
         let family = self.family()?;
         let _saving = self.state.vectors.saving.lock();
-        let (covered, image) = {
+        let mut image = index.image_buffer();
+        let covered = {
             let mut writer = self.lock_writer();
             let next_change = self.next_vector_change(&mut writer)?;
             // The file must not cover changes a power loss can take back: with `sync` off,
@@ -384,7 +385,8 @@ impl TenantStore {
             family.flush_wal()?;
             // Commits apply their changes to the index holding the write lock: none runs
             // while it is copied, so the image is the index as of `next_change - 1`.
-            (next_change - 1, index.image()?)
+            index.image_into(&mut image)?;
+            next_change - 1
         };
         crate::vector::save_image(&self.state.vectors.dir, "resources", covered, &image)?;
         drop(image);

@@ -13,17 +13,30 @@ impl VectorIndex {
     /// Saves the index atomically into `dir` as covering change `covered`: its
     /// [`VectorIndex::image`] written by [`save_image`].
     pub fn save(&self, dir: &Path, table: &str, covered: u64) -> Result<PathBuf> {
-        save_image(dir, table, covered, &self.image()?)
+        let mut image = self.image_buffer();
+        self.image_into(&mut image)?;
+        save_image(dir, table, covered, &image)
     }
 
-    /// The index serialized in memory, as a saved file holds it: a copy at memory speed
-    /// (no disk write), so a caller that must keep adds out while the index is read (the
-    /// tenant's write lock) holds them off only that long. Searches go on meanwhile.
-    pub fn image(&self) -> Result<Vec<u8>> {
+    /// A buffer for [`VectorIndex::image_into`], its memory written once so that the
+    /// copy itself takes no page faults: made before taking a lock the copy needs.
+    pub fn image_buffer(&self) -> Vec<u8> {
+        let mut buffer = Vec::new();
+        // A little room for what may be added before the copy.
+        let n = self.index.read().serialized_length();
+        buffer.resize(n + n / 64, 0);
+        buffer
+    }
+
+    /// The index serialized into `image` (resized to fit), as a saved file holds it: a
+    /// copy at memory speed (no disk write), so a caller that must keep adds out while
+    /// the index is read (the tenant's write lock) holds them off only that long.
+    /// Searches go on meanwhile.
+    pub fn image_into(&self, image: &mut Vec<u8>) -> Result<()> {
         let index = self.index.read();
-        let mut image = vec![0u8; index.serialized_length()];
-        index.save_to_buffer(&mut image).map_err(usearch_err)?;
-        Ok(image)
+        let n = index.serialized_length();
+        image.resize(n, 0);
+        index.save_to_buffer(image).map_err(usearch_err)
     }
 
     /// Removes the saved files of `table` in `dir` that cover change `next_change` or

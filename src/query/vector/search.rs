@@ -233,8 +233,8 @@ impl VectorSearch {
     /// `check` and `min_score`, until `found.wanted` are found. When rescoring, each part
     /// of hits is scored exactly first and `min_score` applies to the exact scores; a part
     /// with a hit under it is the last one read (hits are ranked by the index's
-    /// approximate distances, so a row just past the cut may still qualify: the part's
-    /// 64 or more hits are all checked).
+    /// approximate distances: every hit of that part is checked, a hit ranked after it
+    /// is not, though its exact score may pass by up to the quantization error).
     pub(super) fn collect(
         &self,
         hits: &[(u64, f32)],
@@ -251,7 +251,12 @@ impl VectorSearch {
             .collect();
         let wants_vectors = self.projection.contains(&EMBEDDING_COLUMN)
             || check.is_some_and(|c| c.columns.contains(&EMBEDDING_COLUMN));
-        let chunk = (found.wanted * 2).max(64);
+        // Rows are read in parts; rescored hits, with nothing to check on their rows, in
+        // parts of the rows still wanted (each hit costs a vector read from RocksDB).
+        let chunk = match check {
+            None if found.rescore => found.wanted.saturating_sub(found.rows.len()).max(1),
+            _ => (found.wanted * 2).max(64),
+        };
         for part in fresh.chunks(chunk) {
             if found.rows.len() >= found.wanted || found.below_min {
                 return Ok(());
