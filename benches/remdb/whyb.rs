@@ -11,7 +11,8 @@
 //! tenant's candidate cache in the background; the figures are taken after that (the
 //! "first search" column is the cold one).
 //!
-//! `cargo bench --bench remdb -- whyb`; `REMDB_HYB_ROWS` (default 100000), `REMDB_HYB_QUERIES`
+//! `cargo bench --bench remdb -- whyb`; `REMDB_HYB_ROWS` (default 100000), `REMDB_HYB_PRECISION`
+//! (`f32`, `f16` or `i8`; unset, the default), `REMDB_HYB_QUERIES`
 //! (200), `REMDB_HYB_EF` (the tenant's ef_search, default 64), `REMDB_WENT_SAMPLES` (runs of
 //! each W-ENT query, 300).
 
@@ -161,6 +162,16 @@ pub fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = Db::open(dir.path(), Default::default()).expect("open");
     let tenant = db.create_tenant("hyb").expect("tenant");
+    // `REMDB_HYB_PRECISION=f32|f16|i8`: the index's precision (unset, the default).
+    if let Ok(p) = std::env::var("REMDB_HYB_PRECISION") {
+        tenant
+            .configure_vectors(remdb::VectorOptions {
+                dimensions: Some(768),
+                precision: remdb::Precision::parse(&p).expect("REMDB_HYB_PRECISION"),
+                ..Default::default()
+            })
+            .expect("precision");
+    }
     tenant.vector_index_stats().expect("load index");
     let t0 = Instant::now();
     let mut progress = Progress::new("resources", n);

@@ -187,7 +187,8 @@ impl Tenant {
         self.inner.store.vector_index_loaded()
     }
 
-    /// Vectors held by the in-memory index and its size in bytes (0, 0 when not loaded).
+    /// Vectors held by the in-memory index and its size in bytes, loading the index if
+    /// it is not in memory; (0, 0) while the tenant has no vector options.
     pub fn vector_index_stats(&self) -> Result<(usize, usize)> {
         Ok(match self.inner.store.vector_index()? {
             Some(index) => (index.len(), index.memory_usage()),
