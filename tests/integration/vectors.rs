@@ -23,16 +23,21 @@ fn resource(id: &str, embedding: Option<Vec<f32>>) -> Resource {
     }
 }
 
-#[tokio::test]
-async fn api_search_and_errors() {
-    let (_dir, _db, t) = fresh("acme");
-    let mut rng = StdRng::seed_from_u64(7);
-    let vectors: Vec<Vec<f32>> = (0..500).map(|_| random_unit(&mut rng, 24)).collect();
+/// Writes `vectors` as resources `r0`, `r1`, ... in one batch.
+fn write_vectors(t: &remdb::Tenant, vectors: &[Vec<f32>]) {
     let mut batch = Batch::new();
     for (i, v) in vectors.iter().enumerate() {
         batch = batch.insert(resource(&format!("r{i}"), Some(v.clone())));
     }
     t.write(batch).unwrap();
+}
+
+#[tokio::test]
+async fn api_search_and_errors() {
+    let (_dir, _db, t) = fresh("acme");
+    let mut rng = StdRng::seed_from_u64(7);
+    let vectors: Vec<Vec<f32>> = (0..500).map(|_| random_unit(&mut rng, 24)).collect();
+    write_vectors(&t, &vectors);
     let hits = t.search_similar(&vectors[42], 5, None).unwrap();
     assert_eq!(hits[0].0.id, "r42");
     assert!(
@@ -149,11 +154,7 @@ async fn quantized_indexes_return_exact_scores() {
             ..Default::default()
         })
         .unwrap();
-        let mut batch = Batch::new();
-        for (i, v) in vectors.iter().enumerate() {
-            batch = batch.insert(resource(&format!("r{i}"), Some(v.clone())));
-        }
-        t.write(batch).unwrap();
+        write_vectors(&t, &vectors);
         let (mut found, mut wanted) = (0, 0);
         for q in &queries {
             let truth = exact(q);
@@ -333,11 +334,7 @@ async fn index_survives_reopen_unload_and_a_lost_file() {
             ..Default::default()
         })
         .unwrap();
-        let mut batch = Batch::new();
-        for (i, v) in vectors.iter().enumerate() {
-            batch = batch.insert(resource(&format!("r{i}"), Some(v.clone())));
-        }
-        t.write(batch).unwrap();
+        write_vectors(&t, &vectors);
         assert_eq!(
             t.search_similar(&vectors[3], 1, None).unwrap()[0].0.id,
             "r3"
