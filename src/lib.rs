@@ -47,4 +47,4 @@ pub use storage::{
     Direction, Edge, Entity, Found, Hop, IndexDef, IndexKind, MAX_TRAVERSE_DEPTH, Moment, Resource,
     Row, StorageOptions, Table,
 };
-pub use vector::{Metric, Precision, VectorOptions};
+pub use vector::{MAX_SEARCH_K, Metric, Precision, VectorOptions};

@@ -171,6 +171,11 @@ impl Precision {
 /// The largest accepted rescoring depth.
 pub const MAX_RESCORE: usize = 64;
 
+/// The most rows one vector search returns (`k` of `vector_similar`, `top_k` of
+/// `Tenant::search_similar`): with the rescoring depth, what the index is asked for stays
+/// bounded.
+pub const MAX_SEARCH_K: usize = 10_000;
+
 /// Index parameters of one (tenant, table). Fixed once the first vector is stored,
 /// except `ef_search` and `rescore`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ use super::exec::external;
 use super::provider::unqualified;
 use crate::query::QueryOptions;
 use crate::storage::{Table, TenantStore};
+use crate::vector::MAX_SEARCH_K;
 
 mod search;
 mod topk;
@@ -245,15 +246,16 @@ impl TableFunctionImpl for VectorSimilarFunc {
                 None,
             ),
         };
-        let k =
-            match constant(session, &exprs[2], "vector_similar", "k")?.cast_to(&DataType::Int64)? {
-                ScalarValue::Int64(Some(k)) if (1..=10_000).contains(&k) => k as usize,
-                other => {
-                    return plan_err!(
-                        "vector_similar: k must be an integer within 1..=10000, got {other}"
-                    );
-                }
-            };
+        let k = match constant(session, &exprs[2], "vector_similar", "k")?
+            .cast_to(&DataType::Int64)?
+        {
+            ScalarValue::Int64(Some(k)) if (1..=MAX_SEARCH_K as i64).contains(&k) => k as usize,
+            other => {
+                return plan_err!(
+                    "vector_similar: k must be an integer within 1..={MAX_SEARCH_K}, got {other}"
+                );
+            }
+        };
         let min_score = match exprs
             .get(3)
             .map(|e| constant(session, e, "vector_similar", "min_score"))

@@ -151,8 +151,11 @@ impl Tenant {
         top_k: usize,
         min_score: Option<f32>,
     ) -> Result<Vec<(Resource, f32)>> {
-        if top_k == 0 {
-            return Err(Error::invalid("top_k must be positive"));
+        if !(1..=crate::vector::MAX_SEARCH_K).contains(&top_k) {
+            return Err(Error::invalid(format!(
+                "top_k must be within 1..={}, got {top_k}",
+                crate::vector::MAX_SEARCH_K
+            )));
         }
         let store = &self.inner.store;
         let Some(options) = store.vector_options()? else {

@@ -316,6 +316,7 @@ impl TenantStore {
                 }
                 _ => index.remove(row_id)?,
             }
+            // The log key ends with its change number, as a row key ends with its id.
             next = keys::trailing_row_id(&key)
                 .ok_or_else(|| Error::Corruption("short vector log key".into()))?
                 + 1;

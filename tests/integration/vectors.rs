@@ -65,6 +65,16 @@ async fn api_search_and_errors() {
         t.search_similar(&[1.0, 2.0], 3, None).is_err(),
         "a query of the wrong dimension is refused"
     );
+    // top_k is bounded like vector_similar's k: k times the rescoring depth stays finite.
+    for k in [0, remdb::MAX_SEARCH_K + 1, usize::MAX / 2] {
+        assert!(
+            matches!(
+                t.search_similar(&vectors[0], k, None),
+                Err(Error::InvalidArgument(ref m)) if m.contains("top_k")
+            ),
+            "top_k {k}"
+        );
+    }
 
     // set_embedding replaces; None removes.
     t.set_embedding("r1", Some(vectors[42].clone())).unwrap();
